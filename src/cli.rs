@@ -1,0 +1,325 @@
+//! Command-line interface: the arguments, and turning them into a run with an exit code.
+//!
+//! `ftpseg [OPTIONS] <URL>` downloads one file; `ftpseg demo` runs the built-in demonstration.
+//! Every failure prints one line, `ftpseg: error: ...`, and exits with the code documented in
+//! README.md (see [`crate::error::exit`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{self, Job, Outcome};
+use crate::error::{Error, exit, human_bytes};
+use crate::ftp::{Credentials, Timeouts};
+use crate::plan;
+use crate::progress::{Mode, Progress};
+use crate::url::FtpUrl;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ftpseg",
+    version,
+    about = "Download large files from FTP servers over many connections at once, resumably.",
+    long_about = "Download large files from FTP servers over many connections at once.\n\n\
+        The file is written to <output>.part, with a manifest <output>.ftpseg recording each \
+        range's durable progress; run the same command again after a crash, kill or network \
+        cut and it resumes every range where it stopped.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub get: GetArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a built-in FTP server on 127.0.0.1 with a throttled test file, download it with 1
+    /// and with N connections, show the speed-up and verify the bytes.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// ftp://[user[:password]@]host[:port]/path (a password here is visible to other users of
+    /// this machine: prefer FTPSEG_PASSWORD)
+    #[arg(required = true)]
+    pub url: Option<String>,
+
+    /// Where to save the file [default: the remote file's name, in the current folder]
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Connections to use at once (1-64)
+    #[arg(short = 'n', long, default_value_t = plan::DEFAULT_CONNECTIONS,
+          value_parser = parse_connections)]
+    pub connections: usize,
+
+    /// Smallest range given to a connection, and smallest half a connection may take from
+    /// another (K, M, G suffixes)
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
+    pub min_range: u64,
+
+    /// Overwrite an existing output file
+    #[arg(long)]
+    pub force: bool,
+
+    /// Ignore (and delete) an earlier partial download of this output and start over
+    #[arg(long)]
+    pub restart: bool,
+
+    /// Failed attempts in a row on one range before giving up
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_tries: u32,
+
+    /// Seconds to wait for a TCP connection
+    #[arg(long, default_value_t = 15.0, value_name = "SECS", value_parser = parse_secs)]
+    pub connect_timeout: f64,
+
+    /// Seconds to wait for any reply from the server
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_secs)]
+    pub reply_timeout: f64,
+
+    /// Seconds without a single byte on a data connection before it counts as stalled and is
+    /// replaced by a new one
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_secs)]
+    pub stall_timeout: f64,
+
+    /// Seconds between checkpoints (flush + manifest save)
+    #[arg(long, default_value_t = 1.0, value_name = "SECS", value_parser = parse_secs)]
+    pub checkpoint_interval: f64,
+
+    /// Show no progress, only errors
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Plain progress lines instead of bars, even on a terminal
+    #[arg(long)]
+    pub plain: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Size of the generated test file (K, M, G suffixes)
+    #[arg(long, default_value = "48M", value_parser = parse_size)]
+    pub size: u64,
+    /// Per-connection throttle of the demo server, bytes per second (K, M, G suffixes)
+    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    pub rate: u64,
+    /// Connections for the parallel run
+    #[arg(short = 'n', long, default_value_t = 8,
+          value_parser = parse_connections)]
+    pub connections: usize,
+}
+
+/// "64K", "1M", "1.5G", "1000" -> bytes (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let mult: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("unknown unit in '{s}': use K, M, G or T")),
+            };
+            (&t[..i], mult)
+        }
+        None => (t, 1),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 512K, 4M or 1G"))?;
+    if !v.is_finite() || v < 0.0 || v * mult as f64 > (1u64 << 62) as f64 {
+        return Err(format!("'{s}' is out of range"));
+    }
+    Ok((v * mult as f64) as u64)
+}
+
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=plan::MAX_CONNECTIONS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a connection count from 1 to {}",
+            plan::MAX_CONNECTIONS
+        )),
+    }
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(0.001..=86_400.0).contains(&v) {
+        return Err(format!("'{s}' seconds is out of range (0.001 to 86400)"));
+    }
+    Ok(v)
+}
+
+/// Runs what the command line asks for and returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ftpseg: error: cannot start the async runtime: {e}");
+            return exit::INTERNAL;
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Demo(args)) => runtime.block_on(crate::demo::run(args)),
+        None => runtime.block_on(get(cli.get)),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("ftpseg: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Builds the job from the arguments (pure apart from reading FTPSEG_PASSWORD).
+pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
+    let raw = args.url.as_deref().unwrap_or_default();
+    let url = FtpUrl::parse(raw)?;
+    let output = match &args.output {
+        Some(p) => p.clone(),
+        None => PathBuf::from(url.file_name()?),
+    };
+    let creds = match &url.user {
+        None => Credentials::anonymous(),
+        Some(user) => Credentials {
+            user: user.clone(),
+            password: url
+                .password
+                .clone()
+                .or_else(|| std::env::var("FTPSEG_PASSWORD").ok())
+                .unwrap_or_default(),
+        },
+    };
+    Ok(Job {
+        url,
+        creds,
+        output,
+        connections: args.connections,
+        min_range: args.min_range.max(64 << 10),
+        timeouts: Timeouts {
+            connect: Duration::from_secs_f64(args.connect_timeout),
+            reply: Duration::from_secs_f64(args.reply_timeout),
+            data_idle: Duration::from_secs_f64(args.stall_timeout),
+        },
+        max_tries: args.max_tries,
+        force: args.force,
+        restart: args.restart,
+        checkpoint_interval: Duration::from_secs_f64(args.checkpoint_interval),
+    })
+}
+
+async fn get(args: GetArgs) -> Result<(), Error> {
+    let job = job_from_args(&args)?;
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else if args.plain {
+        Mode::Plain
+    } else {
+        Mode::Auto
+    };
+    let mut progress = Progress::new(mode);
+    let outcome = download_with_ctrl_c(&job, &mut progress).await?;
+    if !args.quiet {
+        println!("{}", summary(&outcome));
+    }
+    Ok(())
+}
+
+/// Runs a download that Ctrl-C (or SIGTERM) interrupts cleanly, after a final checkpoint.
+pub async fn download_with_ctrl_c(job: &Job, progress: &mut Progress) -> Result<Outcome, Error> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signals = tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = terminated => {},
+        }
+        let _ = tx.send(true);
+    });
+    let result = engine::download(job, progress, rx).await;
+    signals.abort();
+    result
+}
+
+/// The final report of a download, one line.
+pub fn summary(o: &Outcome) -> String {
+    let secs = o.elapsed.as_secs_f64().max(1e-6);
+    let resumed = if o.resumed > 0 {
+        format!(", {} resumed from an earlier run", human_bytes(o.resumed))
+    } else {
+        String::new()
+    };
+    format!(
+        "saved {} ({}) in {:.2} s, {}/s mean over {} connection(s){}; BLAKE3 {} (one pass at the end, {:.2} s)",
+        o.path.display(),
+        human_bytes(o.size),
+        secs,
+        human_bytes((o.fetched as f64 / secs) as u64),
+        o.connections,
+        resumed,
+        o.blake3.to_hex(),
+        o.hash_time.as_secs_f64()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("64K").unwrap(), 64 << 10);
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_size("2MiB").unwrap(), 2 << 20);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn cli_parses_get_and_demo() {
+        let cli = Cli::try_parse_from(["ftpseg", "-n", "4", "ftp://h/f.iso"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.get.connections, 4);
+        let cli = Cli::try_parse_from(["ftpseg", "demo", "--size", "1M"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Demo(_))));
+        assert!(Cli::try_parse_from(["ftpseg", "-n", "65", "ftp://h/f"]).is_err());
+        assert!(Cli::try_parse_from(["ftpseg"]).is_err());
+    }
+
+    #[test]
+    fn job_defaults_output_to_remote_name() {
+        let cli = Cli::try_parse_from(["ftpseg", "ftp://h/pub/x.iso"]).unwrap();
+        let job = job_from_args(&cli.get).unwrap();
+        assert_eq!(job.output, PathBuf::from("x.iso"));
+        assert_eq!(job.creds.user, "anonymous");
+    }
+}

@@ -1,0 +1,716 @@
+//! The download: plan, connections, retries, checkpoints, commit.
+//!
+//! Data flow: socket -> `Session::read_data` -> straight into the memory map at the range's
+//! offset (no intermediate buffer) -> `Segment::advance`. Every `checkpoint_interval`, and at the
+//! end, the checkpointer takes a [`Snapshot`](crate::sched::Snapshot), flushes the new bytes
+//! (`msync`), then saves the manifest atomically: the manifest never claims a byte that is not
+//! on disk.
+//!
+//! Order of a run:
+//! 1. Refuse an existing output (unless `--force`), resolve the host, open the first session,
+//!    probe it (`FEAT`, `REST`), ask `SIZE` and `MDTM`.
+//! 2. Load the manifest if there is one and check it describes the same remote file; otherwise
+//!    plan fresh ranges. Save the manifest, then preallocate and map `<out>.part`.
+//! 3. Run N workers concurrently. Each connects (the first reuses the probe session), takes a
+//!    range, reads it, stops early, takes the next (work stealing when none is free). A failed
+//!    attempt drops the session and retries with backoff from where the range got to.
+//! 4. When every range is done: final checkpoint, BLAKE3 in one pass over the map, flush,
+//!    rename `<out>.part` to `<out>`, remove the manifest.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::error::Error;
+use crate::ftp::{Credentials, Session, SessionError, Timeouts};
+use crate::manifest::{Manifest, RangeRecord};
+use crate::plan;
+use crate::progress::{ConnView, Progress, View};
+use crate::sched::{READ_CHUNK, Scheduler, Segment};
+use crate::store::{self, Allocation, PartFile, SharedMap};
+use crate::url::FtpUrl;
+
+/// Everything one download needs to know.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub url: FtpUrl,
+    pub creds: Credentials,
+    pub output: PathBuf,
+    pub connections: usize,
+    pub min_range: u64,
+    pub timeouts: Timeouts,
+    /// Failed attempts in a row (without progress) on one range before giving up.
+    pub max_tries: u32,
+    pub force: bool,
+    pub restart: bool,
+    pub checkpoint_interval: Duration,
+}
+
+/// What a finished download reports.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub path: PathBuf,
+    pub size: u64,
+    pub elapsed: Duration,
+    /// Bytes fetched in this run (excluding what was resumed, including any fetched twice).
+    pub fetched: u64,
+    /// Bytes found already on disk from an earlier run.
+    pub resumed: u64,
+    pub blake3: blake3::Hash,
+    /// Time spent hashing at the end.
+    pub hash_time: Duration,
+    /// Connections that were opened.
+    pub connections: usize,
+}
+
+/// Downloads `job.url` to `job.output`. `stop` turning true (Ctrl-C) ends the run after a final
+/// checkpoint, with [`Error::Interrupted`].
+pub async fn download(
+    job: &Job,
+    progress: &mut Progress,
+    stop: watch::Receiver<bool>,
+) -> Result<Outcome, Error> {
+    let started = Instant::now();
+    let output = &job.output;
+    if output.is_dir() {
+        return Err(Error::io(
+            "cannot write to",
+            output,
+            std::io::Error::other("it is a folder; give a file name with -o"),
+        ));
+    }
+    if output.exists() && !job.force {
+        return Err(Error::Exists(output.clone()));
+    }
+    let manifest_path = Manifest::path_for(output);
+    let part_path = store::part_path(output);
+    if job.restart {
+        remove_if_exists(&manifest_path)?;
+        remove_if_exists(&part_path)?;
+    }
+
+    let addrs = resolve(&job.url, job.timeouts.connect).await?;
+    let host = job.url.host_for_connect();
+    let mut first = Session::connect(&addrs, &job.creds, job.timeouts)
+        .await
+        .map_err(|e| startup_error(&job.url, &job.creds, e))?;
+    first
+        .probe()
+        .await
+        .map_err(|e| startup_error(&job.url, &job.creds, e))?;
+    let path = job.url.path.clone();
+    let size = first
+        .size(&path)
+        .await
+        .map_err(|e| not_found_or(&job.url, &job.creds, e))?;
+    let mdtm = first
+        .mdtm(&path)
+        .await
+        .map_err(|e| startup_error(&job.url, &job.creds, e))?
+        .map(|m| m.0);
+    let rest = first.supports_rest();
+    let redacted = job.url.redacted();
+
+    let Some(size) = size else {
+        return Err(Error::Protocol {
+            host,
+            command: format!("SIZE {path}"),
+            reply: "the server does not report file sizes (SIZE); downloads of unknown size \
+                    are not supported yet"
+                .into(),
+        });
+    };
+
+    // The manifest: resume from it, or start fresh.
+    let mut manifest = match Manifest::load(&manifest_path)? {
+        Some(m) => {
+            if let Err(mismatch) = m.check_same_remote(&redacted, Some(size), mdtm.as_deref()) {
+                return Err(Error::RemoteChanged {
+                    detail: mismatch.to_string(),
+                    part: part_path,
+                });
+            }
+            m
+        }
+        None => {
+            if part_path.exists() {
+                progress.note(&format!(
+                    "{} has no manifest beside it, so its bytes cannot be trusted: starting over",
+                    part_path.display()
+                ));
+            }
+            fresh_manifest(&redacted, size, mdtm.clone(), job, rest)?
+        }
+    };
+    let mut part_exists = part_path.exists();
+    if manifest.bytes_done() > 0 && !part_exists {
+        progress.note(&format!(
+            "{} is missing, so the progress recorded in {} is lost: starting over",
+            part_path.display(),
+            manifest_path.display()
+        ));
+        manifest = fresh_manifest(&redacted, size, mdtm.clone(), job, rest)?;
+    }
+    if !rest && (manifest.bytes_done() > 0 || manifest.ranges.len() > 1) {
+        if manifest.bytes_done() > 0 {
+            progress.note(
+                "the server does not support REST: the download cannot resume, starting over",
+            );
+        }
+        manifest = fresh_manifest(&redacted, size, mdtm.clone(), job, rest)?;
+        part_exists = false;
+    }
+    let resumed = manifest.bytes_done();
+    // Written before the file is preallocated: a full-size file never exists without it.
+    manifest.save(&manifest_path)?;
+    let part = if resumed > 0 && part_exists {
+        PartFile::open_existing(&part_path, size)?
+    } else {
+        PartFile::create(&part_path, size)?
+    };
+    if part.allocation() == Allocation::Sparse {
+        progress.note(
+            "this filesystem cannot preallocate; the file is sparse (free space was checked)",
+        );
+    }
+    if resumed > 0 {
+        progress.note(&format!(
+            "resuming: {} of {} already on disk",
+            crate::error::human_bytes(resumed),
+            crate::error::human_bytes(size)
+        ));
+    }
+
+    let connections = if rest {
+        job.connections.clamp(1, plan::MAX_CONNECTIONS)
+    } else {
+        progress.note(
+            "the server does not support REST: using one connection; an interrupted download \
+             will have to start over",
+        );
+        1
+    };
+    let min_range = if rest { job.min_range } else { u64::MAX };
+    let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range));
+    let workers = connections
+        .min(usize::try_from(sched.remaining().div_ceil(job.min_range.max(1))).unwrap_or(1))
+        .max(1);
+
+    let shared = Arc::new(Shared {
+        sched: sched.clone(),
+        map: part.shared(),
+        path: path.clone(),
+        size,
+        addrs,
+        creds: job.creds.clone(),
+        timeouts: job.timeouts,
+        max_tries: job.max_tries,
+        rest,
+        epsv: AtomicBool::new(first.uses_epsv()),
+        failed: AtomicBool::new(false),
+        conns: (0..workers).map(|_| ConnStat::default()).collect(),
+        opened: AtomicU64::new(1),
+    });
+    let part = Arc::new(part);
+    let mut checkpoint = Checkpoint {
+        sched,
+        part: part.clone(),
+        manifest,
+        path: manifest_path.clone(),
+    };
+
+    let result = run_workers(
+        &shared,
+        first,
+        workers,
+        job,
+        progress,
+        &mut checkpoint,
+        stop,
+    )
+    .await;
+    progress.finish();
+    // Whatever happened, record what is on disk.
+    let saved = tokio::task::block_in_place(|| checkpoint.save());
+    result?;
+    saved?;
+
+    let fetched: u64 = shared
+        .conns
+        .iter()
+        .map(|c| c.bytes.load(Ordering::Relaxed))
+        .sum();
+    let hash_started = Instant::now();
+    let hash = tokio::task::block_in_place(|| part.blake3());
+    let hash_time = hash_started.elapsed();
+    drop(checkpoint);
+    let part = Arc::try_unwrap(part)
+        .map_err(|_| Error::Internal("the output file is still in use".into()))?;
+    tokio::task::block_in_place(|| part.commit(output))?;
+    Manifest::remove(&manifest_path)?;
+    Ok(Outcome {
+        path: output.clone(),
+        size,
+        elapsed: started.elapsed(),
+        fetched,
+        resumed,
+        blake3: hash,
+        hash_time,
+        connections: shared.opened.load(Ordering::Relaxed) as usize,
+    })
+}
+
+/// A manifest for a download from scratch: one range per connection, or a single range when
+/// the server cannot start a transfer anywhere but at byte 0.
+fn fresh_manifest(
+    url: &str,
+    size: u64,
+    mdtm: Option<String>,
+    job: &Job,
+    rest: bool,
+) -> Result<Manifest, Error> {
+    let connections = if rest { job.connections } else { 1 };
+    let ranges = plan::initial_ranges(size, connections, job.min_range)
+        .into_iter()
+        .map(|r| RangeRecord {
+            start: r.start,
+            end: r.end,
+            done: r.start,
+        })
+        .collect();
+    Ok(Manifest::new(url, Some(size), mdtm, ranges)?)
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("cannot remove", path, e)),
+    }
+}
+
+/// Resolves the URL's host to socket addresses, within the connect timeout.
+async fn resolve(url: &FtpUrl, limit: Duration) -> Result<Vec<SocketAddr>, Error> {
+    let host = url.host_for_connect();
+    let lookup = tokio::net::lookup_host((host.clone(), url.port));
+    match tokio::time::timeout(limit, lookup).await {
+        Ok(Ok(addrs)) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                Err(Error::UnknownHost {
+                    host,
+                    detail: "no address found".into(),
+                })
+            } else {
+                Ok(addrs)
+            }
+        }
+        Ok(Err(e)) => Err(Error::UnknownHost {
+            host,
+            detail: e.to_string(),
+        }),
+        Err(_) => Err(Error::Timeout {
+            what: "name lookup".into(),
+            host,
+            secs: limit.as_secs(),
+        }),
+    }
+}
+
+/// Maps a failure of the first session (before any data) to the user-facing error.
+fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
+    let host = url.host_for_connect();
+    match e {
+        SessionError::Connect { addr, source } => Error::Connect {
+            addr: addr.to_string(),
+            detail: source.to_string(),
+        },
+        SessionError::Timeout(what) => Error::Timeout {
+            what,
+            host,
+            secs: 0,
+        },
+        ref r @ SessionError::Reply { .. } if r.is_busy() => Error::Refused {
+            host,
+            reply: r.to_string(),
+        },
+        SessionError::Reply {
+            code: 530, text, ..
+        } => Error::Login {
+            host,
+            user: creds.user.clone(),
+            reply: text,
+        },
+        SessionError::Reply {
+            command,
+            code: 550,
+            text,
+        } if command != "login" => Error::NotFound {
+            path: url.path.clone(),
+            reply: text,
+        },
+        SessionError::Reply { command, text, .. } => Error::Protocol {
+            host,
+            command,
+            reply: text,
+        },
+        SessionError::Io { command, source } => Error::Connect {
+            addr: host,
+            detail: format!("connection lost during {command}: {source}"),
+        },
+        SessionError::Protocol(p) => Error::Protocol {
+            host,
+            command: "probe".into(),
+            reply: p,
+        },
+    }
+}
+
+fn not_found_or(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
+    match e {
+        SessionError::Reply {
+            code: 550, text, ..
+        } => Error::NotFound {
+            path: url.path.clone(),
+            reply: text,
+        },
+        other => startup_error(url, creds, other),
+    }
+}
+
+/// Per-connection counters the progress view reads.
+#[derive(Default)]
+struct ConnStat {
+    bytes: AtomicU64,
+    view: Mutex<(Option<Arc<Segment>>, String)>,
+}
+
+impl ConnStat {
+    fn set(&self, seg: Option<Arc<Segment>>, state: &str) {
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        v.0 = seg;
+        v.1.clear();
+        v.1.push_str(state);
+    }
+}
+
+/// State shared by the workers of one download.
+struct Shared {
+    sched: Arc<Scheduler>,
+    map: SharedMap,
+    path: String,
+    size: u64,
+    addrs: Vec<SocketAddr>,
+    creds: Credentials,
+    timeouts: Timeouts,
+    max_tries: u32,
+    rest: bool,
+    epsv: AtomicBool,
+    /// Set when one worker hit a permanent error: the others stop.
+    failed: AtomicBool,
+    conns: Vec<ConnStat>,
+    opened: AtomicU64,
+}
+
+/// Flush-then-save of the manifest, in that order.
+struct Checkpoint {
+    sched: Arc<Scheduler>,
+    part: Arc<PartFile>,
+    manifest: Manifest,
+    path: PathBuf,
+}
+
+impl Checkpoint {
+    fn save(&mut self) -> Result<(), Error> {
+        let snap = self.sched.snapshot();
+        for &(from, to) in &snap.to_flush {
+            self.part.flush_range(from, to)?;
+        }
+        self.manifest.ranges = Scheduler::records(&snap);
+        self.manifest.save(&self.path)?;
+        self.sched.mark_durable(&snap);
+        Ok(())
+    }
+}
+
+async fn run_workers(
+    shared: &Arc<Shared>,
+    first: Session,
+    workers: usize,
+    job: &Job,
+    progress: &mut Progress,
+    checkpoint: &mut Checkpoint,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let mut set = JoinSet::new();
+    let mut first = Some(first);
+    for id in 0..workers {
+        let shared = shared.clone();
+        let session = first.take();
+        set.spawn(async move { worker(id, shared, session).await });
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut last_checkpoint = Instant::now();
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            joined = set.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    shared.failed.store(true, Ordering::SeqCst);
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                    set.abort_all();
+                }
+                Some(Err(join)) if join.is_cancelled() => {}
+                Some(Err(join)) => {
+                    set.abort_all();
+                    result = Err(Error::Internal(format!("a connection task failed: {join}")));
+                }
+            },
+            _ = tick.tick() => {
+                progress.update(&view(shared));
+                if last_checkpoint.elapsed() >= job.checkpoint_interval {
+                    last_checkpoint = Instant::now();
+                    let r = tokio::task::block_in_place(|| checkpoint.save());
+                    if let Err(e) = r {
+                        set.abort_all();
+                        result = Err(e);
+                    }
+                }
+            },
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    set.abort_all();
+                    while set.join_next().await.is_some() {}
+                    return Err(Error::Interrupted(checkpoint.path.clone()));
+                }
+            }
+        }
+    }
+    progress.update(&view(shared));
+    result?;
+    if shared.sched.remaining() > 0 {
+        return Err(Error::Internal(
+            "every connection ended but bytes are missing".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn view(shared: &Shared) -> View {
+    let conns: Vec<ConnView> = shared
+        .conns
+        .iter()
+        .map(|c| {
+            let v = c.view.lock().unwrap_or_else(|p| p.into_inner());
+            ConnView {
+                bytes: c.bytes.load(Ordering::Relaxed),
+                range: v.0.as_ref().map(|s| (s.pos(), s.end())),
+                state: v.1.clone(),
+            }
+        })
+        .collect();
+    View {
+        done: shared.size - shared.sched.remaining(),
+        total: Some(shared.size),
+        conns,
+    }
+}
+
+/// One connection: take ranges until none is left, reconnecting and retrying as needed.
+async fn worker(id: usize, shared: Arc<Shared>, mut session: Option<Session>) -> Result<(), Error> {
+    let stat = &shared.conns[id];
+    while let Some(seg) = shared.sched.acquire(id) {
+        let mut tries = 0u32;
+        loop {
+            if shared.failed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            stat.set(Some(seg.clone()), "connecting");
+            let before = seg.pos();
+            let attempt = fetch_range(&shared, id, &mut session, &seg).await;
+            match attempt {
+                Ok(()) => {
+                    if shared.sched.complete(id, &seg) {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    // Never reuse a session after a failure: it may be out of step.
+                    if let Some(s) = session.take() {
+                        drop(s);
+                    }
+                    if !e.is_transient() {
+                        return Err(range_error(&shared, e));
+                    }
+                    if e.is_busy() && id > 0 && others_active(&shared, id) {
+                        // The server wants fewer connections: leave this range to the others.
+                        shared.sched.release(&seg);
+                        stat.set(None, "server busy: stopped");
+                        return Ok(());
+                    }
+                    if seg.pos() > before {
+                        tries = 0;
+                    }
+                    tries += 1;
+                    if tries >= shared.max_tries {
+                        return Err(Error::GaveUp {
+                            tries,
+                            last: e.to_string(),
+                        });
+                    }
+                    let wait = backoff(tries);
+                    stat.set(
+                        Some(seg.clone()),
+                        &format!("retry in {:.1} s", wait.as_secs_f64()),
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+    stat.set(None, "done");
+    if let Some(s) = session {
+        s.quit().await;
+    }
+    Ok(())
+}
+
+fn others_active(shared: &Shared, me: usize) -> bool {
+    shared.conns.iter().enumerate().any(|(i, c)| {
+        i != me && {
+            let v = c.view.lock().unwrap_or_else(|p| p.into_inner());
+            v.1 == "reading"
+        }
+    })
+}
+
+fn range_error(shared: &Shared, e: SessionError) -> Error {
+    let host = shared
+        .addrs
+        .first()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    match e {
+        SessionError::Reply {
+            code: 530, text, ..
+        } => Error::Login {
+            host,
+            user: shared.creds.user.clone(),
+            reply: text,
+        },
+        SessionError::Reply {
+            code: 550 | 551 | 553,
+            text,
+            ..
+        } => Error::NotFound {
+            path: shared.path.clone(),
+            reply: text,
+        },
+        SessionError::Reply { command, text, .. } => Error::Protocol {
+            host,
+            command,
+            reply: text,
+        },
+        other => Error::Protocol {
+            host,
+            command: "RETR".into(),
+            reply: other.to_string(),
+        },
+    }
+}
+
+/// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... capped at 30 s, each scaled by a
+/// random factor in [0.5, 1.5) so that connections do not retry in lockstep.
+fn backoff(tries: u32) -> Duration {
+    let base = 0.5 * 2f64.powi(tries.saturating_sub(1).min(6) as i32);
+    let jitter = 0.5 + rand::random::<f64>();
+    Duration::from_secs_f64((base * jitter).min(30.0))
+}
+
+/// One attempt at a range: connect if needed, `REST`+`RETR` from the range's position, read
+/// into the map until the range's (moving) end, stop early, keep the session for the next range.
+async fn fetch_range(
+    shared: &Shared,
+    id: usize,
+    session: &mut Option<Session>,
+    seg: &Arc<Segment>,
+) -> Result<(), SessionError> {
+    let stat = &shared.conns[id];
+    if session.is_none() {
+        let mut s = Session::connect(&shared.addrs, &shared.creds, shared.timeouts).await?;
+        shared.opened.fetch_add(1, Ordering::Relaxed);
+        s.set_rest(shared.rest);
+        s.set_epsv(shared.epsv.load(Ordering::Relaxed));
+        *session = Some(s);
+    }
+    let s = session.as_mut().expect("connected above");
+    if !shared.rest && seg.pos() > seg.start {
+        // Without REST a failed stream can only start again from byte 0.
+        seg.advance(seg.start);
+    }
+    let mut pos = seg.pos();
+    if pos >= seg.end() {
+        return Ok(());
+    }
+    let transfer = s.retr(&shared.path, pos).await?;
+    if !s.uses_epsv() {
+        shared.epsv.store(false, Ordering::Relaxed);
+    }
+    let mut stream = transfer.stream;
+    stat.set(Some(seg.clone()), "reading");
+    loop {
+        let end = seg.end();
+        if pos >= end {
+            break;
+        }
+        let limit = end.min(pos + READ_CHUNK);
+        // SAFETY: this worker owns [pos, end) of `seg`; the steal protocol in `sched` guarantees
+        // nobody else writes there, and no read reaches past a cut.
+        let buf = unsafe { shared.map.slice_mut(pos, limit) };
+        let n = s.read_data(&mut stream, buf).await?;
+        if n == 0 {
+            // The server ended the data early. Read its reply for the message.
+            let why = match s.end_transfer(stream, true).await {
+                Ok(()) => "the server said the transfer was complete".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            return Err(SessionError::Io {
+                command: format!("RETR {}", shared.path),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("data ended at byte {pos}, expected {end} ({why})"),
+                ),
+            });
+        }
+        pos += n as u64;
+        seg.advance(pos);
+        stat.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    let to_eof = if pos == shared.size {
+        // The range ends at the end of the file: the server must have nothing more to send.
+        let mut probe = [0u8; 1];
+        match s.read_data(&mut stream, &mut probe).await? {
+            0 => true,
+            _ => {
+                return Err(SessionError::Protocol(format!(
+                    "the server sent more than the {} bytes SIZE announced: the file is \
+                     changing on the server",
+                    shared.size
+                )));
+            }
+        }
+    } else {
+        false
+    };
+    s.end_transfer(stream, to_eof).await
+}

@@ -1,0 +1,176 @@
+//! Errors that end a run, each with a one-line message and a documented exit code.
+//!
+//! Every failure the user can meet maps to one [`Error`] variant. The message says what was
+//! wrong and what to do; [`Error::exit_code`] is the process exit status (the table is in the
+//! README, "Exit codes"). Nothing here ever holds a password: URLs are stored redacted.
+
+use std::path::PathBuf;
+
+/// Exit codes, one per kind of failure. Keep in sync with README.md "Exit codes".
+pub mod exit {
+    /// The file was downloaded and verified.
+    pub const OK: i32 = 0;
+    /// An unexpected internal error (a bug: please report it).
+    pub const INTERNAL: i32 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// The URL could not be used.
+    pub const BAD_URL: i32 = 3;
+    /// Host unknown, connection refused, or the network timed out.
+    pub const NETWORK: i32 = 4;
+    /// The server refused the login (530).
+    pub const LOGIN: i32 = 5;
+    /// The remote file does not exist or cannot be read (550).
+    pub const NOT_FOUND: i32 = 6;
+    /// The server kept refusing service (421, too many connections) or failed repeatedly.
+    pub const SERVER: i32 = 7;
+    /// The local disk cannot hold the file, or writing failed.
+    pub const LOCAL_IO: i32 = 8;
+    /// The output file exists already (use --force).
+    pub const EXISTS: i32 = 9;
+    /// The manifest is unreadable, damaged, or describes another file.
+    pub const MANIFEST: i32 = 10;
+    /// The remote file changed since the download started (use --restart).
+    pub const REMOTE_CHANGED: i32 = 11;
+    /// The server broke the protocol (a reply or data that makes no sense).
+    pub const PROTOCOL: i32 = 12;
+    /// Interrupted by the user (Ctrl-C); progress was saved.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// A failure that ends the download. The Display text is the whole one-line message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Url(#[from] crate::url::UrlError),
+    #[error("cannot resolve host '{host}': {detail}; check the host name and your network")]
+    UnknownHost { host: String, detail: String },
+    #[error("cannot connect to {addr}: {detail}")]
+    Connect { addr: String, detail: String },
+    #[error(
+        "{what} timed out after {secs} s talking to {host}; the server or network is not answering"
+    )]
+    Timeout {
+        what: String,
+        host: String,
+        secs: u64,
+    },
+    #[error("login refused by {host} for user '{user}': {reply}; check the user name and password")]
+    Login {
+        host: String,
+        user: String,
+        reply: String,
+    },
+    #[error("remote file '{path}' is not available: {reply}; check the path in the URL")]
+    NotFound { path: String, reply: String },
+    #[error(
+        "server {host} refused service: {reply}; try again later or with fewer connections (-n)"
+    )]
+    Refused { host: String, reply: String },
+    #[error("server {host} sent an unexpected reply to {command}: {reply}")]
+    Protocol {
+        host: String,
+        command: String,
+        reply: String,
+    },
+    #[error("download failed after {tries} tries: {last}")]
+    GaveUp { tries: u32, last: String },
+    #[error(
+        "not enough space for {path}: need {need}, have {have}; free some space or choose another folder with -o"
+    )]
+    NoSpace {
+        path: PathBuf,
+        need: String,
+        have: String,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} exists already; use --force to overwrite it", .0.display())]
+    Exists(PathBuf),
+    #[error("{0}")]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error(
+        "{detail}; the partial download {} was kept. Run with --restart to download the new file from scratch",
+        .part.display()
+    )]
+    RemoteChanged { detail: String, part: PathBuf },
+    #[error("interrupted; progress is saved in {}: run the same command again to resume", .0.display())]
+    Interrupted(PathBuf),
+    #[error("internal error: {0} (this is a bug in ftpseg; please report it)")]
+    Internal(String),
+}
+
+impl Error {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Url(_) => exit::BAD_URL,
+            Error::UnknownHost { .. } | Error::Connect { .. } | Error::Timeout { .. } => {
+                exit::NETWORK
+            }
+            Error::Login { .. } => exit::LOGIN,
+            Error::NotFound { .. } => exit::NOT_FOUND,
+            Error::Refused { .. } | Error::GaveUp { .. } => exit::SERVER,
+            Error::Protocol { .. } => exit::PROTOCOL,
+            Error::NoSpace { .. } | Error::Io { .. } => exit::LOCAL_IO,
+            Error::Exists(_) => exit::EXISTS,
+            Error::Manifest(_) => exit::MANIFEST,
+            Error::RemoteChanged { .. } => exit::REMOTE_CHANGED,
+            Error::Interrupted(_) => exit::INTERRUPTED,
+            Error::Internal(_) => exit::INTERNAL,
+        }
+    }
+
+    /// Shorthand for a local I/O failure on `path`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Bytes as a short human string with binary units: "1.50 GiB", "512 B".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.2} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.00 KiB");
+        assert_eq!(human_bytes(3 << 29), "1.50 GiB");
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_per_kind() {
+        let e = Error::Exists(PathBuf::from("a"));
+        assert_eq!(e.exit_code(), exit::EXISTS);
+        assert_eq!(
+            e.to_string(),
+            "a exists already; use --force to overwrite it"
+        );
+        let e = Error::Interrupted(PathBuf::from("a.ftpseg"));
+        assert_eq!(e.exit_code(), 130);
+    }
+}

@@ -1,0 +1,12 @@
+//! The FTP side: one control session ([`session`]) and the pure parsers for replies ([`reply`]).
+//!
+//! The control channel is `suppaftp` (tokio); this module is the only place that talks to it,
+//! so a change of FTP library touches nothing else. Everything the engine needs is in
+//! [`session::Session`]: connect and log in, probe capabilities, `SIZE`, `MDTM`, and ranged
+//! `REST`+`RETR` transfers that can be stopped early and the session reused.
+
+pub mod reply;
+pub mod session;
+
+pub use reply::{Features, Mdtm};
+pub use session::{Credentials, DataStream, Session, SessionError, Timeouts, Transfer};

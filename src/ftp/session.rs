@@ -1,0 +1,516 @@
+//! One FTP control session: connect, log in, probe, and ranged transfers that stop early.
+//!
+//! Built on `suppaftp` (tokio), with the rules measured against real servers:
+//! * Every step has a timeout (connect, each reply, each data read). A session that timed out is
+//!   never reused: the caller drops it and connects again.
+//! * `TYPE I` is sent before `SIZE` (proftpd and pyftpdlib refuse SIZE in ASCII mode).
+//! * `REST` is sent before every `RETR`, including `REST 0` (libunftp and pure-ftpd keep a stale
+//!   offset after a failed transfer). suppaftp defers `REST n` to just before `RETR`, after
+//!   `EPSV`/`PASV`, as RFC 3659 wants.
+//! * Data connections go to the control connection's peer address: EPSV carries only a port, and
+//!   for PASV the address in the reply is ignored (suppaftp's NAT workaround).
+//! * A range is ended by closing the data connection and reading the server's one reply
+//!   (`TransferStream::finish`), then `NOOP` and reading until its `200`, which swallows the
+//!   extra replies some servers send (426 then 226, pure-ftpd's second 150). `ABOR` is never used:
+//!   it desynchronises the control channel on some servers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use suppaftp::tokio::{AsyncFtpStream, AsyncNoTlsStream, TransferStream};
+use suppaftp::{FtpError, Mode, Status};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::reply::{self, Features, Mdtm};
+
+/// Time limits of one session.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// TCP connect (control and data connections).
+    pub connect: Duration,
+    /// Waiting for any one reply on the control connection.
+    pub reply: Duration,
+    /// No byte at all on a data connection for this long is a stall.
+    pub data_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(15),
+            reply: Duration::from_secs(30),
+            data_idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Who to log in as.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl Credentials {
+    /// The conventional anonymous login.
+    pub fn anonymous() -> Credentials {
+        Credentials {
+            user: "anonymous".into(),
+            password: "ftpseg@".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <password hidden>)", self.user)
+    }
+}
+
+/// Why a session step failed. The engine decides from this whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0} timed out")]
+    Timeout(String),
+    /// The server answered `command` with a reply we cannot go on with.
+    #[error("{command}: {text}")]
+    Reply {
+        command: String,
+        code: u16,
+        text: String,
+    },
+    #[error("control connection lost during {command}: {source}")]
+    Io {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl SessionError {
+    /// The reply code, when the server sent one.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            SessionError::Reply { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// True when trying again can help: timeouts, lost connections, 4xx replies, and "too many
+    /// connections/users" in whatever code the server chose (proftpd says it with 530).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SessionError::Connect { .. } | SessionError::Timeout(_) | SessionError::Io { .. } => {
+                true
+            }
+            SessionError::Reply { code, .. } if (400..500).contains(code) => true,
+            SessionError::Reply { .. } => self.is_busy(),
+            SessionError::Protocol(_) => false,
+        }
+    }
+
+    /// True when the server says it has too many connections or users (421, or a 530 whose text
+    /// says so): a reason to use fewer connections, not a bad password.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            SessionError::Reply { code, text, .. } => {
+                let t = text.to_ascii_lowercase();
+                *code == 421
+                    || ((*code == 530 || *code == 550)
+                        && (t.contains("too many") || t.contains("maximum") || t.contains("limit")))
+            }
+            _ => false,
+        }
+    }
+
+    fn from_ftp(command: &str, e: FtpError) -> SessionError {
+        match e {
+            FtpError::UnexpectedResponse(r) => SessionError::Reply {
+                command: command.to_owned(),
+                code: reply::reply_code(&r.body).unwrap_or(0),
+                text: reply::reply_text(&r.body),
+            },
+            FtpError::ConnectionError(source) => SessionError::Io {
+                command: command.to_owned(),
+                source,
+            },
+            other => SessionError::Protocol(format!("{command}: {other}")),
+        }
+    }
+}
+
+/// The data connection of one transfer, read straight into the caller's buffer.
+pub type DataStream = TransferStream<AsyncNoTlsStream>;
+
+/// A `RETR` under way.
+pub struct Transfer {
+    pub stream: DataStream,
+    /// The size the server announced in its 150 reply ("(N bytes)"), if it did.
+    pub announced_size: Option<u64>,
+}
+
+/// A logged-in control session.
+pub struct Session {
+    ftp: AsyncFtpStream,
+    timeouts: Timeouts,
+    peer: SocketAddr,
+    features: Features,
+    rest: bool,
+    epsv: bool,
+}
+
+impl Session {
+    /// Connects to the first address that answers, reads the greeting, logs in and sets binary
+    /// mode. The whole sequence is bounded by the timeouts.
+    pub async fn connect(
+        addrs: &[SocketAddr],
+        creds: &Credentials,
+        timeouts: Timeouts,
+    ) -> Result<Session, SessionError> {
+        let mut last = None;
+        for &addr in addrs {
+            match Self::connect_one(addr, creds, timeouts).await {
+                Ok(s) => return Ok(s),
+                Err(e @ SessionError::Connect { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| SessionError::Protocol("no address to connect to".into())))
+    }
+
+    async fn connect_one(
+        addr: SocketAddr,
+        creds: &Credentials,
+        timeouts: Timeouts,
+    ) -> Result<Session, SessionError> {
+        let tcp = connect_tcp(addr, timeouts.connect)
+            .await
+            .map_err(|source| SessionError::Connect { addr, source })?;
+        let ftp = timeout(timeouts.reply, AsyncFtpStream::connect_with_stream(tcp))
+            .await
+            .map_err(|_| SessionError::Timeout("waiting for the server's greeting".into()))?
+            .map_err(|e| SessionError::from_ftp("greeting", e))?;
+        let connect_timeout = timeouts.connect;
+        let mut ftp = ftp.passive_stream_builder(move |addr| {
+            Box::pin(async move {
+                connect_tcp(addr, connect_timeout)
+                    .await
+                    .map_err(FtpError::ConnectionError)
+            })
+        });
+        // Use the control peer's address for PASV data connections, never the one in the reply.
+        ftp.set_passive_nat_workaround(true);
+        ftp.set_mode(Mode::ExtendedPassive);
+        let mut session = Session {
+            ftp,
+            timeouts,
+            peer: addr,
+            features: Features::default(),
+            rest: true,
+            epsv: true,
+        };
+        let (user, pass) = (creds.user.as_str(), creds.password.as_str());
+        session
+            .bounded("login", |ftp| Box::pin(ftp.login(user, pass)))
+            .await?;
+        session
+            .bounded("TYPE I", |ftp| {
+                Box::pin(ftp.transfer_type(suppaftp::types::FileType::Binary))
+            })
+            .await?;
+        Ok(session)
+    }
+
+    /// The server address this session is connected to.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Asks `FEAT` and checks `REST` for real (`REST 1`, as axel does): some servers list it and
+    /// refuse it, others answer it without listing it. Returns what the server can do.
+    pub async fn probe(&mut self) -> Result<&Features, SessionError> {
+        match self.raw("FEAT", &[211]).await {
+            Ok(body) => self.features = reply::parse_features(&body),
+            Err(e @ SessionError::Reply { .. }) => {
+                // No FEAT (500/502): assume nothing, test what matters.
+                let _ = e;
+                self.features = Features::default();
+            }
+            Err(e) => return Err(e),
+        }
+        self.epsv = self.features.epsv || !self.features.pasv;
+        if !self.epsv {
+            self.ftp.set_mode(Mode::Passive);
+        }
+        self.rest = match self.raw("REST 1", &[350]).await {
+            Ok(_) => {
+                // Clear the offset again; every RETR sends its own REST anyway.
+                let _ = self.raw("REST 0", &[350]).await;
+                true
+            }
+            Err(SessionError::Reply { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        Ok(&self.features)
+    }
+
+    /// What the last [`Session::probe`] found.
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+
+    /// Whether `REST` works on this server (from [`Session::probe`]).
+    pub fn supports_rest(&self) -> bool {
+        self.rest
+    }
+
+    /// Marks `REST` as unsupported (learned from another session of the same server).
+    pub fn set_rest(&mut self, rest: bool) {
+        self.rest = rest;
+    }
+
+    /// Uses PASV instead of EPSV from now on.
+    pub fn set_epsv(&mut self, epsv: bool) {
+        self.epsv = epsv;
+        self.ftp.set_mode(if epsv {
+            Mode::ExtendedPassive
+        } else {
+            Mode::Passive
+        });
+    }
+
+    /// Whether this session uses EPSV.
+    pub fn uses_epsv(&self) -> bool {
+        self.epsv
+    }
+
+    /// The file's size from `SIZE`, or `None` when the server does not implement `SIZE`. A 550
+    /// (no such file, or not a plain file) is an error.
+    pub async fn size(&mut self, path: &str) -> Result<Option<u64>, SessionError> {
+        let command = format!("SIZE {path}");
+        match self.raw(&command, &[213]).await {
+            Ok(body) => reply::parse_size(&body)
+                .map(Some)
+                .map_err(|e| SessionError::Protocol(e.to_string())),
+            Err(SessionError::Reply {
+                code: 500 | 501 | 502 | 504,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file's modification time from `MDTM`, or `None` when the server cannot tell.
+    pub async fn mdtm(&mut self, path: &str) -> Result<Option<Mdtm>, SessionError> {
+        let command = format!("MDTM {path}");
+        match self.raw(&command, &[213]).await {
+            Ok(body) => Ok(reply::parse_mdtm(&body).ok()),
+            Err(SessionError::Reply { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts `RETR path` at `offset` (`REST offset` first, `REST 0` too, when the server
+    /// supports REST). Falls back from EPSV to PASV once if the server refuses EPSV.
+    pub async fn retr(&mut self, path: &str, offset: u64) -> Result<Transfer, SessionError> {
+        match self.retr_once(path, offset).await {
+            Err(SessionError::Reply { code, .. })
+                if self.epsv && matches!(code, 500 | 501 | 502 | 504) =>
+            {
+                self.set_epsv(false);
+                self.retr_once(path, offset).await
+            }
+            other => other,
+        }
+    }
+
+    async fn retr_once(&mut self, path: &str, offset: u64) -> Result<Transfer, SessionError> {
+        if offset > 0 && !self.rest {
+            return Err(SessionError::Protocol(
+                "cannot resume: the server does not support REST".into(),
+            ));
+        }
+        if self.rest {
+            if offset == 0 {
+                self.raw("REST 0", &[350]).await?;
+            } else {
+                let offset = usize::try_from(offset)
+                    .map_err(|_| SessionError::Protocol("offset too large".into()))?;
+                self.ftp
+                    .resume_transfer(offset)
+                    .await
+                    .map_err(|e| SessionError::from_ftp("REST", e))?;
+            }
+        }
+        let command = format!("RETR {path}");
+        let (resp, stream) = timeout(
+            self.timeouts.reply,
+            self.ftp.custom_data_command(
+                command.as_str(),
+                &[Status::AboutToSend, Status::AlreadyOpen],
+            ),
+        )
+        .await
+        .map_err(|_| SessionError::Timeout(command.clone()))?
+        .map_err(|e| SessionError::from_ftp(&command, e))?;
+        Ok(Transfer {
+            stream,
+            announced_size: reply::parse_transfer_size(&resp.body),
+        })
+    }
+
+    /// Ends a transfer: closes the data connection and reads the server's reply.
+    ///
+    /// `to_eof` says the data connection was read to its end (the server sent everything it
+    /// meant to): then the reply must report success. Otherwise we stopped early, any reply is
+    /// expected (426, 451, 226, 150...), and the control channel is resynchronised with `NOOP`.
+    pub async fn end_transfer(
+        &mut self,
+        stream: DataStream,
+        to_eof: bool,
+    ) -> Result<(), SessionError> {
+        let reply = timeout(self.timeouts.reply, stream.finish())
+            .await
+            .map_err(|_| SessionError::Timeout("waiting for the end-of-transfer reply".into()))?;
+        match reply {
+            Ok(()) => {
+                if !to_eof {
+                    self.resync().await?;
+                }
+                Ok(())
+            }
+            Err(FtpError::UnexpectedResponse(r)) => {
+                if to_eof {
+                    Err(SessionError::Reply {
+                        command: "RETR".into(),
+                        code: reply::reply_code(&r.body).unwrap_or(0),
+                        text: reply::reply_text(&r.body),
+                    })
+                } else {
+                    self.resync().await
+                }
+            }
+            Err(e) => Err(SessionError::from_ftp("end of transfer", e)),
+        }
+    }
+
+    /// Sends `NOOP` and reads replies until its `200`, discarding late replies of an ended
+    /// transfer. Bounded: at most 8 replies, each within the reply timeout.
+    async fn resync(&mut self) -> Result<(), SessionError> {
+        let first = timeout(
+            self.timeouts.reply,
+            self.ftp.custom_command("NOOP", &[Status::CommandOk]),
+        )
+        .await
+        .map_err(|_| SessionError::Timeout("NOOP after an early stop".into()))?;
+        match first {
+            Ok(_) => return Ok(()),
+            Err(FtpError::UnexpectedResponse(_)) => {}
+            Err(e) => return Err(SessionError::from_ftp("NOOP", e)),
+        }
+        for _ in 0..8 {
+            let r = timeout(
+                self.timeouts.reply,
+                self.ftp.read_response_in(&[Status::CommandOk]),
+            )
+            .await
+            .map_err(|_| SessionError::Timeout("NOOP reply after an early stop".into()))?;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(FtpError::UnexpectedResponse(_)) => continue,
+                Err(e) => return Err(SessionError::from_ftp("NOOP", e)),
+            }
+        }
+        Err(SessionError::Protocol(
+            "the server kept sending replies after an early stop".into(),
+        ))
+    }
+
+    /// Reads from a data stream with the idle timeout: `Ok(0)` is the end of the data.
+    pub async fn read_data(
+        &self,
+        stream: &mut DataStream,
+        buf: &mut [u8],
+    ) -> Result<usize, SessionError> {
+        match timeout(self.timeouts.data_idle, stream.read(buf)).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(source)) => Err(SessionError::Io {
+                command: "data transfer".into(),
+                source,
+            }),
+            Err(_) => Err(SessionError::Timeout(format!(
+                "data connection (no byte for {} s)",
+                self.timeouts.data_idle.as_secs()
+            ))),
+        }
+    }
+
+    /// Says goodbye politely, within the reply timeout; errors do not matter any more.
+    pub async fn quit(mut self) {
+        let _ = timeout(Duration::from_secs(2), self.ftp.quit()).await;
+    }
+
+    /// Sends a raw command and returns the whole reply if its code is one of `ok`.
+    ///
+    /// The codes are checked here, from the reply's own digits: suppaftp maps codes it does not
+    /// know (522, 554...) to `Unknown`, and when 211 is expected it returns after the first line
+    /// of a multi-line reply, leaving the rest unread. Asking it for no code at all makes it read
+    /// the whole reply and hand it back.
+    async fn raw(&mut self, command: &str, ok: &[u16]) -> Result<Vec<u8>, SessionError> {
+        let reply = timeout(self.timeouts.reply, self.ftp.custom_command(command, &[]))
+            .await
+            .map_err(|_| SessionError::Timeout(command.to_owned()))?;
+        let body = match reply {
+            Ok(r) => r.body,
+            Err(FtpError::UnexpectedResponse(r)) => r.body,
+            Err(e) => return Err(SessionError::from_ftp(command, e)),
+        };
+        match reply::reply_code(&body) {
+            Some(code) if ok.contains(&code) => Ok(body),
+            code => Err(SessionError::Reply {
+                command: command.to_owned(),
+                code: code.unwrap_or(0),
+                text: reply::reply_text(&body),
+            }),
+        }
+    }
+
+    /// Runs one suppaftp call under the reply timeout.
+    async fn bounded<'a, T>(
+        &'a mut self,
+        what: &str,
+        f: impl FnOnce(
+            &'a mut AsyncFtpStream,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, FtpError>> + Send + 'a>,
+        >,
+    ) -> Result<T, SessionError> {
+        timeout(self.timeouts.reply, f(&mut self.ftp))
+            .await
+            .map_err(|_| SessionError::Timeout(what.to_owned()))?
+            .map_err(|e| SessionError::from_ftp(what, e))
+    }
+}
+
+/// A TCP connection with a connect timeout, TCP keepalive (so a dead peer is noticed even when
+/// the application is idle) and no Nagle delay.
+async fn connect_tcp(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {
+    let stream = timeout(limit, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    let sock = socket2::SockRef::from(&stream);
+    sock.set_tcp_keepalive(&keepalive)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

@@ -1,0 +1,25 @@
+//! ftpseg: segmented, resumable, crash-safe parallel FTP downloads.
+//!
+//! The modules, in the order data flows (see docs/architecture.md):
+//! * [`cli`]: arguments, run, exit codes; [`url`]: FTP URLs and safe output names.
+//! * [`ftp`]: one control session (suppaftp behind our own type) and pure reply parsers.
+//! * [`plan`]: pure range arithmetic; [`sched`]: live ranges, work stealing, snapshots.
+//! * [`store`]: the preallocated, memory-mapped `.part` file; [`manifest`]: the on-disk
+//!   progress record.
+//! * [`engine`]: workers, retries, checkpoints, commit; [`progress`]: what the user sees.
+//! * [`testserver`]: an in-process FTP server with fault injection (demo, tests, benches).
+
+pub mod cli;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod ftp;
+pub mod manifest;
+pub mod plan;
+pub mod progress;
+pub mod sched;
+pub mod store;
+pub mod testserver;
+pub mod url;
+
+pub use error::{Error, exit};

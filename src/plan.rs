@@ -1,0 +1,171 @@
+//! Byte ranges: how a file is split across connections, and how a free connection steals work.
+//!
+//! Pure arithmetic, no I/O and no shared state, so every rule here is unit- and property-tested.
+//! The engine holds the live ranges and applies these decisions under its scheduler lock.
+//!
+//! * [`initial_ranges`]: `n` nearly equal ranges covering `[0, size)`, fewer when the file is
+//!   small, so that no range is below the minimum (tiny files use one connection).
+//! * [`split_point`]: where to cut the remaining part `[pos, end)` of a range so that a free
+//!   connection can take its upper half, or `None` when that half would be too small.
+//! * [`largest`]: which range to steal from (the one with the most bytes left).
+
+use std::ops::Range;
+
+/// Most connections one download may use.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Connections used when `-n` is not given: enough to fill most per-connection caps, few enough
+/// to stay polite to public mirrors (lftp's pget uses 5, axel 4, aria2 5 with -x).
+pub const DEFAULT_CONNECTIONS: usize = 8;
+/// Smallest range worth its own connection (and smallest half a steal may take), unless set.
+pub const DEFAULT_MIN_RANGE: u64 = 1 << 20;
+/// Split points are rounded to this, so that flushes and the map's pages line up.
+pub const ALIGN: u64 = 64 << 10;
+
+/// Splits `[0, size)` into at most `connections` contiguous ranges of nearly equal length, each
+/// at least `min_range` long (except the single range of a file smaller than that). A 0-byte
+/// file has no ranges at all.
+pub fn initial_ranges(size: u64, connections: usize, min_range: u64) -> Vec<Range<u64>> {
+    if size == 0 {
+        return Vec::new();
+    }
+    let min_range = min_range.max(1);
+    let by_size = (size / min_range).max(1);
+    let n = (connections.clamp(1, MAX_CONNECTIONS) as u64).min(by_size);
+    let base = size / n;
+    let extra = size % n;
+    let mut ranges = Vec::with_capacity(n as usize);
+    let mut start = 0;
+    for i in 0..n {
+        let len = base + u64::from(i < extra);
+        ranges.push(start..start + len);
+        start += len;
+    }
+    debug_assert_eq!(start, size);
+    ranges
+}
+
+/// Where to cut the unfinished part `[pos, end)` of a range that another connection is still
+/// reading, so that a free connection can take `[cut, end)`.
+///
+/// The cut lies at about the middle, rounded down to [`ALIGN`], and leaves at least `margin`
+/// bytes to the current reader (so a read already under way cannot cross it). Returns `None`
+/// when the half to take would be smaller than `min_range`.
+pub fn split_point(pos: u64, end: u64, min_range: u64, margin: u64) -> Option<u64> {
+    if end <= pos {
+        return None;
+    }
+    let remaining = end - pos;
+    let mid = pos + remaining / 2;
+    let aligned = mid - mid % ALIGN;
+    let cut = if aligned > pos { aligned } else { mid };
+    let cut = cut.max(pos.saturating_add(margin));
+    if cut >= end || end - cut < min_range.max(1) {
+        return None;
+    }
+    Some(cut)
+}
+
+/// The index of the entry with the most bytes left (`end - pos`), ignoring finished ones. Ties go
+/// to the earliest entry, so the choice is deterministic.
+pub fn largest(remaining: impl IntoIterator<Item = u64>) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    for (i, left) in remaining.into_iter().enumerate() {
+        if left > 0 && best.is_none_or(|(_, b)| left > b) {
+            best = Some((i, left));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn empty_and_tiny_files() {
+        assert!(initial_ranges(0, 8, MIB).is_empty());
+        assert_eq!(initial_ranges(1, 8, MIB), vec![0..1]);
+        assert_eq!(initial_ranges(MIB - 1, 16, MIB), vec![0..MIB - 1]);
+        assert_eq!(initial_ranges(3 * MIB, 16, MIB).len(), 3);
+    }
+
+    #[test]
+    fn equal_split_with_remainder_up_front() {
+        let r = initial_ranges(10 * MIB + 3, 4, MIB);
+        assert_eq!(r.len(), 4);
+        let lens: Vec<u64> = r.iter().map(|r| r.end - r.start).collect();
+        assert_eq!(lens[0], lens[3] + 1);
+        assert_eq!(lens[2], lens[3] + 1);
+        assert_eq!(r.last().unwrap().end, 10 * MIB + 3);
+    }
+
+    #[test]
+    fn connections_are_capped() {
+        assert_eq!(initial_ranges(1 << 40, 1000, MIB).len(), MAX_CONNECTIONS);
+        assert_eq!(initial_ranges(1 << 40, 0, MIB).len(), 1);
+    }
+
+    #[test]
+    fn split_takes_upper_half_aligned() {
+        let cut = split_point(0, 64 * MIB, MIB, 512 << 10).unwrap();
+        assert_eq!(cut, 32 * MIB);
+        let cut = split_point(100, 10 * MIB + 100, MIB, 0).unwrap();
+        assert_eq!(cut % ALIGN, 0);
+        assert!(cut > 100 && cut < 10 * MIB + 100);
+    }
+
+    #[test]
+    fn split_refuses_small_halves() {
+        assert_eq!(split_point(0, MIB + 1000, MIB, 0), None);
+        assert_eq!(split_point(0, 2 * MIB - 2 * ALIGN, MIB, 0), None);
+        assert_eq!(split_point(5, 5, MIB, 0), None);
+        assert_eq!(split_point(9, 5, MIB, 0), None);
+        // The margin can eat the half: nothing left worth taking.
+        assert_eq!(split_point(0, 3 * MIB, MIB, 2 * MIB + 1), None);
+    }
+
+    #[test]
+    fn largest_picks_most_remaining() {
+        assert_eq!(largest([0, 5, 9, 9, 1]), Some(2));
+        assert_eq!(largest([0, 0]), None);
+        assert_eq!(largest(Vec::<u64>::new()), None);
+    }
+
+    proptest! {
+        #[test]
+        fn ranges_cover_file_exactly(size in 0u64..(1 << 42), n in 0usize..100, min in 1u64..(64 << 20)) {
+            let r = initial_ranges(size, n, min);
+            let mut at = 0;
+            for range in &r {
+                prop_assert_eq!(range.start, at);
+                prop_assert!(range.end > range.start);
+                at = range.end;
+            }
+            prop_assert_eq!(at, size);
+            prop_assert!(r.len() <= n.clamp(1, MAX_CONNECTIONS));
+            if r.len() > 1 {
+                prop_assert!(r.iter().all(|x| x.end - x.start >= min));
+                let lens: Vec<u64> = r.iter().map(|x| x.end - x.start).collect();
+                prop_assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1);
+            }
+        }
+
+        #[test]
+        fn split_is_inside_and_fair(pos in 0u64..(1 << 40), len in 0u64..(1 << 36), min in 1u64..(8 << 20), margin in 0u64..(4 << 20)) {
+            let end = pos + len;
+            if let Some(cut) = split_point(pos, end, min, margin) {
+                prop_assert!(cut >= pos + margin);
+                prop_assert!(cut < end);
+                prop_assert!(end - cut >= min);
+                // The thief never takes much more than half.
+                prop_assert!(end - cut <= len / 2 + ALIGN + 1);
+            } else {
+                // Refused only when the upper half is really too small.
+                prop_assert!(len / 2 < min + ALIGN || len < margin + min);
+            }
+        }
+    }
+}

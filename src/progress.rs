@@ -1,0 +1,223 @@
+//! What the user sees while a download runs.
+//!
+//! The engine calls [`Progress::update`] a few times a second with a [`View`] of the download;
+//! this module only renders it. On a terminal: an indicatif total bar (bytes, rate, ETA) and one
+//! line per connection (its range, its rate, its state). When stderr is not a terminal: one
+//! plain line every few seconds. `-q` shows nothing but errors. Notes (warnings, fallbacks) go
+//! through [`Progress::note`], above the bars.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::error::human_bytes;
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// Plain periodic lines even on a terminal.
+    Plain,
+    /// Nothing but errors.
+    Quiet,
+}
+
+/// One connection as the engine sees it at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct ConnView {
+    /// Bytes this connection has fetched since the start of the run.
+    pub bytes: u64,
+    /// The range it is reading (`pos`, `end`), if any.
+    pub range: Option<(u64, u64)>,
+    /// "connecting", "reading", "retrying in 2 s", "done"...
+    pub state: String,
+}
+
+/// The whole download at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// Bytes present (resumed plus fetched).
+    pub done: u64,
+    /// File size, if known.
+    pub total: Option<u64>,
+    pub conns: Vec<ConnView>,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    conns: Vec<ProgressBar>,
+}
+
+/// Renders progress; one per download.
+pub struct Progress {
+    mode: Mode,
+    bars: Option<Bars>,
+    started: Instant,
+    last_line: Instant,
+    last_bytes: Vec<(Instant, u64)>,
+    rates: Vec<f64>,
+}
+
+/// Seconds between plain progress lines.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+impl Progress {
+    /// A renderer; `mode` Auto picks bars when stderr is a terminal.
+    pub fn new(mode: Mode) -> Progress {
+        let mode = match mode {
+            Mode::Auto if !std::io::stderr().is_terminal() => Mode::Plain,
+            m => m,
+        };
+        let now = Instant::now();
+        Progress {
+            mode,
+            bars: None,
+            started: now,
+            last_line: now,
+            last_bytes: Vec::new(),
+            rates: Vec::new(),
+        }
+    }
+
+    /// Whether anything but errors is shown.
+    pub fn is_quiet(&self) -> bool {
+        self.mode == Mode::Quiet
+    }
+
+    /// Prints a note above the bars (or as a plain line). Silent in quiet mode.
+    pub fn note(&self, msg: &str) {
+        match (&self.mode, &self.bars) {
+            (Mode::Quiet, _) => {}
+            (_, Some(b)) => {
+                let _ = b.multi.println(format!("ftpseg: {msg}"));
+            }
+            _ => eprintln!("ftpseg: {msg}"),
+        }
+    }
+
+    /// Draws the current state.
+    pub fn update(&mut self, view: &View) {
+        let now = Instant::now();
+        self.update_rates(now, view);
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Plain => {
+                if now.duration_since(self.last_line) >= PLAIN_EVERY {
+                    self.last_line = now;
+                    eprintln!("ftpseg: {}", self.summary_line(view));
+                }
+            }
+            Mode::Auto => self.draw_bars(view),
+        }
+    }
+
+    /// Removes the bars at the end of the download.
+    pub fn finish(&mut self) {
+        if let Some(b) = self.bars.take() {
+            for c in &b.conns {
+                c.finish_and_clear();
+            }
+            b.total.finish_and_clear();
+            let _ = b.multi.clear();
+        }
+    }
+
+    fn update_rates(&mut self, now: Instant, view: &View) {
+        self.last_bytes.resize(view.conns.len(), (self.started, 0));
+        self.rates.resize(view.conns.len(), 0.0);
+        for (i, c) in view.conns.iter().enumerate() {
+            let (t0, b0) = self.last_bytes[i];
+            let dt = now.duration_since(t0).as_secs_f64();
+            if dt >= 0.5 {
+                let inst = c.bytes.saturating_sub(b0) as f64 / dt;
+                // Smooth a little so the per-connection figure is readable.
+                self.rates[i] = if self.rates[i] == 0.0 {
+                    inst
+                } else {
+                    0.5 * self.rates[i] + 0.5 * inst
+                };
+                self.last_bytes[i] = (now, c.bytes);
+            }
+        }
+    }
+
+    fn summary_line(&self, view: &View) -> String {
+        let rate: f64 = self.rates.iter().sum();
+        let active = view.conns.iter().filter(|c| c.range.is_some()).count();
+        match view.total {
+            Some(t) if t > 0 => format!(
+                "{} / {} ({:.1}%), {}/s, {} connection(s) active",
+                human_bytes(view.done),
+                human_bytes(t),
+                view.done as f64 * 100.0 / t as f64,
+                human_bytes(rate as u64),
+                active
+            ),
+            _ => format!(
+                "{}, {}/s, {} connection(s) active",
+                human_bytes(view.done),
+                human_bytes(rate as u64),
+                active
+            ),
+        }
+    }
+
+    fn draw_bars(&mut self, view: &View) {
+        if self.bars.is_none() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            let total = match view.total {
+                Some(t) => {
+                    let pb = multi.add(ProgressBar::new(t));
+                    pb.set_style(
+                        ProgressStyle::with_template(
+                            "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    pb
+                }
+                None => {
+                    let pb = multi.add(ProgressBar::new_spinner());
+                    pb.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} {bytes} {binary_bytes_per_sec} (size unknown)",
+                        )
+                        .expect("valid template"),
+                    );
+                    pb
+                }
+            };
+            self.bars = Some(Bars {
+                multi,
+                total,
+                conns: Vec::new(),
+            });
+        }
+        let bars = self.bars.as_mut().expect("just created");
+        bars.total.set_position(view.done);
+        while bars.conns.len() < view.conns.len() {
+            let pb = bars.multi.add(ProgressBar::new_spinner());
+            pb.set_style(ProgressStyle::with_template("  {msg}").expect("valid template"));
+            bars.conns.push(pb);
+        }
+        for (i, c) in view.conns.iter().enumerate() {
+            let range = match c.range {
+                Some((pos, end)) => format!(
+                    "{:>10} left of range ending at {}",
+                    human_bytes(end.saturating_sub(pos)),
+                    end
+                ),
+                None => String::new(),
+            };
+            bars.conns[i].set_message(format!(
+                "#{i:<2} {:>12}/s  {:<16} {range}",
+                human_bytes(self.rates[i] as u64),
+                c.state
+            ));
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The output file: `<out>.part`, truly preallocated, memory-mapped, flushed in order.
+//!
+//! * Space is checked first ("need X, have Y"), then reserved with `fallocate(2)`, so a write
+//!   through the map can never fault with SIGBUS on a full disk. Only where the filesystem does
+//!   not support `fallocate` (EOPNOTSUPP) does the file fall back to a sparse file, after the same
+//!   space check, with a warning.
+//! * Connections write their ranges straight from the socket into the map ([`SharedMap`]); the
+//!   engine guarantees that no two writers ever hold overlapping slices.
+//! * [`PartFile::flush_range`] makes a range durable (`msync`); the engine calls it before the
+//!   manifest claims those bytes.
+//! * [`PartFile::commit`] flushes everything, renames `<out>.part` to `<out>` and syncs the folder.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Error, human_bytes};
+
+/// `<out>.part`: where the bytes go until the download is complete.
+pub fn part_path(output: &Path) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+/// How the file's blocks were reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    /// `fallocate` reserved every block: no write can run out of space.
+    Reserved,
+    /// The filesystem cannot preallocate; the file is sparse (space was checked, not reserved).
+    Sparse,
+}
+
+/// The preallocated, memory-mapped `.part` file of one download.
+pub struct PartFile {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    map: Option<Arc<MmapRaw>>,
+    allocation: Allocation,
+}
+
+impl PartFile {
+    /// Creates `path` (truncating an untrusted leftover) with `len` bytes reserved, and maps it.
+    pub fn create(path: &Path, len: u64) -> Result<PartFile, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| Error::io("cannot create", path, e))?;
+        Self::prepare(path, file, len)
+    }
+
+    /// Opens an existing `path` that must already be `len` bytes long (a resumed download), makes
+    /// sure its blocks are reserved, and maps it.
+    pub fn open_existing(path: &Path, len: u64) -> Result<PartFile, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("cannot open", path, e))?;
+        let actual = file
+            .metadata()
+            .map_err(|e| Error::io("cannot inspect", path, e))?
+            .len();
+        if actual != len {
+            return Err(Error::io(
+                "cannot resume into",
+                path,
+                io::Error::other(format!(
+                    "it is {actual} bytes long but the manifest says {len}; \
+                     run with --restart to start over"
+                )),
+            ));
+        }
+        Self::prepare(path, file, len)
+    }
+
+    fn prepare(path: &Path, file: File, len: u64) -> Result<PartFile, Error> {
+        let allocation = reserve(path, &file, len)?;
+        let map = if len == 0 {
+            None
+        } else {
+            let map = MmapOptions::new()
+                .len(usize::try_from(len).map_err(|_| {
+                    Error::io("cannot map", path, io::Error::other("file too large"))
+                })?)
+                .map_raw(&file)
+                .map_err(|e| Error::io("cannot memory-map", path, e))?;
+            Some(Arc::new(map))
+        };
+        Ok(PartFile {
+            path: path.to_owned(),
+            file,
+            len,
+            map,
+            allocation,
+        })
+    }
+
+    /// Length of the file in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty (a 0-byte download).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How the blocks were reserved.
+    pub fn allocation(&self) -> Allocation {
+        self.allocation
+    }
+
+    /// A handle writers use to reach the map. Cheap to clone.
+    pub fn shared(&self) -> SharedMap {
+        SharedMap {
+            map: self.map.clone(),
+        }
+    }
+
+    /// Makes `[start, end)` durable: dirty pages in it are written and waited for.
+    pub fn flush_range(&self, start: u64, end: u64) -> Result<(), Error> {
+        let Some(map) = &self.map else { return Ok(()) };
+        if end <= start {
+            return Ok(());
+        }
+        map.flush_range(start as usize, (end - start) as usize)
+            .map_err(|e| Error::io("cannot flush", &self.path, e))
+    }
+
+    /// BLAKE3 of the whole file, read through the map (one pass at the end of a download).
+    pub fn blake3(&self) -> blake3::Hash {
+        match &self.map {
+            None => blake3::hash(&[]),
+            Some(map) => {
+                // SAFETY: called only when no writer is active (after all workers ended); the
+                // map stays alive while `map` (an Arc) is held.
+                let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+                let mut hasher = blake3::Hasher::new();
+                for chunk in bytes.chunks(16 << 20) {
+                    hasher.update(chunk);
+                }
+                hasher.finalize()
+            }
+        }
+    }
+
+    /// Flushes every byte and the file's metadata, renames the file to `output`, then syncs
+    /// the folder so the rename itself is durable.
+    pub fn commit(self, output: &Path) -> Result<(), Error> {
+        if let Some(map) = &self.map {
+            map.flush()
+                .map_err(|e| Error::io("cannot flush", &self.path, e))?;
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("cannot sync", &self.path, e))?;
+        drop(self.map);
+        std::fs::rename(&self.path, output)
+            .map_err(|e| Error::io("cannot rename the finished download to", output, e))?;
+        sync_parent(output).map_err(|e| Error::io("cannot sync the folder of", output, e))
+    }
+}
+
+/// Checks free space, then reserves `len` bytes for `file` with `fallocate`.
+fn reserve(path: &Path, file: &File, len: u64) -> Result<Allocation, Error> {
+    if len == 0 {
+        return Ok(Allocation::Reserved);
+    }
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot inspect", path, e))?;
+    let already = meta.blocks().saturating_mul(512).min(len);
+    let need = len - already;
+    let vfs = rustix::fs::fstatvfs(file)
+        .map_err(|e| Error::io("cannot read free space for", path, e.into()))?;
+    let have = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+    if need > have {
+        return Err(Error::NoSpace {
+            path: path.to_owned(),
+            need: human_bytes(need),
+            have: human_bytes(have),
+        });
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(Allocation::Reserved),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+            file.set_len(len)
+                .map_err(|e| Error::io("cannot size", path, e))?;
+            Ok(Allocation::Sparse)
+        }
+        Err(e) if e == rustix::io::Errno::NOSPC => Err(Error::NoSpace {
+            path: path.to_owned(),
+            need: human_bytes(need),
+            have: human_bytes(have),
+        }),
+        Err(e) => Err(Error::io("cannot preallocate", path, e.into())),
+    }
+}
+
+/// Fsyncs the folder holding `path`, so a rename or removal in it survives a crash.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+/// Writers' view of the map: hands out mutable slices of disjoint byte ranges.
+#[derive(Clone)]
+pub struct SharedMap {
+    map: Option<Arc<MmapRaw>>,
+}
+
+// SAFETY: the map is plain shared memory; writers only ever receive disjoint slices (see
+// `slice_mut`), and `MmapRaw` itself is Send + Sync.
+unsafe impl Send for SharedMap {}
+unsafe impl Sync for SharedMap {}
+
+impl SharedMap {
+    /// The bytes `[start, end)` of the file, to write into.
+    ///
+    /// # Safety
+    /// No other slice overlapping `[start, end)` may be alive at the same time. The engine's
+    /// range protocol guarantees this: a range's bytes are written only by the connection that
+    /// owns it, and a steal never hands out bytes the owner may still be writing.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut(&self, start: u64, end: u64) -> &mut [u8] {
+        let map = self.map.as_ref().expect("slice of an empty file");
+        assert!(
+            start <= end && end <= map.len() as u64,
+            "slice out of bounds"
+        );
+        // SAFETY: in bounds (checked above), disjoint by the caller's contract, and the Arc keeps
+        // the mapping alive for the slice's lifetime (tied to &self).
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                map.as_mut_ptr().add(start as usize),
+                (end - start) as usize,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_reserves_maps_and_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("f.part");
+        let out = dir.path().join("f");
+        let pf = PartFile::create(&part, 3 << 20).unwrap();
+        assert_eq!(pf.allocation(), Allocation::Reserved);
+        let meta = std::fs::metadata(&part).unwrap();
+        assert_eq!(meta.len(), 3 << 20);
+        assert!(meta.blocks() * 512 >= 3 << 20, "blocks really allocated");
+        let shared = pf.shared();
+        unsafe { shared.slice_mut(0, 3) }.copy_from_slice(b"abc");
+        let last = unsafe { shared.slice_mut((3 << 20) - 1, 3 << 20) };
+        last[0] = b'z';
+        pf.flush_range(0, 3 << 20).unwrap();
+        let hash = pf.blake3();
+        pf.commit(&out).unwrap();
+        let data = std::fs::read(&out).unwrap();
+        assert_eq!(&data[..3], b"abc");
+        assert_eq!(data[(3 << 20) - 1], b'z');
+        assert_eq!(blake3::hash(&data), hash);
+        assert!(!part.exists());
+    }
+
+    #[test]
+    fn zero_length_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("e.part");
+        let pf = PartFile::create(&part, 0).unwrap();
+        assert_eq!(pf.blake3(), blake3::hash(b""));
+        pf.commit(&dir.path().join("e")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("e")).unwrap(), b"");
+    }
+
+    #[test]
+    fn resume_requires_same_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("r.part");
+        std::fs::write(&part, b"12345").unwrap();
+        let err = PartFile::open_existing(&part, 6).err().unwrap();
+        assert!(err.to_string().contains("5 bytes long"), "{err}");
+        let pf = PartFile::open_existing(&part, 5).unwrap();
+        assert_eq!(pf.len(), 5);
+    }
+
+    #[test]
+    fn no_space_is_reported_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("huge.part");
+        let err = PartFile::create(&part, 1 << 60).err().unwrap();
+        assert!(matches!(err, Error::NoSpace { .. }), "{err}");
+        assert!(err.to_string().contains("need 1024.00 PiB"), "{err}");
+    }
+
+    #[test]
+    fn part_path_appends() {
+        assert_eq!(
+            part_path(Path::new("a/b.iso")),
+            PathBuf::from("a/b.iso.part")
+        );
+    }
+}

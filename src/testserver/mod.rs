@@ -1,0 +1,613 @@
+//! An in-process FTP server for `ftpseg demo`, the integration tests and the benchmarks.
+//!
+//! [`TestServer::start`] serves a local folder with libunftp on a loopback address and an
+//! ephemeral port. It accepts its control connections itself (libunftp's own listener cannot
+//! report an ephemeral port) and hands each one to a fresh libunftp `Server` through
+//! `Server::service`; that also lets it enforce a connection limit (`421 Too many connections`),
+//! which libunftp lacks. Downloads can be degraded on purpose through [`Faults`]: per-transfer
+//! throttling, one slow transfer (the one starting at offset 0), stalls, I/O errors after a
+//! number of bytes, and refusal of `REST`. [`Stats`] tells what the server saw.
+//!
+//! Passive mode only (`PASV` for IPv4, `EPSV` for IPv4 and IPv6); data connections are bound
+//! on the control connection's local (loopback) address, ports 49152–65535.
+//!
+//! [`write_pattern_file`] and [`fill_pattern`] make reproducible test files and the expected
+//! bytes of any range of them.
+
+mod auth;
+mod backend;
+mod pattern;
+
+pub use pattern::{fill_pattern, pattern_bytes, write_pattern_file};
+
+use auth::TestAuthenticator;
+use backend::FaultyFs;
+use libunftp::{ServerBuilder, options::PassiveHost};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    ops::RangeInclusive,
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::{JoinHandle, JoinSet},
+};
+
+/// Ports used for passive data connections. Wide, because many servers run at once in tests.
+const PASSIVE_PORTS: RangeInclusive<u16> = 49152..=65535;
+
+/// Greeting sent on new control connections.
+const GREETING: &str = "ftpseg test server ready";
+
+/// Reply sent, before closing, to a connection over the limit.
+const TOO_MANY_CONNECTIONS: &[u8] = b"421 Too many connections\r\n";
+
+/// Longest time spent sending the 421 reply to a refused connection.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pause after a failed `accept()` (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Longest time [`TestServer::shutdown`] waits for its sessions to be torn down.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Configuration of a [`TestServer`].
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Folder served (read and write). Must exist.
+    pub root: PathBuf,
+    /// Address to bind, port chosen by the system. Must be a loopback address; default 127.0.0.1.
+    pub bind: IpAddr,
+    /// Accept users `anonymous` and `ftp` with any password; default true.
+    pub anonymous: bool,
+    /// Accepted user/password pairs.
+    pub users: Vec<(String, String)>,
+    /// Maximum number of live control connections; extra ones get `421 Too many connections`.
+    pub max_connections: Option<usize>,
+    /// Faults applied to downloads (can be changed later with [`TestServer::set_faults`]).
+    pub faults: Faults,
+}
+
+impl ServerConfig {
+    /// Serves `root` on 127.0.0.1, anonymous access allowed, no users, no limit, no faults.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            root: root.into(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            anonymous: true,
+            users: Vec::new(),
+            max_connections: None,
+            faults: Faults::default(),
+        }
+    }
+
+    /// Adds an accepted user/password pair.
+    pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.push((user.into(), password.into()));
+        self
+    }
+
+    /// Sets the initial faults.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Sets the connection limit.
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the passwords.
+        let users: Vec<&str> = self.users.iter().map(|(user, _)| user.as_str()).collect();
+        f.debug_struct("ServerConfig")
+            .field("root", &self.root)
+            .field("bind", &self.bind)
+            .field("anonymous", &self.anonymous)
+            .field("users", &users)
+            .field("max_connections", &self.max_connections)
+            .field("faults", &self.faults)
+            .finish()
+    }
+}
+
+/// Faults injected into downloads (`RETR` data streams).
+///
+/// A transfer's faults are fixed when it starts. `stall_after` and `error_after` count bytes from
+/// the transfer's start offset; when both are reached at once the error wins. A file shorter
+/// than the threshold is sent whole. `refuse_rest` is read when a control connection is opened
+/// (libunftp asks the storage back-end for its features only then), so it applies to the
+/// connections opened after it was set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Bytes/s cap applied to each RETR data stream separately (a per-connection throttle).
+    pub rate_per_transfer: Option<u64>,
+    /// A RETR that starts at offset 0 gets this rate instead (models one slow connection).
+    pub slow_rate_at_zero: Option<u64>,
+    /// A RETR stops sending forever after this many bytes (counted from its start offset).
+    /// The stalled stream ends when its control connection closes or the server shuts down.
+    pub stall_after: Option<u64>,
+    /// A RETR fails with an I/O error after this many bytes (client sees EOF, then 451).
+    pub error_after: Option<u64>,
+    /// Stall/error apply only to the first M RETRs since the faults were set (None = all).
+    pub faulty_transfers: Option<usize>,
+    /// REST answered with 502.
+    pub refuse_rest: bool,
+}
+
+/// What the server has seen since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Control connections served.
+    pub connections_accepted: u64,
+    /// Control connections answered 421 by the limit.
+    pub connections_refused: u64,
+    /// RETR data streams opened (backend `get()` calls that found the file).
+    pub retrs: u64,
+    /// Total bytes handed to the data connections by all RETR readers.
+    pub bytes_sent: u64,
+    /// Bytes sent by RETRs that started at offset 0.
+    pub bytes_sent_from_zero: u64,
+    /// Peak number of concurrent control connections.
+    pub max_live_connections: u64,
+}
+
+/// Live counters behind [`Stats`].
+#[derive(Debug, Default)]
+struct Counters {
+    connections_accepted: AtomicU64,
+    connections_refused: AtomicU64,
+    retrs: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_sent_from_zero: AtomicU64,
+    max_live_connections: AtomicU64,
+    /// Control connections being served now.
+    live_connections: AtomicU64,
+}
+
+/// The current faults, with the number of RETRs started since they were set.
+#[derive(Debug)]
+struct FaultState {
+    faults: Faults,
+    retrs_started: AtomicUsize,
+}
+
+/// State shared by the accept loop, the sessions' storage back-ends and [`TestServer`].
+#[derive(Debug)]
+struct Shared {
+    counters: Counters,
+    faults: RwLock<Arc<FaultState>>,
+    /// Set when the server stops: every RETR reader then fails at its next read.
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    fn new(faults: Faults) -> Self {
+        Shared {
+            counters: Counters::default(),
+            faults: RwLock::new(Arc::new(FaultState {
+                faults,
+                retrs_started: AtomicUsize::new(0),
+            })),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn fault_state(&self) -> Arc<FaultState> {
+        self.faults
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_faults(&self, faults: Faults) {
+        let state = Arc::new(FaultState {
+            faults,
+            retrs_started: AtomicUsize::new(0),
+        });
+        *self
+            .faults
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = state;
+    }
+
+    fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            connections_accepted: c.connections_accepted.load(Ordering::Relaxed),
+            connections_refused: c.connections_refused.load(Ordering::Relaxed),
+            retrs: c.retrs.load(Ordering::Relaxed),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            bytes_sent_from_zero: c.bytes_sent_from_zero.load(Ordering::Relaxed),
+            max_live_connections: c.max_live_connections.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Per control connection state seen by its storage back-end.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// Set when the control connection's session has ended.
+    closed: AtomicBool,
+}
+
+/// Settings the accept loop needs for each session.
+struct SessionSettings {
+    root: PathBuf,
+    authenticator: Arc<TestAuthenticator>,
+    max_connections: Option<usize>,
+}
+
+/// Counts a live control connection for as long as it exists; marks the connection closed and
+/// decrements the count when dropped (also when the session task is aborted).
+struct LiveGuard {
+    shared: Arc<Shared>,
+    conn: Arc<ConnState>,
+}
+
+impl LiveGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        let c = &shared.counters;
+        let live = c.live_connections.fetch_add(1, Ordering::AcqRel) + 1;
+        c.max_live_connections.fetch_max(live, Ordering::AcqRel);
+        c.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        LiveGuard {
+            shared,
+            conn: Arc::new(ConnState::default()),
+        }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.conn.closed.store(true, Ordering::Relaxed);
+        self.shared
+            .counters
+            .live_connections
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A running in-process FTP server. Dropping it stops accepting connections and aborts the
+/// live sessions (without waiting); [`TestServer::shutdown`] does the same and waits.
+pub struct TestServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    accept_task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Binds `cfg.bind` on an ephemeral port and starts serving `cfg.root`.
+    ///
+    /// Must be called inside a (multi-thread) tokio runtime. Fails if the root folder does not
+    /// exist, if `cfg.bind` is not a loopback address, or if binding fails.
+    pub async fn start(cfg: ServerConfig) -> std::io::Result<TestServer> {
+        if !cfg.bind.is_loopback() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "the test server only binds loopback addresses, not {}",
+                    cfg.bind
+                ),
+            ));
+        }
+        let meta = tokio::fs::metadata(&cfg.root).await?;
+        if !meta.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("test server root {} is not a folder", cfg.root.display()),
+            ));
+        }
+        let root = std::path::absolute(&cfg.root)?;
+
+        let listener = TcpListener::bind(SocketAddr::new(cfg.bind, 0)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(cfg.faults));
+        let settings = Arc::new(SessionSettings {
+            root,
+            authenticator: Arc::new(TestAuthenticator::new(cfg.anonymous, cfg.users)),
+            max_connections: cfg.max_connections,
+        });
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let accept_task = tokio::spawn(accept_loop(listener, settings, shared.clone(), stop_rx));
+        Ok(TestServer {
+            addr,
+            shared,
+            stop: Some(stop_tx),
+            accept_task: Some(accept_task),
+        })
+    }
+
+    /// The control connection address (loopback IP, ephemeral port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ftp://127.0.0.1:PORT/path` (IPv6: `ftp://[::1]:PORT/path`). `path` is given without a
+    /// leading `/`; characters not allowed in a URL path (space, `%`, `#`, `?`, non-ASCII...) are
+    /// percent-encoded.
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "ftp://{}/{}",
+            self.addr,
+            encode_path(path.trim_start_matches('/'))
+        )
+    }
+
+    /// Replaces the faults. Takes effect for RETRs started afterwards (and, for `refuse_rest`,
+    /// for control connections opened afterwards); restarts the `faulty_transfers` count.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.set_faults(faults);
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Stops accepting connections, aborts the live sessions (their transfers fail) and waits
+    /// (at most a few seconds) for the sessions to be torn down.
+    pub async fn shutdown(mut self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.accept_task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestServer")
+            .field("addr", &self.addr)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        if let Some(task) = self.accept_task.take() {
+            // Dropping the task drops its `JoinSet`, which aborts every session.
+            task.abort();
+        }
+    }
+}
+
+/// Accepts control connections until told to stop (or aborted), then tears the sessions down.
+async fn accept_loop(
+    listener: TcpListener,
+    settings: Arc<SessionSettings>,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut sessions: JoinSet<()> = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            // Either an explicit stop or the `TestServer` being dropped.
+            _ = &mut stop => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let live = shared.counters.live_connections.load(Ordering::Acquire);
+                    let over_limit = settings
+                        .max_connections
+                        .is_some_and(|max| live >= u64::try_from(max).unwrap_or(u64::MAX));
+                    if over_limit {
+                        shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        sessions.spawn(refuse(stream));
+                    } else {
+                        // Counted here, in the only task that checks the limit, so the limit
+                        // can't be overshot by connections arriving together.
+                        let guard = LiveGuard::new(shared.clone());
+                        sessions.spawn(serve(stream, settings.clone(), guard));
+                    }
+                }
+                Err(_) => tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await,
+            },
+        }
+    }
+    drop(listener);
+    shared.stopping.store(true, Ordering::Relaxed);
+    // Aborting a session drops its libunftp `service()` future, which drops that session's
+    // shutdown notifier: its control loop then exits and closes the control connection.
+    sessions.shutdown().await;
+}
+
+/// Tells a connection over the limit to go away.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+        stream.write_all(TOO_MANY_CONNECTIONS).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Serves one control connection with a libunftp server of its own.
+async fn serve(stream: TcpStream, settings: Arc<SessionSettings>, guard: LiveGuard) {
+    let shared = guard.shared.clone();
+    let conn = guard.conn.clone();
+    let root = settings.root.clone();
+    // libunftp calls the generator once per `service()`, when the session starts.
+    let generator = Box::new(move || FaultyFs::new(&root, shared.clone(), conn.clone()));
+    let built = ServerBuilder::with_authenticator(generator, settings.authenticator.clone())
+        .greeting(GREETING)
+        .passive_ports(PASSIVE_PORTS)
+        .passive_host(PassiveHost::FromConnection)
+        .build();
+    match built {
+        Ok(server) => {
+            // Errors are logged by libunftp; the connection is closed either way.
+            let _ = server.service(stream).await;
+        }
+        Err(_) => {
+            let mut stream = stream;
+            let _ = tokio::time::timeout(
+                REFUSAL_TIMEOUT,
+                stream.write_all(b"421 Service not available\r\n"),
+            )
+            .await;
+        }
+    }
+    drop(guard);
+}
+
+/// Percent-encodes what may not appear literally in a URL path (keeps `/` as the separator).
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        let keep = b.is_ascii_alphanumeric() || b"-._~/!$&'()*+,;=:@".contains(&b);
+        if keep {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_is_deterministic_and_offset_consistent() {
+        let dir = std::env::temp_dir().join(format!("ftpseg-pattern-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = dir.join("a.bin");
+        let b = dir.join("b.bin");
+        let c = dir.join("c.bin");
+        let len = 3 * 1024 * 1024 + 13;
+        write_pattern_file(&a, len, 42).unwrap();
+        write_pattern_file(&b, len, 42).unwrap();
+        write_pattern_file(&c, len, 43).unwrap();
+        let a = std::fs::read(&a).unwrap();
+        let b = std::fs::read(&b).unwrap();
+        let c = std::fs::read(&c).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(a.len() as u64, len);
+        assert_eq!(a, b, "same seed, same bytes");
+        assert_ne!(a, c, "different seeds, different bytes");
+        // Neighbouring seeds give unrelated streams, not shifted ones.
+        let same = a.iter().zip(&c).filter(|(x, y)| x == y).count();
+        assert!(
+            same < a.len() / 100,
+            "{same} equal bytes between seeds 42 and 43"
+        );
+        // Any range can be regenerated alone, at any alignment.
+        for (off, n) in [
+            (0u64, 1usize),
+            (1, 7),
+            (5, 64),
+            (8, 8),
+            (1_000_003, 70_001),
+            (len - 3, 3),
+        ] {
+            assert_eq!(
+                pattern_bytes(42, off, n as u64),
+                a[off as usize..off as usize + n],
+                "range {off}+{n}"
+            );
+        }
+        // Shifting by one byte changes the data: offset errors are visible.
+        assert_ne!(pattern_bytes(42, 1, 4096), pattern_bytes(42, 0, 4096));
+        // Not a trivially repeating stream.
+        assert_ne!(a[..4096], a[4096..8192]);
+    }
+
+    #[test]
+    fn empty_pattern_file() {
+        let path =
+            std::env::temp_dir().join(format!("ftpseg-pattern-empty-{}", std::process::id()));
+        write_pattern_file(&path, 0, 1).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn url_encoding() {
+        assert_eq!(encode_path("dir/a b%#?.bin"), "dir/a%20b%25%23%3F.bin");
+        assert_eq!(encode_path("é"), "%C3%A9");
+        assert_eq!(encode_path("plain-file_1.txt"), "plain-file_1.txt");
+    }
+
+    #[test]
+    fn config_debug_hides_passwords() {
+        let cfg = ServerConfig::new("/tmp").with_user("alice", "hunter2");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn start_url_and_shutdown() {
+        let dir = std::env::temp_dir().join(format!("ftpseg-ts-start-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = TestServer::start(ServerConfig::new(&dir)).await.unwrap();
+        let addr = server.addr();
+        assert!(addr.ip().is_loopback());
+        assert_eq!(
+            server.url("x/y.bin"),
+            format!("ftp://127.0.0.1:{}/x/y.bin", addr.port())
+        );
+        assert_eq!(
+            server.url("/y.bin"),
+            format!("ftp://127.0.0.1:{}/y.bin", addr.port())
+        );
+
+        // A raw client gets the greeting.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            buf[..n].starts_with(b"220"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        assert_eq!(server.stats().connections_accepted, 1);
+
+        server.shutdown().await;
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "still accepting after shutdown"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let bad = TestServer::start(ServerConfig {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ..ServerConfig::new(std::env::temp_dir())
+        })
+        .await;
+        assert!(bad.is_err(), "non-loopback bind accepted");
+        assert!(
+            TestServer::start(ServerConfig::new("/nonexistent/ftpseg"))
+                .await
+                .is_err()
+        );
+    }
+}

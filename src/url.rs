@@ -1,0 +1,1082 @@
+//! FTP URLs: parsing `ftp://` URLs given on the command line, printing them
+//! without the password, and choosing a safe local file name for a download.
+//!
+//! Parsing follows RFC 1738 for the path: it is relative to the login
+//! directory (`ftp://h/pub/x.iso` is `pub/x.iso`), and a first segment of
+//! `%2F` makes it absolute (`ftp://h/%2Fpub/x.iso` is `/pub/x.iso`). Every
+//! function here is pure: strings in, values out, no I/O.
+//!
+//! The password must never reach logs, progress lines, the manifest or error
+//! messages, so [`FtpUrl`] prints as [`FtpUrl::redacted`] (Display) and hides
+//! the password in its Debug output, and no [`UrlError`] ever carries it.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+/// The default FTP control port; it is left out of printed URLs.
+const DEFAULT_PORT: u16 = 21;
+
+/// The longest file name most file systems accept, in bytes (`NAME_MAX`).
+const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Characters escaped in the user name and password of a printed URL:
+/// everything except the RFC 3986 unreserved characters.
+const USERINFO_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Characters escaped in one path segment of a printed URL. `/` is escaped
+/// (it separates segments), and so are `;` (so a file name ending in
+/// `;type=a` is not read back as a type code), `%`, `?`, `#` and `\`.
+const SEGMENT_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
+
+/// The server named in an FTP URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// A host name, lower-cased (and punycode-encoded if it was not ASCII).
+    Domain(String),
+    /// An IPv4 address such as `127.0.0.1`.
+    Ipv4(Ipv4Addr),
+    /// An IPv6 address, written `[::1]` in the URL.
+    Ipv6(Ipv6Addr),
+}
+
+/// A parsed `ftp://` URL naming one file to download.
+///
+/// Debug and Display never show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FtpUrl {
+    /// The server to connect to.
+    pub host: Host,
+    /// The control port; 21 when the URL has none.
+    pub port: u16,
+    /// The percent-decoded user name; `None` means anonymous login.
+    pub user: Option<String>,
+    /// The percent-decoded password; `None` when the URL has none (the
+    /// caller then prompts or uses netrc). Only set when `user` is set.
+    pub password: Option<String>,
+    /// The percent-decoded path to send in RETR/SIZE/MDTM: relative to the
+    /// login directory unless it starts with `/`.
+    pub path: String,
+}
+
+/// Why a URL was refused or no local file name could be made from it.
+///
+/// No message ever contains the password.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// The text has no `scheme:` prefix at all.
+    #[error("URL has no scheme; ftpseg takes ftp:// URLs, e.g. ftp://host/pub/file.iso")]
+    MissingScheme,
+    /// The scheme is something other than `ftp`.
+    #[error(
+        "unsupported URL scheme '{scheme}'; ftpseg takes ftp:// URLs, e.g. ftp://host/pub/file.iso"
+    )]
+    UnsupportedScheme {
+        /// The scheme as written, without the `:`.
+        scheme: String,
+    },
+    /// A raw control character (tab, newline, ...) appears in the URL text.
+    #[error(
+        "URL contains a control character (U+{code:04X}); percent-encode it, e.g. %09 for a tab"
+    )]
+    ControlCharacter {
+        /// The offending code point.
+        code: u32,
+    },
+    /// The `url` crate could not parse the text.
+    #[error("invalid FTP URL: {0}")]
+    Invalid(::url::ParseError),
+    /// The URL names no server.
+    #[error("URL has no host name; write it as ftp://host/path")]
+    MissingHost,
+    /// The URL gives port 0.
+    #[error("URL has port 0; give a port from 1 to 65535, or leave it out to use 21")]
+    PortZero,
+    /// `ftp://:secret@host/...`: a password but an empty user name.
+    #[error("URL has a password but no user name; write it as ftp://user:password@host/path")]
+    PasswordWithoutUser,
+    /// The URL has a `?query` part.
+    #[error(
+        "URL has a query string ('?...'), which FTP URLs do not have; if '?' is part of the file name, write it as %3F"
+    )]
+    Query,
+    /// The URL has a `#fragment` part.
+    #[error(
+        "URL has a fragment ('#...'), which FTP URLs do not have; if '#' is part of the file name, write it as %23"
+    )]
+    Fragment,
+    /// A part of the URL decodes to bytes that are not UTF-8.
+    #[error("URL {part} is not valid UTF-8 after percent-decoding; ftpseg needs UTF-8 names")]
+    NotUtf8 {
+        /// "user name", "password" or "path".
+        part: &'static str,
+    },
+    /// A part of the URL decodes to text with CR, LF or NUL in it, which
+    /// would end an FTP command line early and inject another command.
+    #[error(
+        "URL {part} contains an encoded CR, LF or NUL (%0D, %0A or %00); FTP commands are single lines, so it is refused"
+    )]
+    LineBreak {
+        /// "user name", "password" or "path".
+        part: &'static str,
+    },
+    /// `;type=a` or `;type=d`: ASCII transfer or directory listing.
+    #[error(
+        "URL asks for ';type={code}', but ftpseg transfers files in binary mode only; remove ';type={code}' or use ';type=i'"
+    )]
+    NotBinary {
+        /// The type code as written.
+        code: char,
+    },
+    /// `;type=x` with a code RFC 1738 does not define.
+    #[error(
+        "URL ends in unknown transfer type ';type={code}'; only ';type=i' is supported (write ';' as %3B if it is part of the file name)"
+    )]
+    UnknownType {
+        /// The type code as written.
+        code: char,
+    },
+    /// The URL has no path after the host.
+    #[error("URL has no file path; give one, e.g. ftp://host/pub/file.iso")]
+    EmptyPath,
+    /// The path ends in `/`, so it names a directory.
+    #[error("URL names a directory ({path:?}); give a file path, e.g. ftp://host/pub/file.iso")]
+    Directory {
+        /// The decoded path.
+        path: String,
+    },
+    /// The last path segment leaves nothing usable as a local file name.
+    #[error(
+        "cannot make a safe local file name from the remote path {path:?}; pass -o/--output to choose one"
+    )]
+    NoFileName {
+        /// The decoded path.
+        path: String,
+    },
+    /// The last path segment is longer than a local file name may be.
+    #[error(
+        "the remote file name is longer than 255 bytes, too long for a local file; pass -o/--output to choose one"
+    )]
+    FileNameTooLong,
+}
+
+impl FtpUrl {
+    /// Parses an `ftp://` URL naming one file.
+    ///
+    /// Leading and trailing ASCII whitespace is ignored. The user name,
+    /// password and path are percent-decoded; a `;type=i` suffix is dropped.
+    /// An empty user name means anonymous. An empty password (`user:@`) is
+    /// the same as no password.
+    pub fn parse(s: &str) -> Result<FtpUrl, UrlError> {
+        let s = s.trim_ascii();
+        if let Some(c) = s.chars().find(|c| c.is_control()) {
+            return Err(UrlError::ControlCharacter { code: u32::from(c) });
+        }
+        check_scheme(s)?;
+
+        let url = ::url::Url::parse(s).map_err(|e| match e {
+            ::url::ParseError::EmptyHost => UrlError::MissingHost,
+            other => UrlError::Invalid(other),
+        })?;
+        if url.query().is_some() {
+            return Err(UrlError::Query);
+        }
+        if url.fragment().is_some() {
+            return Err(UrlError::Fragment);
+        }
+
+        let host = match url.host() {
+            Some(::url::Host::Domain(name)) if !name.is_empty() => Host::Domain(name.to_owned()),
+            Some(::url::Host::Ipv4(addr)) => Host::Ipv4(addr),
+            Some(::url::Host::Ipv6(addr)) => Host::Ipv6(addr),
+            Some(::url::Host::Domain(_)) | None => return Err(UrlError::MissingHost),
+        };
+        let port = url.port_or_known_default().unwrap_or(DEFAULT_PORT);
+        if port == 0 {
+            return Err(UrlError::PortZero);
+        }
+
+        let user = decode(url.username(), "user name")?;
+        let user = if user.is_empty() { None } else { Some(user) };
+        let password = match url.password() {
+            Some(encoded) => Some(decode(encoded, "password")?),
+            None => None,
+        };
+        if user.is_none() && password.is_some() {
+            return Err(UrlError::PasswordWithoutUser);
+        }
+
+        let path = decode_path(&url)?;
+        Ok(FtpUrl {
+            host,
+            port,
+            user,
+            password,
+            path,
+        })
+    }
+
+    /// The host to resolve or connect to: a host name, or an IP address
+    /// without brackets ("example.org", "127.0.0.1", "::1").
+    pub fn host_for_connect(&self) -> String {
+        match &self.host {
+            Host::Domain(name) => name.clone(),
+            Host::Ipv4(addr) => addr.to_string(),
+            Host::Ipv6(addr) => addr.to_string(),
+        }
+    }
+
+    /// The URL without the password, re-encoded so that parsing it again
+    /// gives back the same host, port, user and path. The port is left out
+    /// when it is 21. Use this for logs, progress lines, the manifest and
+    /// error messages.
+    ///
+    /// Example: `ftp://bob@[::1]:2121/pub/a%20b.iso`.
+    pub fn redacted(&self) -> String {
+        let mut out = String::from("ftp://");
+        if let Some(user) = &self.user {
+            out.extend(utf8_percent_encode(user, USERINFO_ESCAPES));
+            out.push('@');
+        }
+        match &self.host {
+            Host::Domain(name) => out.push_str(name),
+            Host::Ipv4(addr) => out.push_str(&addr.to_string()),
+            Host::Ipv6(addr) => out.push_str(&format!("[{addr}]")),
+        }
+        if self.port != DEFAULT_PORT {
+            out.push_str(&format!(":{}", self.port));
+        }
+        out.push('/');
+        out.push_str(&encode_path(&self.path));
+        out
+    }
+
+    /// The default local output name: the last segment of the path, made
+    /// safe to create in the current directory.
+    ///
+    /// Control characters become `_` and surrounding whitespace is trimmed.
+    /// The result is never empty, `.` or `..`, never contains `/`, NUL or
+    /// control characters, and is at most 255 bytes long; when that is not
+    /// possible the error tells the user to pass -o/--output.
+    pub fn file_name(&self) -> Result<String, UrlError> {
+        let last = self.path.rsplit('/').next().unwrap_or("");
+        let replaced: String = last
+            .chars()
+            .map(|c| if c.is_control() { '_' } else { c })
+            .collect();
+        let name = replaced.trim();
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(UrlError::NoFileName {
+                path: self.path.clone(),
+            });
+        }
+        if name.len() > MAX_FILE_NAME_BYTES {
+            return Err(UrlError::FileNameTooLong);
+        }
+        Ok(name.to_owned())
+    }
+}
+
+impl fmt::Display for FtpUrl {
+    /// Prints [`FtpUrl::redacted`]: never the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for FtpUrl {
+    /// Like a derived Debug, but the password shows as `<redacted>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = self.password.as_ref().map(|_| "<redacted>");
+        f.debug_struct("FtpUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &password)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Checks the `scheme:` prefix before handing the text to the `url` crate,
+/// so that `http://...` gets a clear "takes ftp:// URLs" error.
+fn check_scheme(s: &str) -> Result<(), UrlError> {
+    let Some((scheme, _)) = s.split_once(':') else {
+        return Err(UrlError::MissingScheme);
+    };
+    let mut chars = scheme.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_is_valid = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !starts_with_letter || !rest_is_valid {
+        return Err(UrlError::MissingScheme);
+    }
+    if !scheme.eq_ignore_ascii_case("ftp") {
+        return Err(UrlError::UnsupportedScheme {
+            scheme: scheme.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Percent-decodes one part of the URL into UTF-8 text that is safe to put
+/// in an FTP command line (no CR, LF or NUL).
+fn decode(encoded: &str, part: &'static str) -> Result<String, UrlError> {
+    let text = percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| UrlError::NotUtf8 { part })?;
+    if text.contains(['\r', '\n', '\0']) {
+        return Err(UrlError::LineBreak { part });
+    }
+    Ok(text.into_owned())
+}
+
+/// Decodes the URL path segment by segment (RFC 1738) and checks that it
+/// names a file.
+fn decode_path(url: &::url::Url) -> Result<String, UrlError> {
+    let mut segments: Vec<&str> = match url.path_segments() {
+        Some(segments) => segments.collect(),
+        None => Vec::new(),
+    };
+    if let Some(last) = segments.last_mut() {
+        *last = strip_type_code(last)?;
+    }
+    let mut decoded = Vec::with_capacity(segments.len());
+    for segment in segments {
+        decoded.push(decode(segment, "path")?);
+    }
+    let path = decoded.join("/");
+    if path.is_empty() {
+        return Err(UrlError::EmptyPath);
+    }
+    if path.ends_with('/') {
+        return Err(UrlError::Directory { path });
+    }
+    Ok(path)
+}
+
+/// Removes a `;type=i` suffix from the last (still encoded) path segment;
+/// refuses `;type=a`, `;type=d` and unknown codes.
+fn strip_type_code(segment: &str) -> Result<&str, UrlError> {
+    const SUFFIX: &str = ";type=";
+    let Some(start) = segment.len().checked_sub(SUFFIX.len() + 1) else {
+        return Ok(segment);
+    };
+    let (Some(head), Some(tail)) = (segment.get(..start), segment.get(start..)) else {
+        return Ok(segment);
+    };
+    let Some(code) = tail.get(SUFFIX.len()..).and_then(|c| c.chars().next()) else {
+        return Ok(segment);
+    };
+    if !tail[..SUFFIX.len()].eq_ignore_ascii_case(SUFFIX) {
+        return Ok(segment);
+    }
+    match code {
+        'i' | 'I' => Ok(head),
+        'a' | 'A' | 'd' | 'D' => Err(UrlError::NotBinary { code }),
+        _ => Err(UrlError::UnknownType { code }),
+    }
+}
+
+/// Percent-encodes a decoded path so that [`FtpUrl::parse`] gives it back.
+///
+/// Normally each `/`-separated piece becomes one URL segment; a leading `/`
+/// becomes `%2F`. If a piece is `.` or `..`, the URL parser would remove it,
+/// so then the whole path is written as one segment with `/` as `%2F`.
+fn encode_path(path: &str) -> String {
+    let pieces: Vec<&str> = path.split('/').collect();
+    if pieces.iter().any(|piece| *piece == "." || *piece == "..") {
+        return utf8_percent_encode(path, SEGMENT_ESCAPES).to_string();
+    }
+    let (prefix, relative) = match path.strip_prefix('/') {
+        Some(rest) => ("%2F", rest),
+        None => ("", path),
+    };
+    let encoded: Vec<String> = relative
+        .split('/')
+        .map(|piece| utf8_percent_encode(piece, SEGMENT_ESCAPES).to_string())
+        .collect();
+    format!("{prefix}{}", encoded.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(s: &str) -> FtpUrl {
+        match FtpUrl::parse(s) {
+            Ok(url) => url,
+            Err(e) => panic!("{s:?} should parse, got: {e}"),
+        }
+    }
+
+    fn parse_err(s: &str) -> UrlError {
+        match FtpUrl::parse(s) {
+            Ok(url) => panic!("{s:?} should be refused, got {url:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn domain(name: &str) -> Host {
+        Host::Domain(name.to_owned())
+    }
+
+    // ---- parse: the basics ------------------------------------------------
+
+    #[test]
+    fn anonymous_relative_path() {
+        let url = parse("ftp://example.org/pub/x.iso");
+        assert_eq!(url.host, domain("example.org"));
+        assert_eq!(url.port, 21);
+        assert_eq!(url.user, None);
+        assert_eq!(url.password, None);
+        assert_eq!(url.path, "pub/x.iso");
+    }
+
+    #[test]
+    fn credentials_and_path_are_percent_decoded() {
+        let url = parse("ftp://user:p%40ss%3Aw@host/dir%20a/f.iso");
+        assert_eq!(url.user.as_deref(), Some("user"));
+        assert_eq!(url.password.as_deref(), Some("p@ss:w"));
+        assert_eq!(url.path, "dir a/f.iso");
+    }
+
+    #[test]
+    fn raw_at_sign_in_password_splits_at_the_last_at() {
+        let url = parse("ftp://u:p@ss@host/f");
+        assert_eq!(url.user.as_deref(), Some("u"));
+        assert_eq!(url.password.as_deref(), Some("p@ss"));
+        assert_eq!(url.host, domain("host"));
+    }
+
+    #[test]
+    fn ipv6_host_and_port() {
+        let url = parse("ftp://[::1]:2121/x");
+        assert_eq!(url.host, Host::Ipv6(Ipv6Addr::LOCALHOST));
+        assert_eq!(url.port, 2121);
+        assert_eq!(url.path, "x");
+        assert_eq!(url.host_for_connect(), "::1");
+    }
+
+    #[test]
+    fn ipv4_host_with_binary_type_code() {
+        let url = parse("ftp://127.0.0.1/a;type=i");
+        assert_eq!(url.host, Host::Ipv4(Ipv4Addr::LOCALHOST));
+        assert_eq!(url.path, "a");
+        assert_eq!(url.host_for_connect(), "127.0.0.1");
+    }
+
+    #[test]
+    fn uppercase_scheme_and_host() {
+        let url = parse("FTP://HOST/x");
+        assert_eq!(url.host, domain("host"));
+        assert_eq!(url.path, "x");
+        assert_eq!(url.host_for_connect(), "host");
+    }
+
+    #[test]
+    fn explicit_port_21_is_the_default() {
+        assert_eq!(parse("ftp://h:21/x").port, 21);
+        assert_eq!(parse("ftp://h/x").port, 21);
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_ignored() {
+        assert_eq!(parse("  ftp://h/x\n").path, "x");
+    }
+
+    #[test]
+    fn idn_host_is_punycoded() {
+        let url = parse("ftp://bücher.example/x");
+        assert_eq!(url.host, domain("xn--bcher-kva.example"));
+    }
+
+    // ---- parse: user and password -----------------------------------------
+
+    #[test]
+    fn user_without_password() {
+        let url = parse("ftp://bob@h/x");
+        assert_eq!(url.user.as_deref(), Some("bob"));
+        assert_eq!(url.password, None);
+    }
+
+    #[test]
+    fn empty_password_is_no_password() {
+        let url = parse("ftp://bob:@h/x");
+        assert_eq!(url.user.as_deref(), Some("bob"));
+        assert_eq!(url.password, None);
+    }
+
+    #[test]
+    fn empty_user_is_anonymous() {
+        let url = parse("ftp://@h/x");
+        assert_eq!(url.user, None);
+        assert_eq!(url.password, None);
+    }
+
+    #[test]
+    fn password_without_user_is_refused() {
+        let err = parse_err("ftp://:hunter2@h/x");
+        assert_eq!(err, UrlError::PasswordWithoutUser);
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    // ---- parse: the path ---------------------------------------------------
+
+    #[test]
+    fn leading_encoded_slash_makes_the_path_absolute() {
+        assert_eq!(parse("ftp://h/%2Fpub/x.iso").path, "/pub/x.iso");
+        assert_eq!(parse("ftp://h/%2fpub/x.iso").path, "/pub/x.iso");
+    }
+
+    #[test]
+    fn leading_empty_segment_also_makes_the_path_absolute() {
+        assert_eq!(parse("ftp://h//pub/x.iso").path, "/pub/x.iso");
+    }
+
+    #[test]
+    fn encoded_slash_inside_a_later_segment_is_kept() {
+        assert_eq!(parse("ftp://h/a/b%2Fc/d").path, "a/b/c/d");
+    }
+
+    #[test]
+    fn empty_segments_inside_the_path_are_kept() {
+        assert_eq!(parse("ftp://h/a//b").path, "a//b");
+    }
+
+    #[test]
+    fn dot_segments_are_resolved_by_the_url_parser() {
+        assert_eq!(parse("ftp://h/a/../b").path, "b");
+        assert_eq!(parse("ftp://h/a/%2e%2E/b").path, "b");
+    }
+
+    #[test]
+    fn backslash_is_a_separator_in_ftp_urls() {
+        assert_eq!(parse("ftp://h/a\\b").path, "a/b");
+    }
+
+    #[test]
+    fn non_ascii_path() {
+        assert_eq!(parse("ftp://h/caf%C3%A9 x.iso").path, "café x.iso");
+        assert_eq!(parse("ftp://h/café.iso").path, "café.iso");
+    }
+
+    #[test]
+    fn type_code_i_is_stripped_in_either_case() {
+        assert_eq!(parse("ftp://h/d/a.iso;type=i").path, "d/a.iso");
+        assert_eq!(parse("ftp://h/d/a.iso;type=I").path, "d/a.iso");
+        assert_eq!(parse("ftp://h/d/a.iso;TYPE=i").path, "d/a.iso");
+    }
+
+    #[test]
+    fn type_code_a_and_d_are_refused() {
+        for (url, code) in [
+            ("ftp://h/a;type=a", 'a'),
+            ("ftp://h/a;type=A", 'A'),
+            ("ftp://h/a;type=d", 'd'),
+            ("ftp://h/a;type=D", 'D'),
+        ] {
+            let err = parse_err(url);
+            assert_eq!(err, UrlError::NotBinary { code });
+            assert!(err.to_string().contains("binary mode only"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_type_code_is_refused() {
+        let err = parse_err("ftp://h/a;type=x");
+        assert_eq!(err, UrlError::UnknownType { code: 'x' });
+        assert!(err.to_string().contains("%3B"), "{err}");
+    }
+
+    #[test]
+    fn type_code_text_that_is_not_a_type_code_is_part_of_the_name() {
+        assert_eq!(parse("ftp://h/a;type=").path, "a;type=");
+        assert_eq!(parse("ftp://h/a;type=ii").path, "a;type=ii");
+        assert_eq!(parse("ftp://h/a;type=i/b").path, "a;type=i/b");
+        assert_eq!(parse("ftp://h/a%3Btype=a").path, "a;type=a");
+    }
+
+    #[test]
+    fn type_code_on_a_directory_leaves_no_path() {
+        assert_eq!(
+            parse_err("ftp://h/pub/;type=i"),
+            UrlError::Directory {
+                path: "pub/".to_owned()
+            }
+        );
+        assert_eq!(parse_err("ftp://h/;type=i"), UrlError::EmptyPath);
+    }
+
+    #[test]
+    fn empty_path_is_refused() {
+        assert_eq!(parse_err("ftp://h"), UrlError::EmptyPath);
+        assert_eq!(parse_err("ftp://h/"), UrlError::EmptyPath);
+        assert_eq!(parse_err("ftp://h/%2E%2E"), UrlError::EmptyPath);
+    }
+
+    #[test]
+    fn directory_path_is_refused() {
+        for (url, path) in [
+            ("ftp://h/pub/", "pub/"),
+            ("ftp://h/%2F", "/"),
+            ("ftp://h/%2Fpub/", "/pub/"),
+            ("ftp://h/pub%2F", "pub/"),
+        ] {
+            let err = parse_err(url);
+            assert_eq!(
+                err,
+                UrlError::Directory {
+                    path: path.to_owned()
+                }
+            );
+            assert!(err.to_string().contains("give a file path"), "{err}");
+        }
+    }
+
+    #[test]
+    fn query_and_fragment_are_refused() {
+        assert_eq!(parse_err("ftp://h/x?y"), UrlError::Query);
+        assert_eq!(parse_err("ftp://h/x?"), UrlError::Query);
+        assert_eq!(parse_err("ftp://h/x#y"), UrlError::Fragment);
+        assert_eq!(parse_err("ftp://h/x#"), UrlError::Fragment);
+        assert!(UrlError::Query.to_string().contains("%3F"));
+        assert!(UrlError::Fragment.to_string().contains("%23"));
+        assert_eq!(parse("ftp://h/x%3Fy%23z").path, "x?y#z");
+    }
+
+    // ---- parse: command injection and encoding -----------------------------
+
+    #[test]
+    fn encoded_line_breaks_and_nul_are_refused() {
+        for (url, part) in [
+            ("ftp://h/a%0D%0ADELE%20b", "path"),
+            ("ftp://h/a%0Ab", "path"),
+            ("ftp://h/a%00b", "path"),
+            ("ftp://bob%0D%0APASS%20x@h/f", "user name"),
+            ("ftp://bob:se%0Acret@h/f", "password"),
+            ("ftp://bob:se%00cret@h/f", "password"),
+        ] {
+            let err = parse_err(url);
+            assert_eq!(err, UrlError::LineBreak { part }, "{url}");
+            assert!(!err.to_string().contains("cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn raw_control_characters_are_refused() {
+        assert_eq!(
+            parse_err("ftp://h/a\r\nDELE b"),
+            UrlError::ControlCharacter { code: 0x0D }
+        );
+        assert_eq!(
+            parse_err("ftp://h/a\tb"),
+            UrlError::ControlCharacter { code: 0x09 }
+        );
+        assert_eq!(
+            parse_err("ftp://h/a\u{7f}"),
+            UrlError::ControlCharacter { code: 0x7F }
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        assert_eq!(
+            parse_err("ftp://h/%FF.iso"),
+            UrlError::NotUtf8 { part: "path" }
+        );
+        assert_eq!(
+            parse_err("ftp://%C3@h/x"),
+            UrlError::NotUtf8 { part: "user name" }
+        );
+        assert_eq!(
+            parse_err("ftp://u:%FE@h/x"),
+            UrlError::NotUtf8 { part: "password" }
+        );
+    }
+
+    // ---- parse: scheme, host and port ---------------------------------------
+
+    #[test]
+    fn other_schemes_are_refused_by_name() {
+        for (url, scheme) in [
+            ("ftps://h/x", "ftps"),
+            ("http://h/x", "http"),
+            ("HTTPS://h/x", "HTTPS"),
+            ("sftp://u:pw@h/x", "sftp"),
+            ("file:///etc/passwd", "file"),
+        ] {
+            let err = parse_err(url);
+            assert_eq!(
+                err,
+                UrlError::UnsupportedScheme {
+                    scheme: scheme.to_owned()
+                }
+            );
+            let message = err.to_string();
+            assert!(message.contains(scheme), "{message}");
+            assert!(message.contains("ftp://"), "{message}");
+        }
+    }
+
+    #[test]
+    fn missing_scheme_is_refused() {
+        for url in [
+            "example.org/pub/x",
+            "/pub/x",
+            "",
+            "   ",
+            "1ftp://h/x",
+            "://h/x",
+        ] {
+            assert_eq!(parse_err(url), UrlError::MissingScheme, "{url:?}");
+        }
+    }
+
+    #[test]
+    fn missing_host_is_refused() {
+        assert_eq!(parse_err("ftp://"), UrlError::MissingHost);
+        assert_eq!(parse_err("ftp://u:pw@/x"), UrlError::MissingHost);
+    }
+
+    #[test]
+    fn bad_ports_are_refused() {
+        assert_eq!(parse_err("ftp://h:0/x"), UrlError::PortZero);
+        assert_eq!(
+            parse_err("ftp://h:65536/x"),
+            UrlError::Invalid(::url::ParseError::InvalidPort)
+        );
+        assert_eq!(
+            parse_err("ftp://h:abc/x"),
+            UrlError::Invalid(::url::ParseError::InvalidPort)
+        );
+        assert_eq!(parse("ftp://h:65535/x").port, 65535);
+    }
+
+    #[test]
+    fn invalid_url_message_is_one_line() {
+        let err = parse_err("ftp://[::1/x");
+        let message = err.to_string();
+        assert!(message.starts_with("invalid FTP URL: "), "{message}");
+        assert!(!message.contains('\n'));
+    }
+
+    // ---- redacted, Display and Debug ----------------------------------------
+
+    #[test]
+    fn redacted_drops_the_password_and_keeps_the_user() {
+        let url = parse("ftp://bob:secret@[::1]:2121/pub/a%20b.iso");
+        assert_eq!(url.redacted(), "ftp://bob@[::1]:2121/pub/a%20b.iso");
+        assert_eq!(url.to_string(), url.redacted());
+    }
+
+    #[test]
+    fn redacted_omits_port_21() {
+        assert_eq!(
+            parse("ftp://example.org:21/x.iso").redacted(),
+            "ftp://example.org/x.iso"
+        );
+        assert_eq!(
+            parse("ftp://127.0.0.1:2121/x").redacted(),
+            "ftp://127.0.0.1:2121/x"
+        );
+    }
+
+    #[test]
+    fn redacted_re_encodes_special_characters() {
+        let url = parse("ftp://us%40er:pw@h/%2Fpub/a%3Bb%3Fc%23d%25e/f%2Fg");
+        assert_eq!(url.path, "/pub/a;b?c#d%e/f/g");
+        assert_eq!(
+            url.redacted(),
+            "ftp://us%40er@h/%2Fpub/a%3Bb%3Fc%23d%25e/f/g"
+        );
+    }
+
+    #[test]
+    fn redacted_keeps_dot_pieces_inside_one_segment() {
+        let url = parse("ftp://h/a/..%2F..%2Fetc%2Fpasswd");
+        assert_eq!(url.path, "a/../../etc/passwd");
+        assert_eq!(url.redacted(), "ftp://h/a%2F..%2F..%2Fetc%2Fpasswd");
+        assert_eq!(parse(&url.redacted()), url);
+    }
+
+    #[test]
+    fn debug_and_display_hide_the_password() {
+        let url = parse("ftp://bob:hunter2@h/x");
+        let debug = format!("{url:?}");
+        let pretty = format!("{url:#?}");
+        let display = url.to_string();
+        for shown in [&debug, &pretty, &display] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("bob"), "{shown}");
+        }
+        assert!(debug.contains("<redacted>"), "{debug}");
+    }
+
+    #[test]
+    fn debug_shows_absent_password_as_none() {
+        let debug = format!("{:?}", parse("ftp://bob@h/x"));
+        assert!(debug.contains("password: None"), "{debug}");
+    }
+
+    // ---- file_name -----------------------------------------------------------
+
+    fn name_of(s: &str) -> Result<String, UrlError> {
+        parse(s).file_name()
+    }
+
+    #[test]
+    fn file_name_is_the_last_segment() {
+        assert_eq!(name_of("ftp://h/pub/x.iso").unwrap(), "x.iso");
+        assert_eq!(name_of("ftp://h/%2Fpub/a%20b.iso").unwrap(), "a b.iso");
+        assert_eq!(name_of("ftp://h/x.iso;type=i").unwrap(), "x.iso");
+        assert_eq!(name_of("ftp://h/-rf").unwrap(), "-rf");
+        assert_eq!(name_of("ftp://h/...").unwrap(), "...");
+    }
+
+    #[test]
+    fn file_name_after_encoded_slashes() {
+        assert_eq!(
+            name_of("ftp://h/a/..%2F..%2Fetc%2Fpasswd").unwrap(),
+            "passwd"
+        );
+        assert_eq!(name_of("ftp://h/%2Fetc%2Fshadow").unwrap(), "shadow");
+    }
+
+    #[test]
+    fn file_name_refuses_dot_names() {
+        assert_eq!(
+            name_of("ftp://h/a/b%2F.."),
+            Err(UrlError::NoFileName {
+                path: "a/b/..".to_owned()
+            })
+        );
+        assert!(name_of("ftp://h/..%2F..").is_err());
+        assert!(name_of("ftp://h/a%2F.").is_err());
+        assert!(name_of("ftp://h/a%2F%20..%20").is_err());
+        // `%2E%2E` alone is a dot segment, removed by the URL parser.
+        assert_eq!(parse_err("ftp://h/%2E%2E"), UrlError::EmptyPath);
+    }
+
+    #[test]
+    fn file_name_replaces_control_characters() {
+        assert_eq!(name_of("ftp://h/a%09b%1Bc%7F").unwrap(), "a_b_c_");
+        assert_eq!(name_of("ftp://h/x%C2%85y").unwrap(), "x_y");
+    }
+
+    #[test]
+    fn file_name_trims_whitespace_but_keeps_inner_spaces() {
+        assert_eq!(name_of("ftp://h/%20%20a%20b%20").unwrap(), "a b");
+        let err = name_of("ftp://h/d/%20%20").unwrap_err();
+        assert!(err.to_string().contains("-o/--output"), "{err}");
+    }
+
+    #[test]
+    fn file_name_refuses_names_too_long_for_the_file_system() {
+        let long = "a".repeat(256);
+        assert_eq!(
+            name_of(&format!("ftp://h/{long}")),
+            Err(UrlError::FileNameTooLong)
+        );
+        let fits = "a".repeat(255);
+        assert_eq!(name_of(&format!("ftp://h/{fits}")).unwrap(), fits);
+    }
+
+    #[test]
+    fn file_name_of_hand_made_urls() {
+        let mut url = parse("ftp://h/x");
+        for bad in ["", "dir/", "/", ".", "..", "a/.", "a/..", " \u{3000}"] {
+            url.path = bad.to_owned();
+            assert!(url.file_name().is_err(), "{bad:?}");
+        }
+        url.path = "a\0b".to_owned();
+        assert_eq!(url.file_name().unwrap(), "a_b");
+    }
+
+    // ---- property tests -------------------------------------------------------
+
+    /// Host names the URL parser keeps as they are.
+    fn arb_host() -> impl Strategy<Value = Host> {
+        prop_oneof![
+            "[a-z][a-z0-9]{0,10}(\\.[a-z][a-z0-9]{0,5}){0,2}".prop_map(Host::Domain),
+            any::<[u8; 4]>().prop_map(|b| Host::Ipv4(Ipv4Addr::from(b))),
+            any::<u128>().prop_map(|n| Host::Ipv6(Ipv6Addr::from(n))),
+        ]
+    }
+
+    /// Any text the parser can produce for a user name or path piece.
+    fn arb_text(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<char>(), 1..=max).prop_map(|chars| {
+            chars
+                .into_iter()
+                .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+                .collect()
+        })
+    }
+
+    /// Decoded paths `parse` can return: not empty, not ending in `/`, and
+    /// not a lone dot segment.
+    fn arb_path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            arb_text(24),
+            proptest::collection::vec("[a-z./ ;?#%]{0,4}", 1..5).prop_map(|p| p.join("/")),
+        ]
+        .prop_filter("must name a file", |p| {
+            !p.is_empty() && !p.ends_with('/') && p != "." && p != ".."
+        })
+    }
+
+    prop_compose! {
+        fn arb_url()(
+            host in arb_host(),
+            port in 1u16..=u16::MAX,
+            user in proptest::option::of(arb_text(12).prop_filter("non-empty", |u| !u.is_empty())),
+            path in arb_path(),
+        ) -> FtpUrl {
+            FtpUrl { host, port, user, password: None, path }
+        }
+    }
+
+    /// Starts every generated password. It appears nowhere else: not in the
+    /// URL built by `marked_url`, not in any error message, and not in a
+    /// printed URL unless the password leaks (escaped, it is `%C2%A7`).
+    const MARKER: char = '§';
+
+    /// A URL around `password` whose other parts cannot contain [`MARKER`].
+    fn marked_url(password: &str, path: &str) -> String {
+        let password = utf8_percent_encode(password, NON_ALPHANUMERIC);
+        format!("ftp://bob:{password}@example.org:2121/{path}")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parse_never_panics(s in any::<String>()) {
+            let _ = FtpUrl::parse(&s);
+        }
+
+        #[test]
+        fn parse_never_panics_on_ftp_like_text(s in "(ftp|FTP|ftps|)(:|://)[ -~]{0,40}") {
+            if let Ok(url) = FtpUrl::parse(&s) {
+                let _ = url.file_name();
+                let _ = url.redacted();
+            }
+        }
+
+        #[test]
+        fn parsed_urls_are_valid(s in "ftp://([a-z:%0-9]{0,6}@)?[a-z0-9.\\[\\]:]{1,12}/[ -~]{0,30}") {
+            if let Ok(url) = FtpUrl::parse(&s) {
+                prop_assert!(url.port != 0);
+                prop_assert!(!url.path.is_empty());
+                prop_assert!(!url.path.ends_with('/'));
+                prop_assert!(url.user.is_some() || url.password.is_none());
+                prop_assert!(url.user.as_deref() != Some(""));
+                for part in [url.user.as_deref(), url.password.as_deref(), Some(url.path.as_str())]
+                    .into_iter()
+                    .flatten()
+                {
+                    prop_assert!(!part.contains(['\r', '\n', '\0']));
+                }
+            }
+        }
+
+        #[test]
+        fn redacted_round_trips(url in arb_url()) {
+            let printed = url.redacted();
+            let reparsed = FtpUrl::parse(&printed);
+            prop_assert_eq!(reparsed, Ok(url), "printed as {}", printed);
+        }
+
+        #[test]
+        fn redacted_round_trips_parsed_text(s in "ftp://(bob(:pw)?@)?h(:[0-9]{1,4})?/[ -~]{1,30}") {
+            if let Ok(url) = FtpUrl::parse(&s) {
+                let without_password = FtpUrl { password: None, ..url.clone() };
+                prop_assert_eq!(FtpUrl::parse(&url.redacted()), Ok(without_password));
+            }
+        }
+
+        #[test]
+        fn password_never_shows(
+            secret in proptest::collection::vec(any::<char>(), 0..16),
+            path in "[a-z0-9 ._-]{1,20}",
+        ) {
+            let password: String = std::iter::once(MARKER).chain(secret).collect();
+            match FtpUrl::parse(&marked_url(&password, &path)) {
+                Ok(url) => {
+                    prop_assert_eq!(url.password.as_deref(), Some(password.as_str()));
+                    let with_other = FtpUrl { password: Some("other".to_owned()), ..url.clone() };
+                    let without = FtpUrl { password: None, ..url.clone() };
+                    prop_assert_eq!(url.redacted(), with_other.redacted());
+                    prop_assert_eq!(url.redacted(), without.redacted());
+                    for shown in [url.redacted(), url.to_string(), format!("{url:?}"), format!("{url:#?}")] {
+                        prop_assert!(!shown.contains(MARKER), "{}", shown);
+                        prop_assert!(!shown.contains("%C2%A7"), "{}", shown);
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(!e.to_string().contains(MARKER), "{}", e);
+                    prop_assert!(!format!("{e:?}").contains(MARKER), "{:?}", e);
+                }
+            }
+        }
+
+        #[test]
+        fn errors_never_show_the_password(
+            secret in "[ -~]{0,12}",
+            path in "[g-z0-9%/;=?#.]{0,16}",
+        ) {
+            let password = format!("{MARKER}{secret}");
+            if let Err(e) = FtpUrl::parse(&marked_url(&password, &path)) {
+                prop_assert!(!e.to_string().contains(MARKER), "{}", e);
+                prop_assert!(!format!("{e:?}").contains(MARKER), "{:?}", e);
+            }
+        }
+
+        #[test]
+        fn file_name_is_always_safe(path in any::<String>()) {
+            let url = FtpUrl { host: domain("h"), port: 21, user: None, password: None, path };
+            if let Ok(name) = url.file_name() {
+                prop_assert!(!name.is_empty());
+                prop_assert!(name != "." && name != "..");
+                prop_assert!(!name.contains('/'));
+                prop_assert!(!name.chars().any(char::is_control));
+                prop_assert_eq!(name.trim(), name.as_str());
+                prop_assert!(name.len() <= MAX_FILE_NAME_BYTES);
+            }
+        }
+
+        #[test]
+        fn file_name_of_parsed_urls_is_safe(path in "[ -~]{0,30}") {
+            if let Ok(url) = FtpUrl::parse(&format!("ftp://h/{path}"))
+                && let Ok(name) = url.file_name()
+            {
+                prop_assert!(!name.is_empty());
+                prop_assert!(name != "." && name != "..");
+                prop_assert!(!name.contains('/'));
+                prop_assert!(!name.chars().any(char::is_control));
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Shared test fixture: an in-process FTP server on loopback serving generated files, a scratch
+//! folder for outputs, and a runner for the real `ftpseg` binary with a time limit.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ftpseg::manifest::Manifest;
+use ftpseg::testserver::{ServerConfig, TestServer, write_pattern_file};
+use tempfile::TempDir;
+
+pub const MIB: u64 = 1 << 20;
+
+pub struct Fixture {
+    pub dir: TempDir,
+    pub served: PathBuf,
+    pub local: PathBuf,
+    pub server: TestServer,
+}
+
+impl Fixture {
+    /// A server with the default config (anonymous, user "alice"/"s3cret"), adjusted by `f`.
+    pub async fn new(f: impl FnOnce(ServerConfig) -> ServerConfig) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let served = dir.path().join("served");
+        let local = dir.path().join("local");
+        std::fs::create_dir_all(&served).unwrap();
+        std::fs::create_dir_all(&local).unwrap();
+        let cfg = f(ServerConfig::new(&served).with_user("alice", "s3cret"));
+        let server = TestServer::start(cfg).await.unwrap();
+        Fixture {
+            dir,
+            served,
+            local,
+            server,
+        }
+    }
+
+    /// Writes a generated file of `len` bytes to the served folder; returns its bytes.
+    pub fn serve(&self, name: &str, len: u64, seed: u64) -> Vec<u8> {
+        let p = self.served.join(name);
+        write_pattern_file(&p, len, seed).unwrap();
+        std::fs::read(p).unwrap()
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        self.server.url(name)
+    }
+
+    pub fn out(&self, name: &str) -> PathBuf {
+        self.local.join(name)
+    }
+}
+
+/// The real binary, with a clean environment for the things it reads.
+pub fn ftpseg() -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpseg"));
+    c.env_remove("FTPSEG_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// Runs the binary to completion (at most 120 s) in `cwd`.
+pub async fn run(args: &[&str], cwd: &Path) -> Output {
+    let child = ftpseg().args(args).current_dir(cwd).spawn().unwrap();
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("ftpseg did not finish within 120 s")
+        .unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Asserts a successful run and identical bytes.
+pub fn assert_ok_and_equal(o: &Output, out: &Path, expected: &[u8]) {
+    assert_eq!(
+        code(o),
+        0,
+        "ftpseg failed: {}\n{}",
+        stderr(o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let got = std::fs::read(out).unwrap();
+    assert_eq!(got.len(), expected.len(), "length differs");
+    if got != expected {
+        let at = got.iter().zip(expected).position(|(a, b)| a != b).unwrap();
+        panic!("bytes differ first at offset {at}");
+    }
+    assert!(!Manifest::path_for(out).exists(), "manifest left behind");
+    assert!(!ftpseg::store::part_path(out).exists(), ".part left behind");
+}
+
+/// Waits (bounded) until the manifest beside `out` records at least `bytes` done.
+pub async fn wait_for_durable(out: &Path, bytes: u64, limit: Duration) -> u64 {
+    let path = Manifest::path_for(out);
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(m)) = Manifest::load(&path) {
+            let done = m.bytes_done();
+            if done >= bytes {
+                return done;
+            }
+        }
+        assert!(
+            started.elapsed() < limit,
+            "manifest did not reach {bytes} bytes within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

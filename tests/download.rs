@@ -1,0 +1,206 @@
+//! Byte-exact downloads from the in-process server: sizes, connection counts, work stealing,
+//! fallbacks.
+
+mod common;
+
+use common::*;
+use ftpseg::testserver::Faults;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_and_connection_counts_are_byte_exact() {
+    let fx = Fixture::new(|c| c).await;
+    let files = [
+        ("empty.bin", 0u64),
+        ("one.bin", 1),
+        ("prime.bin", 1_000_003),
+        ("big.bin", 64 * MIB),
+    ];
+    for (i, (name, len)) in files.iter().enumerate() {
+        let data = fx.serve(name, *len, i as u64 + 1);
+        for n in [1, 3, 8, 16] {
+            let out = fx.out(&format!("{name}.{n}"));
+            let o = run(
+                &[
+                    "-q",
+                    "-n",
+                    &n.to_string(),
+                    "-o",
+                    out.to_str().unwrap(),
+                    &fx.url(name),
+                ],
+                &fx.local,
+            )
+            .await;
+            assert_ok_and_equal(&o, &out, &data);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_output_name_and_summary() {
+    let fx = Fixture::new(|c| c).await;
+    std::fs::create_dir_all(fx.served.join("sub dir")).unwrap();
+    let data = fx.serve("sub dir/name with spaces.bin", 3 * MIB + 7, 9);
+    let url = fx.url("sub dir/name with spaces.bin");
+    assert!(
+        url.ends_with("/sub%20dir/name%20with%20spaces.bin"),
+        "{url}"
+    );
+    let o = run(&[&url], &fx.local).await;
+    assert_ok_and_equal(&o, &fx.out("name with spaces.bin"), &data);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("saved name with spaces.bin"), "{stdout}");
+    assert!(
+        stdout.contains(&blake3::hash(&data).to_hex().to_string()),
+        "summary names the BLAKE3: {stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_stealing_does_not_wait_for_the_slow_connection() {
+    // The connection reading range 0 gets 256 KiB/s; the others 16 MiB/s. Without stealing,
+    // range 0 (8 MiB of 32) alone would take 32 s and be served entirely by the slow RETR.
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            rate_per_transfer: Some(16 * MIB),
+            slow_rate_at_zero: Some(256 << 10),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 32 * MIB, 3);
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "4",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    let stats = fx.server.stats();
+    assert!(
+        stats.bytes_sent_from_zero < 4 * MIB,
+        "the slow connection served {} bytes: its range was not stolen",
+        stats.bytes_sent_from_zero
+    );
+    assert!(stats.retrs > 4, "steals open new transfers: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_refused_falls_back_to_one_stream() {
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            refuse_rest: true,
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 5 * MIB + 3, 4);
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "-n",
+            "8",
+            "--plain",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    assert!(
+        stderr(&o).contains("does not support REST"),
+        "the user is told: {}",
+        stderr(&o)
+    );
+    assert_eq!(fx.server.stats().retrs, 1, "one stream from byte 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_without_manifest_is_not_trusted() {
+    let fx = Fixture::new(|c| c).await;
+    let data = fx.serve("f.bin", 2 * MIB, 5);
+    let out = fx.out("f.bin");
+    // A leftover .part of the right size full of wrong bytes, with no manifest.
+    std::fs::write(ftpseg::store::part_path(&out), vec![0xAAu8; data.len()]).unwrap();
+    let o = run(
+        &["--plain", "-o", out.to_str().unwrap(), &fx.url("f.bin")],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    assert!(stderr(&o).contains("cannot be trusted"), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_errors_are_retried_from_where_the_range_got() {
+    // The first 6 transfers fail after 300 KB (EOF then 451); later ones succeed.
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            rate_per_transfer: Some(8 * MIB),
+            error_after: Some(300_000),
+            faulty_transfers: Some(6),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 8 * MIB, 6);
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "3",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    let stats = fx.server.stats();
+    assert!(
+        stats.bytes_sent < 8 * MIB + 6 * 300_000 + 8 * MIB / 2,
+        "retries resume mid-range rather than from the start: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connection_is_replaced() {
+    // The first transfer stalls after 1 MB; with a 1 s stall timeout it is dropped and resumed.
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            stall_after: Some(1_000_000),
+            faulty_transfers: Some(1),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 4 * MIB, 7);
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "1",
+            "--stall-timeout",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    assert!(fx.server.stats().connections_accepted >= 2, "reconnected");
+}

@@ -1,0 +1,131 @@
+//! Every user-facing failure: one clear line on stderr and its documented exit code, with
+//! nothing lost.
+
+mod common;
+
+use common::*;
+
+fn one_line(o: &std::process::Output) -> String {
+    let s = stderr(o);
+    assert_eq!(s.trim_end().lines().count(), 1, "one line expected: {s:?}");
+    assert!(s.starts_with("ftpseg: error: "), "{s:?}");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_url_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "http://example.org/x",
+        "ftp://h/dir/",
+        "ftp://h/a%0d%0aDELE%20x",
+    ] {
+        let o = run(&[url], dir.path()).await;
+        assert_eq!(code(&o), 3, "{url}: {}", stderr(&o));
+        one_line(&o);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_and_refused_connection_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        &["--connect-timeout", "5", "ftp://no-such-host.invalid/x"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(one_line(&o).contains("no-such-host.invalid"));
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let o = run(&[&format!("ftp://127.0.0.1:{port}/x")], dir.path()).await;
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(one_line(&o).contains("cannot connect"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_refused_exits_5_without_the_password() {
+    let fx = Fixture::new(|c| c).await;
+    fx.serve("f.bin", 10, 1);
+    let url = fx.url("f.bin").replace("ftp://", "ftp://alice:wrong-pw@");
+    let o = run(&[&url], &fx.local).await;
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    let line = one_line(&o);
+    assert!(
+        line.contains("alice") && !line.contains("wrong-pw"),
+        "{line}"
+    );
+    // The right password, given through the environment, works.
+    let url = fx.url("f.bin").replace("ftp://", "ftp://alice@");
+    let child = ftpseg()
+        .env("FTPSEG_PASSWORD", "s3cret")
+        .args(["-q", &url])
+        .current_dir(&fx.local)
+        .spawn()
+        .unwrap();
+    let o = child.wait_with_output().await.unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_remote_file_exits_6() {
+    let fx = Fixture::new(|c| c).await;
+    let o = run(&[&fx.url("nope.bin")], &fx.local).await;
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert!(one_line(&o).contains("nope.bin"));
+    assert!(!fx.out("nope.bin").exists());
+    assert!(!fx.out("nope.bin.ftpseg").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_refusing_service_exits_7() {
+    let fx = Fixture::new(|c| c.with_max_connections(0)).await;
+    fx.serve("f.bin", 10, 1);
+    let o = run(&["--max-tries", "2", &fx.url("f.bin")], &fx.local).await;
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    assert!(one_line(&o).contains("421"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_space_exits_8_before_writing() {
+    let fx = Fixture::new(|c| c).await;
+    // A sparse 64 TiB file on the server: no local disk here can hold it.
+    let f = std::fs::File::create(fx.served.join("huge.iso")).unwrap();
+    if f.set_len(1 << 46).is_err() {
+        f.set_len(1 << 43).unwrap();
+    }
+    drop(f);
+    let o = run(&[&fx.url("huge.iso")], &fx.local).await;
+    assert_eq!(code(&o), 8, "{}", stderr(&o));
+    let line = one_line(&o);
+    assert!(line.contains("need ") && line.contains("have "), "{line}");
+    let part = ftpseg::store::part_path(&fx.out("huge.iso"));
+    let blocks = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(blocks, 0, "nothing was allocated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_output_exits_9_unless_force() {
+    let fx = Fixture::new(|c| c).await;
+    let data = fx.serve("f.bin", 1000, 1);
+    let out = fx.out("f.bin");
+    std::fs::write(&out, b"precious").unwrap();
+    let o = run(&[&fx.url("f.bin")], &fx.local).await;
+    assert_eq!(code(&o), 9, "{}", stderr(&o));
+    assert!(one_line(&o).contains("--force"));
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+    let o = run(&["-q", "--force", &fx.url("f.bin")], &fx.local).await;
+    assert_ok_and_equal(&o, &out, &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["-n", "0", "ftp://h/x"], dir.path()).await;
+    assert_eq!(code(&o), 2);
+    let o = run(&[], dir.path()).await;
+    assert_eq!(code(&o), 2);
+}

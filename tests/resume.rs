@@ -1,0 +1,203 @@
+//! Crash safety: the real binary killed with SIGKILL and run again; changed remote files and
+//! damaged manifests refused without losing the partial download.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ftpseg::manifest::Manifest;
+use ftpseg::testserver::Faults;
+
+const RATE: u64 = MIB; // per connection
+
+async fn throttled() -> Fixture {
+    Fixture::new(|c| {
+        c.with_faults(Faults {
+            rate_per_transfer: Some(RATE),
+            ..Faults::default()
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_several_points_then_resume_is_byte_exact() {
+    let fx = throttled().await;
+    let size = 16 * MIB;
+    let n = 4u64;
+    let data = fx.serve("f.bin", size, 11);
+    let out = fx.out("f.bin");
+    let args = [
+        "-q",
+        "-n",
+        "4",
+        "-o",
+        out.to_str().unwrap(),
+        &fx.url("f.bin"),
+    ];
+    let mut refetched = 0u64;
+    let mut done_before = 0u64;
+    for kill_at in [2 * MIB, 6 * MIB, 11 * MIB] {
+        let sent_before = fx.server.stats().bytes_sent;
+        let mut child = ftpseg().args(args).current_dir(&fx.local).spawn().unwrap();
+        wait_for_durable(&out, kill_at, Duration::from_secs(60)).await;
+        child.start_kill().unwrap();
+        let status = child.wait().await.unwrap();
+        assert!(!status.success(), "killed, not finished");
+        let m = Manifest::load(&Manifest::path_for(&out))
+            .unwrap()
+            .expect("manifest survives SIGKILL");
+        let done_after = m.bytes_done();
+        assert!(done_after >= kill_at);
+        assert!(ftpseg::store::part_path(&out).exists());
+        // What the server sent in this run beyond what became durable was fetched in vain.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = fx.server.stats().bytes_sent - sent_before;
+        refetched += sent.saturating_sub(done_after - done_before);
+        done_before = done_after;
+    }
+    let o = run(&args, &fx.local).await;
+    assert_ok_and_equal(&o, &out, &data);
+    // About one checkpoint (1 s at RATE) per connection per kill, plus reads under way.
+    let bound = 3 * n * (RATE + (512 << 10));
+    assert!(
+        refetched <= bound,
+        "re-fetched {refetched} bytes over 3 kills, more than {bound}"
+    );
+}
+
+async fn interrupted(fx: &Fixture, name: &str, size: u64) -> (std::path::PathBuf, Vec<u8>) {
+    let data = fx.serve(name, size, 21);
+    let out = fx.out(name);
+    let mut child = ftpseg()
+        .args(["-q", "-n", "2", "-o", out.to_str().unwrap(), &fx.url(name)])
+        .current_dir(&fx.local)
+        .spawn()
+        .unwrap();
+    wait_for_durable(&out, MIB, Duration::from_secs(60)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    (out, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_remote_file_is_refused_and_restart_recovers() {
+    let fx = throttled().await;
+    let (out, _) = interrupted(&fx, "f.bin", 8 * MIB).await;
+    let part = ftpseg::store::part_path(&out);
+    let part_before = std::fs::read(&part).unwrap();
+    // The remote file is replaced by a longer one.
+    let new = fx.serve("f.bin", 8 * MIB + 1, 22);
+    let args = ["-q", "-o", out.to_str().unwrap(), &fx.url("f.bin")];
+    let o = run(&args, &fx.local).await;
+    assert_eq!(code(&o), 11, "{}", stderr(&o));
+    let msg = stderr(&o);
+    assert!(
+        msg.contains("changed") && msg.contains("--restart"),
+        "{msg}"
+    );
+    assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    assert_eq!(
+        std::fs::read(&part).unwrap(),
+        part_before,
+        ".part untouched"
+    );
+    assert!(Manifest::path_for(&out).exists(), "manifest kept");
+
+    let mut with_restart = args.to_vec();
+    with_restart.insert(0, "--restart");
+    let o = run(&with_restart, &fx.local).await;
+    assert_ok_and_equal(&o, &out, &new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_size_new_mtime_is_refused() {
+    let fx = throttled().await;
+    let (out, _) = interrupted(&fx, "g.bin", 8 * MIB).await;
+    let f = std::fs::File::options()
+        .write(true)
+        .open(fx.served.join("g.bin"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let o = run(
+        &["-q", "-o", out.to_str().unwrap(), &fx.url("g.bin")],
+        &fx.local,
+    )
+    .await;
+    assert_eq!(code(&o), 11, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("mdtm") || stderr(&o).contains("modif"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_manifest_is_refused_and_part_kept() {
+    let fx = throttled().await;
+    let (out, data) = interrupted(&fx, "h.bin", 8 * MIB).await;
+    let mpath = Manifest::path_for(&out);
+    let part = ftpseg::store::part_path(&out);
+    let part_before = std::fs::read(&part).unwrap();
+    let text = std::fs::read(&mpath).unwrap();
+    let args = ["-q", "-o", out.to_str().unwrap(), &fx.url("h.bin")];
+    for damaged in [
+        text[..text.len() / 2].to_vec(),
+        b"not json at all".to_vec(),
+        String::from_utf8_lossy(&text)
+            .replace("\"version\": 1", "\"version\": 99")
+            .into_bytes(),
+    ] {
+        std::fs::write(&mpath, &damaged).unwrap();
+        let o = run(&args, &fx.local).await;
+        assert_eq!(code(&o), 10, "{}", stderr(&o));
+        assert!(stderr(&o).contains("--restart"), "{}", stderr(&o));
+        assert_eq!(
+            std::fs::read(&part).unwrap(),
+            part_before,
+            ".part untouched"
+        );
+    }
+    let mut with_restart = args.to_vec();
+    with_restart.insert(0, "--restart");
+    let o = run(&with_restart, &fx.local).await;
+    assert_ok_and_equal(&o, &out, &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_saves_progress_and_exits_130() {
+    let fx = throttled().await;
+    let data = fx.serve("i.bin", 8 * MIB, 31);
+    let out = fx.out("i.bin");
+    let args = [
+        "-q",
+        "-n",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+        &fx.url("i.bin"),
+    ];
+    let child = ftpseg().args(args).current_dir(&fx.local).spawn().unwrap();
+    wait_for_durable(&out, MIB, Duration::from_secs(60)).await;
+    let pid = child.id().unwrap() as i32;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let o = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code(&o), 130, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("run the same command again"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&args, &fx.local).await;
+    assert_ok_and_equal(&o, &out, &data);
+}
