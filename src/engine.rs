@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::error::Error;
-use crate::ftp::{Credentials, Session, SessionError, Timeouts};
+use crate::ftp::{Credentials, Session, SessionError, Timeouts, Transfer};
 use crate::manifest::{Manifest, RangeRecord};
 use crate::plan;
 use crate::progress::{ConnView, Progress, View};
@@ -95,7 +95,6 @@ pub async fn download(
     }
 
     let addrs = resolve(&job.url, job.timeouts.connect).await?;
-    let host = job.url.host_for_connect();
     let mut first = Session::connect(&addrs, &job.creds, job.timeouts)
         .await
         .map_err(|e| startup_error(&job.url, &job.creds, e))?;
@@ -116,14 +115,30 @@ pub async fn download(
     let rest = first.supports_rest();
     let redacted = job.url.redacted();
 
-    let Some(size) = size else {
-        return Err(Error::Protocol {
-            host,
-            command: format!("SIZE {path}"),
-            reply: "the server does not report file sizes (SIZE); downloads of unknown size \
-                    are not supported yet"
-                .into(),
-        });
+    // No SIZE: start the transfer at byte 0 and look for "(N bytes)" in its 150 reply.
+    let mut preopened = None;
+    let size = match size {
+        Some(size) => size,
+        None => {
+            let transfer = first
+                .retr(&path, 0)
+                .await
+                .map_err(|e| not_found_or(&job.url, &job.creds, e))?;
+            match transfer.announced_size {
+                Some(n) => {
+                    progress.note(&format!(
+                        "the server does not answer SIZE; using the size its RETR reply \
+                         announced ({n} bytes)"
+                    ));
+                    preopened = Some(transfer);
+                    n
+                }
+                None => {
+                    progress.note("the server reports no file size: streaming on one connection");
+                    return stream_unknown_size(job, progress, stop, first, transfer, mdtm).await;
+                }
+            }
+        }
     };
 
     // The manifest: resume from it, or start fresh.
@@ -227,6 +242,7 @@ pub async fn download(
     let result = run_workers(
         &shared,
         first,
+        preopened,
         workers,
         job,
         progress,
@@ -438,9 +454,11 @@ impl Checkpoint {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_workers(
     shared: &Arc<Shared>,
     first: Session,
+    preopened: Option<Transfer>,
     workers: usize,
     job: &Job,
     progress: &mut Progress,
@@ -448,11 +466,14 @@ async fn run_workers(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let mut set = JoinSet::new();
-    let mut first = Some(first);
+    let mut first = Some((first, preopened));
     for id in 0..workers {
         let shared = shared.clone();
-        let session = first.take();
-        set.spawn(async move { worker(id, shared, session).await });
+        let (session, preopened) = match first.take() {
+            Some((s, p)) => (Some(s), p),
+            None => (None, None),
+        };
+        set.spawn(async move { worker(id, shared, session, preopened).await });
     }
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_checkpoint = Instant::now();
@@ -526,7 +547,12 @@ fn view(shared: &Shared) -> View {
 }
 
 /// One connection: take ranges until none is left, reconnecting and retrying as needed.
-async fn worker(id: usize, shared: Arc<Shared>, mut session: Option<Session>) -> Result<(), Error> {
+async fn worker(
+    id: usize,
+    shared: Arc<Shared>,
+    mut session: Option<Session>,
+    mut preopened: Option<Transfer>,
+) -> Result<(), Error> {
     let stat = &shared.conns[id];
     while let Some(seg) = shared.sched.acquire(id) {
         let mut tries = 0u32;
@@ -536,7 +562,7 @@ async fn worker(id: usize, shared: Arc<Shared>, mut session: Option<Session>) ->
             }
             stat.set(Some(seg.clone()), "connecting");
             let before = seg.pos();
-            let attempt = fetch_range(&shared, id, &mut session, &seg).await;
+            let attempt = fetch_range(&shared, id, &mut session, preopened.take(), &seg).await;
             match attempt {
                 Ok(()) => {
                     if shared.sched.complete(id, &seg) {
@@ -639,10 +665,13 @@ fn backoff(tries: u32) -> Duration {
 
 /// One attempt at a range: connect if needed, `REST`+`RETR` from the range's position, read
 /// into the map until the range's (moving) end, stop early, keep the session for the next range.
+/// `preopened` is a transfer the probe already started at byte 0 (servers without SIZE): used
+/// if the range starts there, otherwise stopped.
 async fn fetch_range(
     shared: &Shared,
     id: usize,
     session: &mut Option<Session>,
+    preopened: Option<Transfer>,
     seg: &Arc<Segment>,
 ) -> Result<(), SessionError> {
     let stat = &shared.conns[id];
@@ -659,10 +688,22 @@ async fn fetch_range(
         seg.advance(seg.start);
     }
     let mut pos = seg.pos();
-    if pos >= seg.end() {
-        return Ok(());
-    }
-    let transfer = s.retr(&shared.path, pos).await?;
+    let transfer = match preopened {
+        Some(t) if pos == 0 && pos < seg.end() => t,
+        Some(t) => {
+            s.end_transfer(t.stream, false).await?;
+            if pos >= seg.end() {
+                return Ok(());
+            }
+            s.retr(&shared.path, pos).await?
+        }
+        None => {
+            if pos >= seg.end() {
+                return Ok(());
+            }
+            s.retr(&shared.path, pos).await?
+        }
+    };
     if !s.uses_epsv() {
         shared.epsv.store(false, Ordering::Relaxed);
     }
@@ -713,4 +754,168 @@ async fn fetch_range(
         false
     };
     s.end_transfer(stream, to_eof).await
+}
+
+/// Servers that report no size at all: one connection streams the file to its end, written in
+/// order to `<out>.part`. The manifest records the durable length (`streamed`), so a rerun
+/// resumes with `REST` where the server supports it.
+async fn stream_unknown_size(
+    job: &Job,
+    progress: &mut Progress,
+    mut stop: watch::Receiver<bool>,
+    mut session: Session,
+    first: Transfer,
+    mdtm: Option<String>,
+) -> Result<Outcome, Error> {
+    use std::io::{Seek, SeekFrom, Write};
+    let started = Instant::now();
+    let output = &job.output;
+    let manifest_path = Manifest::path_for(output);
+    let part_path = store::part_path(output);
+    let redacted = job.url.redacted();
+    let rest = session.supports_rest();
+
+    let mut manifest = match Manifest::load(&manifest_path)? {
+        Some(m) => {
+            if let Err(mismatch) = m.check_same_remote(&redacted, None, mdtm.as_deref()) {
+                return Err(Error::RemoteChanged {
+                    detail: mismatch.to_string(),
+                    part: part_path,
+                });
+            }
+            m
+        }
+        None => Manifest::new(&redacted, None, mdtm.clone(), Vec::new())?,
+    };
+    let mut offset = manifest.streamed.unwrap_or(0);
+    let on_disk = std::fs::metadata(&part_path).map(|m| m.len()).unwrap_or(0);
+    if offset > on_disk || (offset > 0 && !rest) {
+        if offset > 0 {
+            progress.note("the earlier partial download cannot be resumed here: starting over");
+        }
+        offset = 0;
+    }
+    manifest.streamed = Some(offset);
+    manifest.save(&manifest_path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part_path)
+        .map_err(|e| Error::io("cannot open", &part_path, e))?;
+    file.set_len(offset)
+        .and_then(|_| file.seek(SeekFrom::Start(offset)).map(|_| ()))
+        .map_err(|e| Error::io("cannot prepare", &part_path, e))?;
+    let resumed = offset;
+
+    let mut stream = if offset == 0 {
+        first.stream
+    } else {
+        session
+            .end_transfer(first.stream, false)
+            .await
+            .map_err(|e| transfer_error(job, e))?;
+        session
+            .retr(&job.url.path, offset)
+            .await
+            .map_err(|e| transfer_error(job, e))?
+            .stream
+    };
+    let mut buf = vec![0u8; READ_CHUNK as usize];
+    let mut written = offset;
+    let mut last_checkpoint = Instant::now();
+    let mut last_view = Instant::now();
+    let save = |file: &std::fs::File, manifest: &mut Manifest, written: u64| -> Result<(), Error> {
+        file.sync_data()
+            .map_err(|e| Error::io("cannot flush", &part_path, e))?;
+        manifest.streamed = Some(written);
+        manifest.save(&manifest_path)?;
+        Ok(())
+    };
+    loop {
+        let n = tokio::select! {
+            r = session.read_data(&mut stream, &mut buf) => r.map_err(|e| transfer_error(job, e)),
+            _ = stop.changed() => {
+                tokio::task::block_in_place(|| save(&file, &mut manifest, written))?;
+                return Err(Error::Interrupted(manifest_path.clone()));
+            }
+        };
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                tokio::task::block_in_place(|| save(&file, &mut manifest, written))?;
+                return Err(e);
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n])
+            .map_err(|e| Error::io("cannot write", &part_path, e))?;
+        written += n as u64;
+        if last_view.elapsed() >= Duration::from_millis(200) {
+            last_view = Instant::now();
+            progress.update(&View {
+                done: written,
+                total: None,
+                conns: vec![ConnView {
+                    bytes: written - resumed,
+                    range: None,
+                    state: "streaming".into(),
+                }],
+            });
+        }
+        if last_checkpoint.elapsed() >= job.checkpoint_interval {
+            last_checkpoint = Instant::now();
+            tokio::task::block_in_place(|| save(&file, &mut manifest, written))?;
+        }
+    }
+    progress.finish();
+    // The data ended: the server must confirm the transfer was complete.
+    if let Err(e) = session.end_transfer(stream, true).await {
+        tokio::task::block_in_place(|| save(&file, &mut manifest, written))?;
+        return Err(transfer_error(job, e));
+    }
+    session.quit().await;
+    file.sync_all()
+        .map_err(|e| Error::io("cannot sync", &part_path, e))?;
+    drop(file);
+    let hash_started = Instant::now();
+    let hash = tokio::task::block_in_place(|| {
+        let mut hasher = blake3::Hasher::new();
+        let mut f = std::fs::File::open(&part_path)?;
+        std::io::copy(&mut f, &mut hasher)?;
+        Ok::<_, std::io::Error>(hasher.finalize())
+    })
+    .map_err(|e| Error::io("cannot read back", &part_path, e))?;
+    let hash_time = hash_started.elapsed();
+    if output.exists() && !job.force {
+        return Err(Error::Exists(output.clone()));
+    }
+    std::fs::rename(&part_path, output)
+        .map_err(|e| Error::io("cannot rename the finished download to", output, e))?;
+    store::sync_parent(output).map_err(|e| Error::io("cannot sync the folder of", output, e))?;
+    Manifest::remove(&manifest_path)?;
+    Ok(Outcome {
+        path: output.clone(),
+        size: written,
+        elapsed: started.elapsed(),
+        fetched: written - resumed,
+        resumed,
+        blake3: hash,
+        hash_time,
+        connections: 1,
+    })
+}
+
+/// A failure of the single streaming connection, for the user.
+fn transfer_error(job: &Job, e: SessionError) -> Error {
+    if e.is_transient() {
+        Error::GaveUp {
+            tries: 1,
+            last: format!("{e}; run the same command again to resume"),
+        }
+    } else {
+        not_found_or(&job.url, &job.creds, e)
+    }
 }
