@@ -204,3 +204,75 @@ async fn stalled_connection_is_replaced() {
     assert_ok_and_equal(&o, &out, &data);
     assert!(fx.server.stats().connections_accepted >= 2, "reconnected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_size_uses_the_size_announced_in_150() {
+    let fx = Fixture::new(|c| c).await;
+    let len = 6 * MIB + 5;
+    let data = fx.serve("f.bin", len, 8);
+    let proxy = Proxy::start(fx.server.addr(), &["SIZE"], Some(len)).await;
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "--plain",
+            "-n",
+            "4",
+            "-o",
+            out.to_str().unwrap(),
+            &proxy.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    assert!(stderr(&o).contains("announced"), "{}", stderr(&o));
+    assert!(fx.server.stats().retrs > 1, "still segmented");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_size_at_all_streams_on_one_connection() {
+    let fx = Fixture::new(|c| c).await;
+    let data = fx.serve("f.bin", 3 * MIB + 1, 10);
+    let proxy = Proxy::start(fx.server.addr(), &["SIZE"], None).await;
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "--plain",
+            "-n",
+            "4",
+            "-o",
+            out.to_str().unwrap(),
+            &proxy.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    assert!(
+        stderr(&o).contains("streaming on one connection"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fx.server.stats().retrs, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epsv_refused_falls_back_to_pasv() {
+    let fx = Fixture::new(|c| c).await;
+    let data = fx.serve("f.bin", 4 * MIB, 12);
+    let proxy = Proxy::start(fx.server.addr(), &["EPSV"], None).await;
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "4",
+            "-o",
+            out.to_str().unwrap(),
+            &proxy.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+}

@@ -201,3 +201,34 @@ async fn ctrl_c_saves_progress_and_exits_130() {
     let o = run(&args, &fx.local).await;
     assert_ok_and_equal(&o, &out, &data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_download_of_unknown_size_resumes_after_sigkill() {
+    let fx = throttled().await;
+    let data = fx.serve("s.bin", 4 * MIB + 3, 41);
+    let proxy = Proxy::start(fx.server.addr(), &["SIZE"], None).await;
+    let out = fx.out("s.bin");
+    let args = ["-q", "-o", out.to_str().unwrap(), &proxy.url("s.bin")];
+    let mut child = ftpseg().args(args).current_dir(&fx.local).spawn().unwrap();
+    let mpath = Manifest::path_for(&out);
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Some(m)) = Manifest::load(&mpath)
+            && m.streamed.unwrap_or(0) >= MIB
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let sent_before = fx.server.stats().bytes_sent;
+    let o = run(&args, &fx.local).await;
+    assert_ok_and_equal(&o, &out, &data);
+    let second_run = fx.server.stats().bytes_sent - sent_before;
+    assert!(
+        second_run < data.len() as u64 - MIB / 2,
+        "the second run resumed instead of starting over ({second_run} bytes)"
+    );
+}

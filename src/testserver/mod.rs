@@ -53,6 +53,11 @@ const TOO_MANY_CONNECTIONS: &[u8] = b"421 Too many connections\r\n";
 /// Longest time spent sending the 421 reply to a refused connection.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A connection over the limit waits up to `ADMIT_GRACE_POLLS * ADMIT_GRACE_POLL` (200 ms) for a
+/// slot before being refused.
+const ADMIT_GRACE_POLLS: u32 = 40;
+const ADMIT_GRACE_POLL: Duration = Duration::from_millis(5);
+
 /// Pause after a failed `accept()` (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 
@@ -70,7 +75,9 @@ pub struct ServerConfig {
     pub anonymous: bool,
     /// Accepted user/password pairs.
     pub users: Vec<(String, String)>,
-    /// Maximum number of live control connections; extra ones get `421 Too many connections`.
+    /// Maximum number of live control connections; extra ones get `421 Too many connections`
+    /// (after waiting up to 200 ms for a slot, as a client that has just closed a connection
+    /// may reconnect before the server has noticed the close).
     pub max_connections: Option<usize>,
     /// Faults applied to downloads (can be changed later with [`TestServer::set_faults`]).
     pub faults: Faults,
@@ -258,15 +265,23 @@ struct LiveGuard {
 }
 
 impl LiveGuard {
-    fn new(shared: Arc<Shared>) -> Self {
+    /// Takes a connection slot if fewer than `max` connections are live (no limit: always).
+    fn try_claim(shared: &Arc<Shared>, max: Option<usize>) -> Option<Self> {
         let c = &shared.counters;
-        let live = c.live_connections.fetch_add(1, Ordering::AcqRel) + 1;
-        c.max_live_connections.fetch_max(live, Ordering::AcqRel);
+        let max = max.map_or(u64::MAX, |m| u64::try_from(m).unwrap_or(u64::MAX));
+        let before = c
+            .live_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                (live < max).then_some(live + 1)
+            })
+            .ok()?;
+        c.max_live_connections
+            .fetch_max(before + 1, Ordering::AcqRel);
         c.connections_accepted.fetch_add(1, Ordering::Relaxed);
-        LiveGuard {
-            shared,
+        Some(LiveGuard {
+            shared: shared.clone(),
             conn: Arc::new(ConnState::default()),
-        }
+        })
     }
 }
 
@@ -409,19 +424,7 @@ async fn accept_loop(
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    let live = shared.counters.live_connections.load(Ordering::Acquire);
-                    let over_limit = settings
-                        .max_connections
-                        .is_some_and(|max| live >= u64::try_from(max).unwrap_or(u64::MAX));
-                    if over_limit {
-                        shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
-                        sessions.spawn(refuse(stream));
-                    } else {
-                        // Counted here, in the only task that checks the limit, so the limit
-                        // can't be overshot by connections arriving together.
-                        let guard = LiveGuard::new(shared.clone());
-                        sessions.spawn(serve(stream, settings.clone(), guard));
-                    }
+                    sessions.spawn(admit(stream, settings.clone(), shared.clone()));
                 }
                 Err(_) => tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await,
             },
@@ -432,6 +435,30 @@ async fn accept_loop(
     // Aborting a session drops its libunftp `service()` future, which drops that session's
     // shutdown notifier: its control loop then exits and closes the control connection.
     sessions.shutdown().await;
+}
+
+/// Serves a new control connection if a slot is free, or frees up within a short grace period
+/// (a client that has just closed a connection may reconnect before the server has noticed);
+/// otherwise answers 421 and closes it.
+async fn admit(stream: TcpStream, settings: Arc<SessionSettings>, shared: Arc<Shared>) {
+    let mut guard = LiveGuard::try_claim(&shared, settings.max_connections);
+    for _ in 0..ADMIT_GRACE_POLLS {
+        if guard.is_some() {
+            break;
+        }
+        tokio::time::sleep(ADMIT_GRACE_POLL).await;
+        guard = LiveGuard::try_claim(&shared, settings.max_connections);
+    }
+    match guard {
+        Some(guard) => serve(stream, settings, guard).await,
+        None => {
+            shared
+                .counters
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            refuse(stream).await;
+        }
+    }
 }
 
 /// Tells a connection over the limit to go away.

@@ -118,3 +118,80 @@ pub async fn wait_for_durable(out: &Path, bytes: u64, limit: Duration) -> u64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A control-connection proxy in front of a test server, for server behaviours libunftp does
+/// not have: it answers `refuse`d commands with 502 itself, and can append "(N bytes)" to 150
+/// replies. Data connections bypass it (EPSV names only a port; all is on 127.0.0.1).
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    pub async fn start(
+        server: std::net::SocketAddr,
+        refuse: &'static [&'static str],
+        announce_size: Option<u64>,
+    ) -> Proxy {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (ur, mut uw) = upstream.into_split();
+                    let cw = std::sync::Arc::new(tokio::sync::Mutex::new(cw));
+                    let cw2 = cw.clone();
+                    let down = tokio::spawn(async move {
+                        let mut lines = BufReader::new(ur).lines();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            let line = match announce_size {
+                                Some(n) if line.starts_with("150 ") => {
+                                    format!("{line} ({n} bytes)")
+                                }
+                                _ => line,
+                            };
+                            let mut w = cw2.lock().await;
+                            if w.write_all(format!("{line}\r\n").as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let mut lines = BufReader::new(cr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                        if refuse.contains(&verb.as_str()) {
+                            let mut w = cw.lock().await;
+                            let _ = w.write_all(b"502 Command not implemented.\r\n").await;
+                            continue;
+                        }
+                        if uw
+                            .write_all(format!("{line}\r\n").as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    down.abort();
+                });
+            }
+        });
+        Proxy { addr, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ftp://{}/{}", self.addr, path)
+    }
+}
