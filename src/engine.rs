@@ -331,9 +331,8 @@ async fn resolve(url: &FtpUrl, limit: Duration) -> Result<Vec<SocketAddr>, Error
             detail: e.to_string(),
         }),
         Err(_) => Err(Error::Timeout {
-            what: "name lookup".into(),
+            what: format!("name lookup (no answer within {} s)", limit.as_secs_f64()),
             host,
-            secs: limit.as_secs(),
         }),
     }
 }
@@ -346,11 +345,7 @@ fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
             addr: addr.to_string(),
             detail: source.to_string(),
         },
-        SessionError::Timeout(what) => Error::Timeout {
-            what,
-            host,
-            secs: 0,
-        },
+        SessionError::Timeout(what) => Error::Timeout { what, host },
         ref r @ SessionError::Reply { .. } if r.is_busy() => Error::Refused {
             host,
             reply: r.to_string(),

@@ -47,14 +47,8 @@ pub enum Error {
     UnknownHost { host: String, detail: String },
     #[error("cannot connect to {addr}: {detail}")]
     Connect { addr: String, detail: String },
-    #[error(
-        "{what} timed out after {secs} s talking to {host}; the server or network is not answering"
-    )]
-    Timeout {
-        what: String,
-        host: String,
-        secs: u64,
-    },
+    #[error("timed out talking to {host}: {what}; the server or network is not answering")]
+    Timeout { what: String, host: String },
     #[error("login refused by {host} for user '{user}': {reply}; check the user name and password")]
     Login {
         host: String,

@@ -207,9 +207,10 @@ impl Progress {
         for (i, c) in view.conns.iter().enumerate() {
             let range = match c.range {
                 Some((pos, end)) => format!(
-                    "{:>10} left of range ending at {}",
-                    human_bytes(end.saturating_sub(pos)),
-                    end
+                    "at {:>10} -> {:>10}  ({} left)",
+                    human_bytes(pos),
+                    human_bytes(end),
+                    human_bytes(end.saturating_sub(pos))
                 ),
                 None => String::new(),
             };

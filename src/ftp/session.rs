@@ -196,7 +196,7 @@ impl Session {
             .map_err(|source| SessionError::Connect { addr, source })?;
         let ftp = timeout(timeouts.reply, AsyncFtpStream::connect_with_stream(tcp))
             .await
-            .map_err(|_| SessionError::Timeout("waiting for the server's greeting".into()))?
+            .map_err(|_| late("waiting for the server's greeting", timeouts.reply))?
             .map_err(|e| SessionError::from_ftp("greeting", e))?;
         let connect_timeout = timeouts.connect;
         let mut ftp = ftp.passive_stream_builder(move |addr| {
@@ -359,7 +359,7 @@ impl Session {
             ),
         )
         .await
-        .map_err(|_| SessionError::Timeout(command.clone()))?
+        .map_err(|_| late(&command, self.timeouts.reply))?
         .map_err(|e| SessionError::from_ftp(&command, e))?;
         Ok(Transfer {
             stream,
@@ -379,7 +379,7 @@ impl Session {
     ) -> Result<(), SessionError> {
         let reply = timeout(self.timeouts.reply, stream.finish())
             .await
-            .map_err(|_| SessionError::Timeout("waiting for the end-of-transfer reply".into()))?;
+            .map_err(|_| late("waiting for the end-of-transfer reply", self.timeouts.reply))?;
         match reply {
             Ok(()) => {
                 if !to_eof {
@@ -410,7 +410,7 @@ impl Session {
             self.ftp.custom_command("NOOP", &[Status::CommandOk]),
         )
         .await
-        .map_err(|_| SessionError::Timeout("NOOP after an early stop".into()))?;
+        .map_err(|_| late("NOOP after an early stop", self.timeouts.reply))?;
         match first {
             Ok(_) => return Ok(()),
             Err(FtpError::UnexpectedResponse(_)) => {}
@@ -422,7 +422,7 @@ impl Session {
                 self.ftp.read_response_in(&[Status::CommandOk]),
             )
             .await
-            .map_err(|_| SessionError::Timeout("NOOP reply after an early stop".into()))?;
+            .map_err(|_| late("NOOP reply after an early stop", self.timeouts.reply))?;
             match r {
                 Ok(_) => return Ok(()),
                 Err(FtpError::UnexpectedResponse(_)) => continue,
@@ -467,7 +467,7 @@ impl Session {
     async fn raw(&mut self, command: &str, ok: &[u16]) -> Result<Vec<u8>, SessionError> {
         let reply = timeout(self.timeouts.reply, self.ftp.custom_command(command, &[]))
             .await
-            .map_err(|_| SessionError::Timeout(command.to_owned()))?;
+            .map_err(|_| late(command, self.timeouts.reply))?;
         let body = match reply {
             Ok(r) => r.body,
             Err(FtpError::UnexpectedResponse(r)) => r.body,
@@ -495,9 +495,17 @@ impl Session {
     ) -> Result<T, SessionError> {
         timeout(self.timeouts.reply, f(&mut self.ftp))
             .await
-            .map_err(|_| SessionError::Timeout(what.to_owned()))?
+            .map_err(|_| late(what, self.timeouts.reply))?
             .map_err(|e| SessionError::from_ftp(what, e))
     }
+}
+
+/// A step that took longer than `limit`.
+fn late(what: impl std::fmt::Display, limit: Duration) -> SessionError {
+    SessionError::Timeout(format!(
+        "{what} (no answer within {} s)",
+        limit.as_secs_f64()
+    ))
 }
 
 /// A TCP connection with a connect timeout, TCP keepalive (so a dead peer is noticed even when
