@@ -40,6 +40,21 @@ pub enum Command {
     /// Start a built-in FTP server on 127.0.0.1 with a throttled test file, download it with 1
     /// and with N connections, show the speed-up and verify the bytes.
     Demo(DemoArgs),
+    /// Serve a folder with the built-in FTP server on loopback (for benchmarks and tests)
+    #[command(hide = true)]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Folder to serve (anonymous, read-write)
+    pub root: PathBuf,
+    /// Port on 127.0.0.1 (0 picks a free one; the URL is printed)
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Per-connection throttle, bytes per second (K, M, G suffixes)
+    #[arg(long, value_parser = parse_size)]
+    pub rate: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +192,7 @@ pub fn run(cli: Cli) -> i32 {
     };
     let result = match cli.command {
         Some(Command::Demo(args)) => runtime.block_on(crate::demo::run(args)),
+        Some(Command::Serve(args)) => runtime.block_on(crate::demo::serve(args)),
         None => runtime.block_on(get(cli.get)),
     };
     match result {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::cli::{DemoArgs, download_with_ctrl_c};
+use crate::cli::{DemoArgs, ServeArgs, download_with_ctrl_c};
 use crate::engine::Job;
 use crate::error::{Error, human_bytes};
 use crate::ftp::{Credentials, Timeouts};
@@ -104,4 +104,18 @@ fn blake3_file(path: &std::path::Path) -> Result<blake3::Hash, Error> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
     std::io::copy(&mut f, &mut hasher).map_err(|e| Error::io("cannot read", path, e))?;
     Ok(hasher.finalize())
+}
+
+/// `ftpseg serve`: the demo server on its own, until Ctrl-C (hidden; for benchmarks).
+pub async fn serve(args: ServeArgs) -> Result<(), Error> {
+    let mut cfg = ServerConfig::new(&args.root);
+    cfg.faults.rate_per_transfer = args.rate;
+    cfg.port = args.port;
+    let server = TestServer::start(cfg)
+        .await
+        .map_err(|e| Error::Internal(format!("cannot start the FTP server: {e}")))?;
+    println!("{}", server.url(""));
+    let _ = tokio::signal::ctrl_c().await;
+    server.shutdown().await;
+    Ok(())
 }

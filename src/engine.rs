@@ -230,6 +230,7 @@ pub async fn download(
         failed: AtomicBool::new(false),
         conns: (0..workers).map(|_| ConnStat::default()).collect(),
         opened: AtomicU64::new(1),
+        release_every: (RELEASE_BUDGET / workers as u64).max(RELEASE_MIN),
     });
     let part = Arc::new(part);
     let mut checkpoint = Checkpoint {
@@ -262,7 +263,7 @@ pub async fn download(
         .map(|c| c.bytes.load(Ordering::Relaxed))
         .sum();
     let hash_started = Instant::now();
-    let hash = tokio::task::block_in_place(|| part.blake3());
+    let hash = tokio::task::block_in_place(|| part.blake3())?;
     let hash_time = hash_started.elapsed();
     drop(checkpoint);
     let part = Arc::try_unwrap(part)
@@ -394,6 +395,11 @@ fn not_found_or(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
     }
 }
 
+/// Written bytes all connections together may keep in RSS before releasing them (each
+/// connection gets an equal share, at least [`RELEASE_MIN`]).
+const RELEASE_BUDGET: u64 = 32 << 20;
+const RELEASE_MIN: u64 = 1 << 20;
+
 /// Per-connection counters the progress view reads.
 #[derive(Default)]
 struct ConnStat {
@@ -426,6 +432,8 @@ struct Shared {
     failed: AtomicBool,
     conns: Vec<ConnStat>,
     opened: AtomicU64,
+    /// Bytes a connection writes before releasing them from RSS.
+    release_every: u64,
 }
 
 /// Flush-then-save of the manifest, in that order.
@@ -704,6 +712,8 @@ async fn fetch_range(
     }
     let mut stream = transfer.stream;
     stat.set(Some(seg.clone()), "reading");
+    // Written pages are dropped from RSS every `release_every` bytes (see SharedMap::release).
+    let mut released = pos;
     loop {
         let end = seg.end();
         if pos >= end {
@@ -731,7 +741,12 @@ async fn fetch_range(
         pos += n as u64;
         seg.advance(pos);
         stat.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if pos - released >= shared.release_every {
+            shared.map.release(released, pos);
+            released = pos;
+        }
     }
+    shared.map.release(released, pos);
     let to_eof = if pos == shared.size {
         // The range ends at the end of the file: the server must have nothing more to send.
         let mut probe = [0u8; 1];

@@ -137,21 +137,30 @@ impl PartFile {
             .map_err(|e| Error::io("cannot flush", &self.path, e))
     }
 
-    /// BLAKE3 of the whole file, read through the map (one pass at the end of a download).
-    pub fn blake3(&self) -> blake3::Hash {
-        match &self.map {
-            None => blake3::hash(&[]),
-            Some(map) => {
-                // SAFETY: called only when no writer is active (after all workers ended); the
-                // map stays alive while `map` (an Arc) is held.
-                let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-                let mut hasher = blake3::Hasher::new();
-                for chunk in bytes.chunks(16 << 20) {
-                    hasher.update(chunk);
-                }
-                hasher.finalize()
+    /// BLAKE3 of the whole file (one pass at the end of a download). Read with `pread` rather
+    /// than through the map, so hashing does not pull the whole file into this process's RSS.
+    pub fn blake3(&self) -> Result<blake3::Hash, Error> {
+        use std::os::unix::fs::FileExt;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < self.len {
+            let want = buf.len().min((self.len - at) as usize);
+            let n = self
+                .file
+                .read_at(&mut buf[..want], at)
+                .map_err(|e| Error::io("cannot read back", &self.path, e))?;
+            if n == 0 {
+                return Err(Error::io(
+                    "cannot read back",
+                    &self.path,
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter"),
+                ));
             }
+            hasher.update(&buf[..n]);
+            at += n as u64;
         }
+        Ok(hasher.finalize())
     }
 
     /// Flushes every byte and the file's metadata, renames the file to `output`, then syncs
@@ -227,7 +236,31 @@ pub struct SharedMap {
 unsafe impl Send for SharedMap {}
 unsafe impl Sync for SharedMap {}
 
+/// Size of a memory page for [`SharedMap::release`].
+const PAGE: u64 = 4096;
+
 impl SharedMap {
+    /// Drops the whole pages inside `[start, end)` from this process's memory (RSS). The bytes
+    /// stay in the page cache, dirty ones included, and are written back as usual: this is
+    /// `MADV_DONTNEED` on a shared file mapping, where a later access reads the file's current
+    /// contents. Only the writer of `[start, end)` calls it, after writing.
+    pub fn release(&self, start: u64, end: u64) {
+        let Some(map) = &self.map else { return };
+        let from = start.div_ceil(PAGE) * PAGE;
+        let to = (end.min(map.len() as u64) / PAGE) * PAGE;
+        if to > from {
+            // SAFETY: shared file mapping: DONTNEED only unmaps the pages; their contents remain
+            // in the page cache (see above). No slice into these pages is alive in the caller.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    from as usize,
+                    (to - from) as usize,
+                )
+            };
+        }
+    }
+
     /// The bytes `[start, end)` of the file, to write into.
     ///
     /// # Safety
@@ -270,8 +303,9 @@ mod tests {
         unsafe { shared.slice_mut(0, 3) }.copy_from_slice(b"abc");
         let last = unsafe { shared.slice_mut((3 << 20) - 1, 3 << 20) };
         last[0] = b'z';
+        shared.release(0, 3 << 20);
         pf.flush_range(0, 3 << 20).unwrap();
-        let hash = pf.blake3();
+        let hash = pf.blake3().unwrap();
         pf.commit(&out).unwrap();
         let data = std::fs::read(&out).unwrap();
         assert_eq!(&data[..3], b"abc");
@@ -285,7 +319,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("e.part");
         let pf = PartFile::create(&part, 0).unwrap();
-        assert_eq!(pf.blake3(), blake3::hash(b""));
+        assert_eq!(pf.blake3().unwrap(), blake3::hash(b""));
         pf.commit(&dir.path().join("e")).unwrap();
         assert_eq!(std::fs::read(dir.path().join("e")).unwrap(), b"");
     }

@@ -201,7 +201,7 @@ impl Session {
         let connect_timeout = timeouts.connect;
         let mut ftp = ftp.passive_stream_builder(move |addr| {
             Box::pin(async move {
-                connect_tcp(addr, connect_timeout)
+                connect_data(addr, connect_timeout)
                     .await
                     .map_err(FtpError::ConnectionError)
             })
@@ -434,22 +434,41 @@ impl Session {
         ))
     }
 
-    /// Reads from a data stream with the idle timeout: `Ok(0)` is the end of the data.
+    /// Reads from a data stream: `Ok(0)` is the end of the data.
+    ///
+    /// Data sockets have a receive low-water mark ([`DATA_LOWAT`]), so the thread wakes when a
+    /// useful batch has arrived instead of for every small segment a throttled or distant
+    /// server sends (measured: 64 MiB from a 16 MiB/s-capped server took 125,000 reads of
+    /// ~530 bytes and 3 CPU-seconds without it). If less than a batch arrives within
+    /// [`BATCH_WINDOW`], whatever is queued is read directly, so a slow server is never
+    /// mistaken for a stalled one. Only `data_idle` without a single byte is a stall.
     pub async fn read_data(
         &self,
         stream: &mut DataStream,
         buf: &mut [u8],
     ) -> Result<usize, SessionError> {
-        match timeout(self.timeouts.data_idle, stream.read(buf)).await {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(source)) => Err(SessionError::Io {
-                command: "data transfer".into(),
-                source,
-            }),
-            Err(_) => Err(SessionError::Timeout(format!(
-                "data connection (no byte for {} s)",
-                self.timeouts.data_idle.as_secs()
-            ))),
+        let io_err = |source| SessionError::Io {
+            command: "data transfer".into(),
+            source,
+        };
+        let mut idle = Duration::ZERO;
+        loop {
+            match timeout(BATCH_WINDOW, stream.read(buf)).await {
+                Ok(Ok(n)) => return Ok(n),
+                Ok(Err(source)) => return Err(io_err(source)),
+                Err(_) => {
+                    if let Some(n) = recv_queued(stream.get_mut().get_ref(), buf).map_err(io_err)? {
+                        return Ok(n);
+                    }
+                    idle += BATCH_WINDOW;
+                    if idle >= self.timeouts.data_idle {
+                        return Err(SessionError::Timeout(format!(
+                            "data connection (no byte for {} s)",
+                            self.timeouts.data_idle.as_secs_f64()
+                        )));
+                    }
+                }
+            }
         }
     }
 
@@ -506,6 +525,63 @@ fn late(what: impl std::fmt::Display, limit: Duration) -> SessionError {
         "{what} (no answer within {} s)",
         limit.as_secs_f64()
     ))
+}
+
+/// Receive low-water mark of data sockets: readable once this many bytes are queued (or at EOF).
+pub const DATA_LOWAT: usize = 128 << 10;
+/// Longest wait for a low-water batch before reading whatever has arrived.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
+
+/// Non-blocking read of whatever the socket has queued, bypassing tokio's readiness (which only
+/// reports readable at the low-water mark). `None` when nothing is queued.
+fn recv_queued(tcp: &TcpStream, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the fd is an open TCP socket owned
+    // by `tcp` for the duration of the call.
+    let n = unsafe {
+        libc::recv(
+            tcp.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = std::io::Error::last_os_error();
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// Sets the receive low-water mark of a data socket (see [`Session::read_data`]).
+fn set_rcvlowat(tcp: &TcpStream, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a plain setsockopt with a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A data connection: [`connect_tcp`] plus the receive low-water mark.
+async fn connect_data(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {
+    let stream = connect_tcp(addr, limit).await?;
+    set_rcvlowat(&stream, DATA_LOWAT)?;
+    Ok(stream)
 }
 
 /// A TCP connection with a connect timeout, TCP keepalive (so a dead peer is noticed even when

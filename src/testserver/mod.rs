@@ -69,8 +69,10 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ServerConfig {
     /// Folder served (read and write). Must exist.
     pub root: PathBuf,
-    /// Address to bind, port chosen by the system. Must be a loopback address; default 127.0.0.1.
+    /// Address to bind. Must be a loopback address; default 127.0.0.1.
     pub bind: IpAddr,
+    /// Port to bind; default 0, chosen by the system (see [`TestServer::addr`]).
+    pub port: u16,
     /// Accept users `anonymous` and `ftp` with any password; default true.
     pub anonymous: bool,
     /// Accepted user/password pairs.
@@ -89,6 +91,7 @@ impl ServerConfig {
         ServerConfig {
             root: root.into(),
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
             anonymous: true,
             users: Vec::new(),
             max_connections: None,
@@ -328,7 +331,7 @@ impl TestServer {
         }
         let root = std::path::absolute(&cfg.root)?;
 
-        let listener = TcpListener::bind(SocketAddr::new(cfg.bind, 0)).await?;
+        let listener = TcpListener::bind(SocketAddr::new(cfg.bind, cfg.port)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(cfg.faults));
         let settings = Arc::new(SessionSettings {
