@@ -276,3 +276,26 @@ async fn epsv_refused_falls_back_to_pasv() {
     .await;
     assert_ok_and_equal(&o, &out, &data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasv_address_from_the_server_is_ignored() {
+    // EPSV refused, and every PASV reply names 127.0.0.2, where nothing listens: the data
+    // connections must go to the control connection's peer instead.
+    let fx = Fixture::new(|c| c).await;
+    let data = fx.serve("f.bin", 3 * MIB, 13);
+    let proxy = Proxy::start_with(fx.server.addr(), &["EPSV"], None, Some("127,0,0,2")).await;
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "3",
+            "-o",
+            out.to_str().unwrap(),
+            &proxy.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+}

@@ -139,6 +139,17 @@ impl Proxy {
         refuse: &'static [&'static str],
         announce_size: Option<u64>,
     ) -> Proxy {
+        Self::start_with(server, refuse, announce_size, None).await
+    }
+
+    /// Like [`Proxy::start`], and when `pasv_host` is given, the address in every 227 reply
+    /// is replaced by it (e.g. "127,0,0,2": an address where nothing listens).
+    pub async fn start_with(
+        server: std::net::SocketAddr,
+        refuse: &'static [&'static str],
+        announce_size: Option<u64>,
+        pasv_host: Option<&'static str>,
+    ) -> Proxy {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -160,6 +171,10 @@ impl Proxy {
                                 Some(n) if line.starts_with("150 ") => {
                                     format!("{line} ({n} bytes)")
                                 }
+                                _ => line,
+                            };
+                            let line = match pasv_host {
+                                Some(h) if line.starts_with("227 ") => rewrite_pasv(&line, h),
                                 _ => line,
                             };
                             let mut w = cw2.lock().await;
@@ -194,4 +209,23 @@ impl Proxy {
     pub fn url(&self, path: &str) -> String {
         format!("ftp://{}/{}", self.addr, path)
     }
+}
+
+/// "227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)" with the host part replaced by `host`.
+fn rewrite_pasv(line: &str, host: &str) -> String {
+    let (Some(open), Some(close)) = (line.find('('), line.rfind(')')) else {
+        return line.to_owned();
+    };
+    let fields: Vec<&str> = line[open + 1..close].split(',').collect();
+    if fields.len() != 6 {
+        return line.to_owned();
+    }
+    format!(
+        "{}({},{},{}){}",
+        &line[..open],
+        host,
+        fields[4],
+        fields[5],
+        &line[close + 1..]
+    )
 }
