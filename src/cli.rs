@@ -277,6 +277,11 @@ pub async fn download_with_ctrl_c(job: &Job, progress: &mut Progress) -> Result<
             _ = terminated => {},
         }
         let _ = tx.send(true);
+        // A second Ctrl-C does not wait for the final checkpoint (what is on disk stays
+        // consistent: the manifest only ever records flushed bytes).
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("ftpseg: interrupted again: exiting at once");
+        std::process::exit(crate::error::exit::INTERRUPTED);
     });
     let result = engine::download(job, progress, rx).await;
     signals.abort();

@@ -94,25 +94,15 @@ pub async fn download(
         remove_if_exists(&part_path)?;
     }
 
-    let addrs = resolve(&job.url, job.timeouts.connect).await?;
-    let mut first = Session::connect(&addrs, &job.creds, job.timeouts)
-        .await
-        .map_err(|e| startup_error(&job.url, &job.creds, e))?;
-    first
-        .probe()
-        .await
-        .map_err(|e| startup_error(&job.url, &job.creds, e))?;
+    // Connecting and probing are bounded by the timeouts; Ctrl-C ends them at once.
+    let mut stop_early = stop.clone();
+    let (addrs, mut first, size, mdtm) = tokio::select! {
+        r = startup(job) => r?,
+        _ = stop_early.wait_for(|s| *s) => return Err(Error::Interrupted(manifest_path)),
+    };
     let path = job.url.path.clone();
-    let size = first
-        .size(&path)
-        .await
-        .map_err(|e| not_found_or(&job.url, &job.creds, e))?;
-    let mdtm = first
-        .mdtm(&path)
-        .await
-        .map_err(|e| startup_error(&job.url, &job.creds, e))?
-        .map(|m| m.0);
-    let rest = first.supports_rest();
+    let rest_support = first.rest_support();
+    let rest = rest_support.0;
     let redacted = job.url.redacted();
 
     // No SIZE: start the transfer at byte 0 and look for "(N bytes)" in its 150 reply.
@@ -125,7 +115,8 @@ pub async fn download(
                 .await
                 .map_err(|e| not_found_or(&job.url, &job.creds, e))?;
             match transfer.announced_size {
-                Some(n) => {
+                // "(0 bytes)" proves nothing: stream and let the end of the data decide.
+                Some(n) if n > 0 => {
                     progress.note(&format!(
                         "the server does not answer SIZE; using the size its RETR reply \
                          announced ({n} bytes)"
@@ -133,7 +124,7 @@ pub async fn download(
                     preopened = Some(transfer);
                     n
                 }
-                None => {
+                _ => {
                     progress.note("the server reports no file size: streaming on one connection");
                     return stream_unknown_size(job, progress, stop, first, transfer, mdtm).await;
                 }
@@ -171,12 +162,14 @@ pub async fn download(
         ));
         manifest = fresh_manifest(&redacted, size, mdtm.clone(), job, rest)?;
     }
-    if !rest && (manifest.bytes_done() > 0 || manifest.ranges.len() > 1) {
-        if manifest.bytes_done() > 0 {
-            progress.note(
-                "the server does not support REST: the download cannot resume, starting over",
-            );
-        }
+    if !rest && manifest.bytes_done() > 0 && part_exists {
+        // Never throw away downloaded bytes on our own: the user decides.
+        return Err(Error::CannotResume {
+            part: part_path,
+            done: crate::error::human_bytes(manifest.bytes_done()),
+        });
+    }
+    if !rest && manifest.ranges.len() > 1 {
         manifest = fresh_manifest(&redacted, size, mdtm.clone(), job, rest)?;
         part_exists = false;
     }
@@ -211,10 +204,11 @@ pub async fn download(
         1
     };
     let min_range = if rest { job.min_range } else { u64::MAX };
-    let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range));
+    let remaining: u64 = manifest.ranges.iter().map(|r| r.remaining()).sum();
     let workers = connections
-        .min(usize::try_from(sched.remaining().div_ceil(job.min_range.max(1))).unwrap_or(1))
+        .min(usize::try_from(remaining.div_ceil(job.min_range.max(1))).unwrap_or(1))
         .max(1);
+    let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range, workers));
 
     let shared = Arc::new(Shared {
         sched: sched.clone(),
@@ -225,8 +219,9 @@ pub async fn download(
         creds: job.creds.clone(),
         timeouts: job.timeouts,
         max_tries: job.max_tries,
-        rest,
+        rest: rest_support,
         epsv: AtomicBool::new(first.uses_epsv()),
+        part_path: part_path.clone(),
         failed: AtomicBool::new(false),
         conns: (0..workers).map(|_| ConnStat::default()).collect(),
         opened: AtomicU64::new(1),
@@ -268,7 +263,7 @@ pub async fn download(
     drop(checkpoint);
     let part = Arc::try_unwrap(part)
         .map_err(|_| Error::Internal("the output file is still in use".into()))?;
-    tokio::task::block_in_place(|| part.commit(output))?;
+    tokio::task::block_in_place(|| part.commit(output, job.force))?;
     Manifest::remove(&manifest_path)?;
     Ok(Outcome {
         path: output.clone(),
@@ -309,6 +304,30 @@ fn remove_if_exists(path: &Path) -> Result<(), Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("cannot remove", path, e)),
     }
+}
+
+/// Resolves the host, opens and probes the first session, asks `SIZE` and `MDTM`.
+async fn startup(
+    job: &Job,
+) -> Result<(Vec<SocketAddr>, Session, Option<u64>, Option<String>), Error> {
+    let addrs = resolve(&job.url, job.timeouts.connect).await?;
+    let mut first = Session::connect(&addrs, &job.creds, job.timeouts)
+        .await
+        .map_err(|e| startup_error(&job.url, &job.creds, e))?;
+    first
+        .probe()
+        .await
+        .map_err(|e| startup_error(&job.url, &job.creds, e))?;
+    let size = first
+        .size(&job.url.path)
+        .await
+        .map_err(|e| not_found_or(&job.url, &job.creds, e))?;
+    let mdtm = first
+        .mdtm(&job.url.path)
+        .await
+        .map_err(|e| startup_error(&job.url, &job.creds, e))?
+        .map(|m| m.0);
+    Ok((addrs, first, size, mdtm))
 }
 
 /// Resolves the URL's host to socket addresses, within the connect timeout.
@@ -366,6 +385,15 @@ fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
             path: url.path.clone(),
             reply: text,
         },
+        SessionError::Reply {
+            command,
+            code,
+            text,
+            ..
+        } if code < 500 => Error::Refused {
+            host,
+            reply: format!("{command}: {text}"),
+        },
         SessionError::Reply { command, text, .. } => Error::Protocol {
             host,
             command,
@@ -375,11 +403,13 @@ fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
             addr: host,
             detail: format!("connection lost during {command}: {source}"),
         },
-        SessionError::Protocol(p) => Error::Protocol {
-            host,
-            command: "probe".into(),
-            reply: p,
-        },
+        SessionError::Protocol(p) | SessionError::Desync(p) | SessionError::Changed(p) => {
+            Error::Protocol {
+                host,
+                command: "probe".into(),
+                reply: p,
+            }
+        }
     }
 }
 
@@ -426,8 +456,10 @@ struct Shared {
     creds: Credentials,
     timeouts: Timeouts,
     max_tries: u32,
-    rest: bool,
+    /// `REST` support learned by the probe: (`REST n` works, `REST 0` works).
+    rest: (bool, bool),
     epsv: AtomicBool,
+    part_path: PathBuf,
     /// Set when one worker hit a permanent error: the others stop.
     failed: AtomicBool,
     conns: Vec<ConnStat>,
@@ -578,12 +610,15 @@ async fn worker(
                     if let Some(s) = session.take() {
                         drop(s);
                     }
-                    if !e.is_transient() {
+                    // The first session logged in with these credentials, so a 530 now means
+                    // "too many users" however the server words it.
+                    let busy = e.is_busy() || e.code() == Some(530);
+                    if !busy && !e.is_transient() {
                         return Err(range_error(&shared, e));
                     }
-                    if e.is_busy() && id > 0 && others_active(&shared, id) {
-                        // The server wants fewer connections: leave this range to the others.
-                        shared.sched.release(&seg);
+                    if busy && shared.sched.give_up(&seg) {
+                        // The server wants fewer connections: another live connection will
+                        // take this range.
                         stat.set(None, "server busy: stopped");
                         return Ok(());
                     }
@@ -614,15 +649,6 @@ async fn worker(
     Ok(())
 }
 
-fn others_active(shared: &Shared, me: usize) -> bool {
-    shared.conns.iter().enumerate().any(|(i, c)| {
-        i != me && {
-            let v = c.view.lock().unwrap_or_else(|p| p.into_inner());
-            v.1 == "reading"
-        }
-    })
-}
-
 fn range_error(shared: &Shared, e: SessionError) -> Error {
     let host = shared
         .addrs
@@ -649,6 +675,10 @@ fn range_error(shared: &Shared, e: SessionError) -> Error {
             host,
             command,
             reply: text,
+        },
+        SessionError::Changed(detail) => Error::RemoteChanged {
+            detail,
+            part: shared.part_path.clone(),
         },
         other => Error::Protocol {
             host,
@@ -681,16 +711,17 @@ async fn fetch_range(
     if session.is_none() {
         let mut s = Session::connect(&shared.addrs, &shared.creds, shared.timeouts).await?;
         shared.opened.fetch_add(1, Ordering::Relaxed);
-        s.set_rest(shared.rest);
+        s.set_rest_support(shared.rest);
         s.set_epsv(shared.epsv.load(Ordering::Relaxed));
         *session = Some(s);
     }
     let s = session.as_mut().expect("connected above");
-    if !shared.rest && seg.pos() > seg.start {
+    if !shared.rest.0 && seg.pos() > seg.start {
         // Without REST a failed stream can only start again from byte 0.
-        seg.advance(seg.start);
+        shared.sched.rewind(seg, seg.start);
     }
     let mut pos = seg.pos();
+    let attempt_start = pos;
     let transfer = match preopened {
         Some(t) if pos == 0 && pos < seg.end() => t,
         Some(t) => {
@@ -753,7 +784,7 @@ async fn fetch_range(
         match s.read_data(&mut stream, &mut probe).await? {
             0 => true,
             _ => {
-                return Err(SessionError::Protocol(format!(
+                return Err(SessionError::Changed(format!(
                     "the server sent more than the {} bytes SIZE announced: the file is \
                      changing on the server",
                     shared.size
@@ -763,7 +794,13 @@ async fn fetch_range(
     } else {
         false
     };
-    s.end_transfer(stream, to_eof).await
+    let ended = s.end_transfer(stream, to_eof).await;
+    if ended.is_err() && to_eof {
+        // The server says the transfer failed although the byte count is right: do not trust
+        // this attempt's bytes, fetch them again.
+        shared.sched.rewind(seg, attempt_start);
+    }
+    ended
 }
 
 /// Servers that report no size at all: one connection streams the file to its end, written in
@@ -798,12 +835,35 @@ async fn stream_unknown_size(
         None => Manifest::new(&redacted, None, mdtm.clone(), Vec::new())?,
     };
     let mut offset = manifest.streamed.unwrap_or(0);
-    let on_disk = std::fs::metadata(&part_path).map(|m| m.len()).unwrap_or(0);
-    if offset > on_disk || (offset > 0 && !rest) {
-        if offset > 0 {
-            progress.note("the earlier partial download cannot be resumed here: starting over");
+    if offset > 0 {
+        match std::fs::metadata(&part_path) {
+            Err(_) => {
+                progress.note(&format!(
+                    "{} is missing, so the progress recorded in {} is lost: starting over",
+                    part_path.display(),
+                    manifest_path.display()
+                ));
+                offset = 0;
+            }
+            Ok(m) if m.len() < offset => {
+                return Err(Error::io(
+                    "cannot resume into",
+                    &part_path,
+                    std::io::Error::other(format!(
+                        "it is {} bytes long but the manifest says {offset} are done; run \
+                         with --restart to start over",
+                        m.len()
+                    )),
+                ));
+            }
+            Ok(_) if !rest => {
+                return Err(Error::CannotResume {
+                    part: part_path,
+                    done: crate::error::human_bytes(offset),
+                });
+            }
+            Ok(_) => {}
         }
-        offset = 0;
     }
     manifest.streamed = Some(offset);
     manifest.save(&manifest_path)?;
@@ -824,11 +884,11 @@ async fn stream_unknown_size(
         session
             .end_transfer(first.stream, false)
             .await
-            .map_err(|e| transfer_error(job, e))?;
+            .map_err(|e| transfer_error(job, e, rest))?;
         session
             .retr(&job.url.path, offset)
             .await
-            .map_err(|e| transfer_error(job, e))?
+            .map_err(|e| transfer_error(job, e, rest))?
             .stream
     };
     let mut buf = vec![0u8; READ_CHUNK as usize];
@@ -844,7 +904,7 @@ async fn stream_unknown_size(
     };
     loop {
         let n = tokio::select! {
-            r = session.read_data(&mut stream, &mut buf) => r.map_err(|e| transfer_error(job, e)),
+            r = session.read_data(&mut stream, &mut buf) => r.map_err(|e| transfer_error(job, e, rest)),
             _ = stop.changed() => {
                 tokio::task::block_in_place(|| save(&file, &mut manifest, written))?;
                 return Err(Error::Interrupted(manifest_path.clone()));
@@ -884,7 +944,7 @@ async fn stream_unknown_size(
     // The data ended: the server must confirm the transfer was complete.
     if let Err(e) = session.end_transfer(stream, true).await {
         tokio::task::block_in_place(|| save(&file, &mut manifest, written))?;
-        return Err(transfer_error(job, e));
+        return Err(transfer_error(job, e, rest));
     }
     session.quit().await;
     file.sync_all()
@@ -899,11 +959,7 @@ async fn stream_unknown_size(
     })
     .map_err(|e| Error::io("cannot read back", &part_path, e))?;
     let hash_time = hash_started.elapsed();
-    if output.exists() && !job.force {
-        return Err(Error::Exists(output.clone()));
-    }
-    std::fs::rename(&part_path, output)
-        .map_err(|e| Error::io("cannot rename the finished download to", output, e))?;
+    store::rename(&part_path, output, job.force)?;
     store::sync_parent(output).map_err(|e| Error::io("cannot sync the folder of", output, e))?;
     Manifest::remove(&manifest_path)?;
     Ok(Outcome {
@@ -919,11 +975,16 @@ async fn stream_unknown_size(
 }
 
 /// A failure of the single streaming connection, for the user.
-fn transfer_error(job: &Job, e: SessionError) -> Error {
+fn transfer_error(job: &Job, e: SessionError, rest: bool) -> Error {
     if e.is_transient() {
+        let next = if rest {
+            "run the same command again to resume"
+        } else {
+            "the server does not support REST, so a new run starts over"
+        };
         Error::GaveUp {
             tries: 1,
-            last: format!("{e}; run the same command again to resume"),
+            last: format!("{e}; {next}"),
         }
     } else {
         not_found_or(&job.url, &job.creds, e)

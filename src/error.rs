@@ -30,7 +30,8 @@ pub mod exit {
     pub const EXISTS: i32 = 9;
     /// The manifest is unreadable, damaged, or describes another file.
     pub const MANIFEST: i32 = 10;
-    /// The remote file changed since the download started (use --restart).
+    /// The remote file changed, or can no longer be resumed, since the download started
+    /// (use --restart).
     pub const REMOTE_CHANGED: i32 = 11;
     /// The server broke the protocol (a reply or data that makes no sense).
     pub const PROTOCOL: i32 = 12;
@@ -92,6 +93,12 @@ pub enum Error {
         .part.display()
     )]
     RemoteChanged { detail: String, part: PathBuf },
+    #[error(
+        "the server does not accept REST any more, so the partial download {} ({done} done) \
+         cannot be resumed; it was kept. Run with --restart to download the file from scratch",
+        .part.display()
+    )]
+    CannotResume { part: PathBuf, done: String },
     #[error("interrupted; progress is saved in {}: run the same command again to resume", .0.display())]
     Interrupted(PathBuf),
     #[error("internal error: {0} (this is a bug in ftpseg; please report it)")]
@@ -112,8 +119,12 @@ impl Error {
             Error::Protocol { .. } => exit::PROTOCOL,
             Error::NoSpace { .. } | Error::Io { .. } => exit::LOCAL_IO,
             Error::Exists(_) => exit::EXISTS,
+            Error::Manifest(
+                crate::manifest::ManifestError::Io { .. }
+                | crate::manifest::ManifestError::RefusedSave { .. },
+            ) => exit::LOCAL_IO,
             Error::Manifest(_) => exit::MANIFEST,
-            Error::RemoteChanged { .. } => exit::REMOTE_CHANGED,
+            Error::RemoteChanged { .. } | Error::CannotResume { .. } => exit::REMOTE_CHANGED,
             Error::Interrupted(_) => exit::INTERRUPTED,
             Error::Internal(_) => exit::INTERNAL,
         }

@@ -72,9 +72,16 @@ struct Entry {
     durable: u64,
 }
 
+struct State {
+    entries: Vec<Entry>,
+    /// Workers that have not retired. A worker retires when `acquire` finds nothing for it, or
+    /// when `give_up` lets it hand its range to the others.
+    live: usize,
+}
+
 /// The ranges of one download, shared by its connections and its checkpointer.
 pub struct Scheduler {
-    inner: Mutex<Vec<Entry>>,
+    inner: Mutex<State>,
     min_range: u64,
 }
 
@@ -82,13 +89,14 @@ pub struct Scheduler {
 pub struct Snapshot {
     /// `(start, end, written)` of each segment, sorted by start.
     pub ranges: Vec<(u64, u64, u64)>,
-    /// `(start, end, written)` pairs whose bytes `[durable, written)` must be flushed.
+    /// `(durable, written)`: the bytes of each segment to flush before the manifest is saved.
     pub to_flush: Vec<(u64, u64)>,
 }
 
 impl Scheduler {
-    /// Builds the live ranges from the manifest's records (`done` is where each resumes).
-    pub fn new(records: &[RangeRecord], min_range: u64) -> Scheduler {
+    /// Builds the live ranges from the manifest's records (`done` is where each resumes), for
+    /// `workers` connections.
+    pub fn new(records: &[RangeRecord], min_range: u64, workers: usize) -> Scheduler {
         let entries = records
             .iter()
             .map(|r| Entry {
@@ -98,12 +106,15 @@ impl Scheduler {
             })
             .collect();
         Scheduler {
-            inner: Mutex::new(entries),
+            inner: Mutex::new(State {
+                entries,
+                live: workers,
+            }),
             min_range,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking worker cannot leave the ranges half-updated (every update is one store),
         // so a poisoned lock is still consistent.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -111,14 +122,22 @@ impl Scheduler {
 
     /// Bytes not yet written, over all ranges.
     pub fn remaining(&self) -> u64 {
-        self.lock().iter().map(|e| e.seg.remaining()).sum()
+        self.lock().entries.iter().map(|e| e.seg.remaining()).sum()
     }
 
     /// Gives `worker` a range to fetch: first an unowned unfinished one (the largest), else the
     /// upper half of the largest range another connection is still reading. `None` when there
-    /// is nothing left worth taking.
+    /// is nothing left worth taking: the worker then retires (it must not call again).
     pub fn acquire(&self, worker: usize) -> Option<Arc<Segment>> {
-        let mut entries = self.lock();
+        let mut state = self.lock();
+        let found = Self::find_work(&mut state.entries, worker, self.min_range);
+        if found.is_none() {
+            state.live = state.live.saturating_sub(1);
+        }
+        found
+    }
+
+    fn find_work(entries: &mut Vec<Entry>, worker: usize, min_range: u64) -> Option<Arc<Segment>> {
         let free = plan::largest(entries.iter().map(|e| match e.owner {
             None => e.seg.remaining(),
             Some(_) => 0,
@@ -133,7 +152,7 @@ impl Scheduler {
         }))?;
         let victim = entries[busy].seg.clone();
         let old_end = victim.end();
-        let cut = plan::split_point(victim.pos(), old_end, self.min_range, 2 * READ_CHUNK)?;
+        let cut = plan::split_point(victim.pos(), old_end, min_range, 2 * READ_CHUNK)?;
         victim.end.store(cut, SeqCst);
         if victim.pos() + READ_CHUNK > cut {
             // The owner got too close to the cut meanwhile: undo, take nothing this time.
@@ -153,37 +172,56 @@ impl Scheduler {
     /// segment is really done (it is then released); `false` if a rolled-back steal restored a
     /// later end, in which case the owner goes on reading.
     pub fn complete(&self, worker: usize, seg: &Arc<Segment>) -> bool {
-        let mut entries = self.lock();
+        let mut state = self.lock();
         if seg.pos() < seg.end() {
             return false;
         }
-        if let Some(e) = entries.iter_mut().find(|e| Arc::ptr_eq(&e.seg, seg)) {
+        if let Some(e) = state.entries.iter_mut().find(|e| Arc::ptr_eq(&e.seg, seg)) {
             debug_assert_eq!(e.owner, Some(worker));
             e.owner = None;
         }
         true
     }
 
-    /// Gives a segment back unfinished (its connection failed for good); others can take it.
-    pub fn release(&self, seg: &Arc<Segment>) {
-        let mut entries = self.lock();
-        if let Some(e) = entries.iter_mut().find(|e| Arc::ptr_eq(&e.seg, seg)) {
+    /// A worker that the server refuses ("too many connections") asks to hand its unfinished
+    /// segment to the others and retire. Allowed only while another worker is live (it will
+    /// find the segment on its next `acquire`); otherwise `false`: keep trying.
+    pub fn give_up(&self, seg: &Arc<Segment>) -> bool {
+        let mut state = self.lock();
+        if state.live <= 1 {
+            return false;
+        }
+        if let Some(e) = state.entries.iter_mut().find(|e| Arc::ptr_eq(&e.seg, seg)) {
             e.owner = None;
+        }
+        state.live -= 1;
+        true
+    }
+
+    /// The owner moves its segment's position back to `to` (bytes after it will be fetched
+    /// again), and the durable mark with it, so the next checkpoint flushes them again.
+    pub fn rewind(&self, seg: &Arc<Segment>, to: u64) {
+        let mut state = self.lock();
+        let to = to.max(seg.start).min(seg.pos());
+        seg.advance(to);
+        if let Some(e) = state.entries.iter_mut().find(|e| Arc::ptr_eq(&e.seg, seg)) {
+            e.durable = e.durable.min(to);
         }
     }
 
     /// A consistent view for a checkpoint: every range with what is written now.
     pub fn snapshot(&self) -> Snapshot {
-        let entries = self.lock();
-        let mut ranges: Vec<(u64, u64, u64)> = entries
-            .iter()
-            .map(|e| (e.seg.start, e.seg.end(), e.seg.pos()))
-            .collect();
-        let to_flush = entries
-            .iter()
-            .map(|e| (e.durable, e.seg.pos()))
-            .filter(|(d, p)| p > d)
-            .collect();
+        let state = self.lock();
+        let mut ranges = Vec::with_capacity(state.entries.len());
+        let mut to_flush = Vec::new();
+        for e in &state.entries {
+            // One load of `pos`: what is recorded is exactly what gets flushed.
+            let pos = e.seg.pos();
+            ranges.push((e.seg.start, e.seg.end(), pos));
+            if pos > e.durable {
+                to_flush.push((e.durable, pos));
+            }
+        }
         ranges.sort_unstable();
         Snapshot { ranges, to_flush }
     }
@@ -191,8 +229,8 @@ impl Scheduler {
     /// After the bytes of `snapshot` were flushed and the manifest saved: remember them as
     /// durable, so the next checkpoint flushes only what is new.
     pub fn mark_durable(&self, snapshot: &Snapshot) {
-        let mut entries = self.lock();
-        for e in entries.iter_mut() {
+        let mut state = self.lock();
+        for e in state.entries.iter_mut() {
             if let Some(&(_, _, written)) =
                 snapshot.ranges.iter().find(|(s, _, _)| *s == e.seg.start)
             {
@@ -223,7 +261,11 @@ mod tests {
 
     #[test]
     fn free_ranges_first_then_steal_upper_half() {
-        let s = Scheduler::new(&[rec(0, 8 * MIB, 0), rec(8 * MIB, 16 * MIB, 8 * MIB)], MIB);
+        let s = Scheduler::new(
+            &[rec(0, 8 * MIB, 0), rec(8 * MIB, 16 * MIB, 8 * MIB)],
+            MIB,
+            3,
+        );
         let a = s.acquire(0).unwrap();
         let b = s.acquire(1).unwrap();
         assert_ne!(a.start, b.start);
@@ -241,7 +283,7 @@ mod tests {
 
     #[test]
     fn completion_and_no_tiny_steals() {
-        let s = Scheduler::new(&[rec(0, MIB, 0)], MIB);
+        let s = Scheduler::new(&[rec(0, MIB, 0)], MIB, 2);
         let a = s.acquire(0).unwrap();
         assert!(s.acquire(1).is_none(), "half of 1 MiB is below the minimum");
         a.advance(MIB);
@@ -252,7 +294,7 @@ mod tests {
 
     #[test]
     fn steal_refused_when_owner_is_near_the_cut() {
-        let s = Scheduler::new(&[rec(0, 4 * MIB, 0)], 1);
+        let s = Scheduler::new(&[rec(0, 4 * MIB, 0)], 1, 2);
         let a = s.acquire(0).unwrap();
         a.advance(4 * MIB - READ_CHUNK);
         assert!(s.acquire(1).is_none());
@@ -261,7 +303,7 @@ mod tests {
 
     #[test]
     fn snapshot_marks_flush_ranges_once() {
-        let s = Scheduler::new(&[rec(0, 4 * MIB, MIB)], MIB);
+        let s = Scheduler::new(&[rec(0, 4 * MIB, MIB)], MIB, 1);
         let a = s.acquire(0).unwrap();
         a.advance(2 * MIB);
         let snap = s.snapshot();
@@ -271,13 +313,49 @@ mod tests {
     }
 
     #[test]
+    fn give_up_only_while_another_worker_is_live() {
+        let s = Scheduler::new(&[rec(0, MIB, 0), rec(MIB, 2 * MIB, MIB)], 4 * MIB, 2);
+        let a = s.acquire(0).unwrap();
+        let b = s.acquire(1).unwrap();
+        // Worker 1 is refused by the server and hands its range over.
+        assert!(s.give_up(&b));
+        // Worker 0 finishes its own range and picks up the one handed over.
+        a.advance(a.end());
+        assert!(s.complete(0, &a));
+        let again = s.acquire(0).unwrap();
+        assert!(Arc::ptr_eq(&again, &b));
+        // It is the last live worker: it may not give up.
+        assert!(!s.give_up(&again));
+    }
+
+    #[test]
+    fn retired_worker_leaves_the_last_one_unable_to_give_up() {
+        let s = Scheduler::new(&[rec(0, MIB, 0)], 4 * MIB, 2);
+        let a = s.acquire(0).unwrap();
+        assert!(s.acquire(1).is_none(), "nothing to steal: worker 1 retires");
+        assert!(!s.give_up(&a), "nobody would be left to fetch the range");
+    }
+
+    #[test]
+    fn rewind_lowers_durable_so_bytes_are_flushed_again() {
+        let s = Scheduler::new(&[rec(0, 4 * MIB, 0)], MIB, 1);
+        let a = s.acquire(0).unwrap();
+        a.advance(3 * MIB);
+        let snap = s.snapshot();
+        s.mark_durable(&snap);
+        s.rewind(&a, MIB);
+        a.advance(2 * MIB);
+        assert_eq!(s.snapshot().to_flush, vec![(MIB, 2 * MIB)]);
+    }
+
+    #[test]
     fn concurrent_owner_and_thieves_never_overlap() {
         // An owner races through its range while thieves steal; afterwards every byte must be
         // covered by exactly one writer.
         use std::sync::atomic::AtomicBool;
         for round in 0..20 {
             let size = 64 * MIB;
-            let s = Arc::new(Scheduler::new(&[rec(0, size, 0)], 256 << 10));
+            let s = Arc::new(Scheduler::new(&[rec(0, size, 0)], 256 << 10, 4));
             let writes = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
             let stop = Arc::new(AtomicBool::new(false));
             let mut handles = Vec::new();

@@ -164,8 +164,9 @@ impl PartFile {
     }
 
     /// Flushes every byte and the file's metadata, renames the file to `output`, then syncs
-    /// the folder so the rename itself is durable.
-    pub fn commit(self, output: &Path) -> Result<(), Error> {
+    /// the folder so the rename itself is durable. Without `force`, a file that appeared at
+    /// `output` during the download is not replaced (`RENAME_NOREPLACE`).
+    pub fn commit(self, output: &Path, force: bool) -> Result<(), Error> {
         if let Some(map) = &self.map {
             map.flush()
                 .map_err(|e| Error::io("cannot flush", &self.path, e))?;
@@ -174,8 +175,7 @@ impl PartFile {
             .sync_all()
             .map_err(|e| Error::io("cannot sync", &self.path, e))?;
         drop(self.map);
-        std::fs::rename(&self.path, output)
-            .map_err(|e| Error::io("cannot rename the finished download to", output, e))?;
+        rename(&self.path, output, force)?;
         sync_parent(output).map_err(|e| Error::io("cannot sync the folder of", output, e))
     }
 }
@@ -216,6 +216,39 @@ fn reserve(path: &Path, file: &File, len: u64) -> Result<Allocation, Error> {
     }
 }
 
+/// Renames `from` to `to`; without `force`, refuses to replace an existing `to`.
+pub fn rename(from: &Path, to: &Path, force: bool) -> Result<(), Error> {
+    let result = if force {
+        std::fs::rename(from, to)
+    } else {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            from,
+            rustix::fs::CWD,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .or_else(|e| {
+            if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS {
+                // The filesystem cannot rename without replacing: check, then rename.
+                if to.exists() {
+                    Err(rustix::io::Errno::EXIST)
+                } else {
+                    rustix::fs::rename(from, to)
+                }
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(std::io::Error::from)
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::Exists(to.to_owned())),
+        Err(e) => Err(Error::io("cannot rename the finished download to", to, e)),
+    }
+}
+
 /// Fsyncs the folder holding `path`, so a rename or removal in it survives a crash.
 pub fn sync_parent(path: &Path) -> io::Result<()> {
     let parent = match path.parent() {
@@ -236,8 +269,10 @@ pub struct SharedMap {
 unsafe impl Send for SharedMap {}
 unsafe impl Sync for SharedMap {}
 
-/// Size of a memory page for [`SharedMap::release`].
-const PAGE: u64 = 4096;
+/// Size of a memory page, for [`SharedMap::release`].
+fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}
 
 impl SharedMap {
     /// Drops the whole pages inside `[start, end)` from this process's memory (RSS). The bytes
@@ -246,8 +281,9 @@ impl SharedMap {
     /// contents. Only the writer of `[start, end)` calls it, after writing.
     pub fn release(&self, start: u64, end: u64) {
         let Some(map) = &self.map else { return };
-        let from = start.div_ceil(PAGE) * PAGE;
-        let to = (end.min(map.len() as u64) / PAGE) * PAGE;
+        let page = page_size();
+        let from = start.div_ceil(page) * page;
+        let to = (end.min(map.len() as u64) / page) * page;
         if to > from {
             // SAFETY: shared file mapping: DONTNEED only unmaps the pages; their contents remain
             // in the page cache (see above). No slice into these pages is alive in the caller.
@@ -306,7 +342,7 @@ mod tests {
         shared.release(0, 3 << 20);
         pf.flush_range(0, 3 << 20).unwrap();
         let hash = pf.blake3().unwrap();
-        pf.commit(&out).unwrap();
+        pf.commit(&out, false).unwrap();
         let data = std::fs::read(&out).unwrap();
         assert_eq!(&data[..3], b"abc");
         assert_eq!(data[(3 << 20) - 1], b'z');
@@ -320,7 +356,7 @@ mod tests {
         let part = dir.path().join("e.part");
         let pf = PartFile::create(&part, 0).unwrap();
         assert_eq!(pf.blake3().unwrap(), blake3::hash(b""));
-        pf.commit(&dir.path().join("e")).unwrap();
+        pf.commit(&dir.path().join("e"), false).unwrap();
         assert_eq!(std::fs::read(dir.path().join("e")).unwrap(), b"");
     }
 
@@ -342,6 +378,21 @@ mod tests {
         let err = PartFile::create(&part, 1 << 60).err().unwrap();
         assert!(matches!(err, Error::NoSpace { .. }), "{err}");
         assert!(err.to_string().contains("need 1024.00 PiB"), "{err}");
+    }
+
+    #[test]
+    fn commit_does_not_replace_a_file_that_appeared_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o");
+        std::fs::write(&out, b"someone else's").unwrap();
+        let pf = PartFile::create(&dir.path().join("o.part"), 4).unwrap();
+        let err = pf.commit(&out, false).err().unwrap();
+        assert!(matches!(err, Error::Exists(_)), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"someone else's");
+        assert!(dir.path().join("o.part").exists(), "the download is kept");
+        let pf = PartFile::open_existing(&dir.path().join("o.part"), 4).unwrap();
+        pf.commit(&out, true).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), vec![0u8; 4]);
     }
 
     #[test]

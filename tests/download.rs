@@ -299,3 +299,39 @@ async fn pasv_address_from_the_server_is_ignored() {
     .await;
     assert_ok_and_equal(&o, &out, &data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_of_three_with_eight_asked_completes() {
+    let fx = Fixture::new(|c| {
+        c.with_max_connections(3).with_faults(Faults {
+            rate_per_transfer: Some(8 * MIB),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 24 * MIB, 14);
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "8",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    let stats = fx.server.stats();
+    assert!(stats.max_live_connections <= 3, "{stats:?}");
+    assert!(
+        stats.connections_refused >= 1,
+        "the limit was hit: {stats:?}"
+    );
+    assert!(
+        stats.connections_refused <= 20,
+        "no storm of refused logins: {stats:?}"
+    );
+}

@@ -232,3 +232,29 @@ async fn streamed_download_of_unknown_size_resumes_after_sigkill() {
         "the second run resumed instead of starting over ({second_run} bytes)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_losing_rest_does_not_cost_the_partial_download() {
+    let fx = throttled().await;
+    let (out, data) = interrupted(&fx, "r.bin", 8 * MIB).await;
+    let part = ftpseg::store::part_path(&out);
+    let part_before = std::fs::read(&part).unwrap();
+    // The same file, now behind a proxy that refuses REST.
+    let proxy = Proxy::start(fx.server.addr(), &["REST"], None).await;
+    let args = ["-q", "-o", out.to_str().unwrap(), &proxy.url("r.bin")];
+    let o = run(&args, &fx.local).await;
+    assert_eq!(code(&o), 11, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--restart"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&part).unwrap(),
+        part_before,
+        ".part untouched"
+    );
+    // Back on the server that resumes: the download completes.
+    let o = run(
+        &["-q", "-o", out.to_str().unwrap(), &fx.url("r.bin")],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+}

@@ -91,8 +91,16 @@ pub enum SessionError {
         command: String,
         source: std::io::Error,
     },
+    /// Something we cannot go on with on any connection (e.g. no REST when we need it).
     #[error("{0}")]
     Protocol(String),
+    /// The control channel is out of step (a reply that belongs to an earlier command, a reply
+    /// that cannot be parsed): this session is finished, a new one may work.
+    #[error("{0}")]
+    Desync(String),
+    /// The file is changing on the server (more bytes than SIZE announced).
+    #[error("{0}")]
+    Changed(String),
 }
 
 impl SessionError {
@@ -104,16 +112,19 @@ impl SessionError {
         }
     }
 
-    /// True when trying again can help: timeouts, lost connections, 4xx replies, and "too many
-    /// connections/users" in whatever code the server chose (proftpd says it with 530).
+    /// True when trying again on a new session can help: timeouts, lost connections, an
+    /// out-of-step control channel (including a 1xx-3xx reply where none was due), 4xx
+    /// replies, and "too many connections/users" in whatever code the server chose (proftpd
+    /// says it with 530).
     pub fn is_transient(&self) -> bool {
         match self {
-            SessionError::Connect { .. } | SessionError::Timeout(_) | SessionError::Io { .. } => {
-                true
-            }
-            SessionError::Reply { code, .. } if (400..500).contains(code) => true,
+            SessionError::Connect { .. }
+            | SessionError::Timeout(_)
+            | SessionError::Io { .. }
+            | SessionError::Desync(_) => true,
+            SessionError::Reply { code, .. } if *code < 500 => true,
             SessionError::Reply { .. } => self.is_busy(),
-            SessionError::Protocol(_) => false,
+            SessionError::Protocol(_) | SessionError::Changed(_) => false,
         }
     }
 
@@ -142,7 +153,7 @@ impl SessionError {
                 command: command.to_owned(),
                 source,
             },
-            other => SessionError::Protocol(format!("{command}: {other}")),
+            other => SessionError::Desync(format!("{command}: {other}")),
         }
     }
 }
@@ -164,6 +175,11 @@ pub struct Session {
     peer: SocketAddr,
     features: Features,
     rest: bool,
+    /// The server accepts `REST 0` (most do; NcFTPd is said not to).
+    rest0: bool,
+    /// A `REST n` may still be pending on a server that refuses `REST 0`: a transfer from byte
+    /// 0 must not start on this session.
+    offset_dirty: bool,
     epsv: bool,
 }
 
@@ -215,6 +231,8 @@ impl Session {
             peer: addr,
             features: Features::default(),
             rest: true,
+            rest0: true,
+            offset_dirty: false,
             epsv: true,
         };
         let (user, pass) = (creds.user.as_str(), creds.password.as_str());
@@ -234,8 +252,10 @@ impl Session {
         self.peer
     }
 
-    /// Asks `FEAT` and checks `REST` for real (`REST 1`, as axel does): some servers list it and
-    /// refuse it, others answer it without listing it. Returns what the server can do.
+    /// Asks `FEAT` and checks `REST` for real: some servers list it and refuse it, others answer
+    /// it without listing it. `REST 0` first (harmless, and sent before every transfer from
+    /// byte 0); only if that is refused, `REST 1` (as axel does). Only a 5xx means "no REST": a
+    /// 4xx is a transient refusal and fails the probe. Returns what the server can do.
     pub async fn probe(&mut self) -> Result<&Features, SessionError> {
         match self.raw("FEAT", &[211]).await {
             Ok(body) => self.features = reply::parse_features(&body),
@@ -250,15 +270,24 @@ impl Session {
         if !self.epsv {
             self.ftp.set_mode(Mode::Passive);
         }
-        self.rest = match self.raw("REST 1", &[350]).await {
+        match self.raw("REST 0", &[350]).await {
             Ok(_) => {
-                // Clear the offset again; every RETR sends its own REST anyway.
-                let _ = self.raw("REST 0", &[350]).await;
-                true
+                self.rest = true;
+                self.rest0 = true;
             }
-            Err(SessionError::Reply { .. }) => false,
+            Err(SessionError::Reply { code, .. }) if code >= 500 => {
+                self.rest0 = false;
+                match self.raw("REST 1", &[350]).await {
+                    Ok(_) => {
+                        self.rest = true;
+                        self.offset_dirty = true;
+                    }
+                    Err(SessionError::Reply { code, .. }) if code >= 500 => self.rest = false,
+                    Err(e) => return Err(e),
+                }
+            }
             Err(e) => return Err(e),
-        };
+        }
         Ok(&self.features)
     }
 
@@ -272,9 +301,15 @@ impl Session {
         self.rest
     }
 
-    /// Marks `REST` as unsupported (learned from another session of the same server).
-    pub fn set_rest(&mut self, rest: bool) {
+    /// What the probe session learned about `REST` (`rest`, `rest0`), for the other sessions.
+    pub fn rest_support(&self) -> (bool, bool) {
+        (self.rest, self.rest0)
+    }
+
+    /// Applies what another session of the same server learned about `REST`.
+    pub fn set_rest_support(&mut self, (rest, rest0): (bool, bool)) {
         self.rest = rest;
+        self.rest0 = rest0;
     }
 
     /// Uses PASV instead of EPSV from now on.
@@ -320,13 +355,23 @@ impl Session {
 
     /// Starts `RETR path` at `offset` (`REST offset` first, `REST 0` too, when the server
     /// supports REST). Falls back from EPSV to PASV once if the server refuses EPSV.
+    /// If PASV fails too, the first error is reported: it was not EPSV's fault after all.
     pub async fn retr(&mut self, path: &str, offset: u64) -> Result<Transfer, SessionError> {
         match self.retr_once(path, offset).await {
-            Err(SessionError::Reply { code, .. })
-                if self.epsv && matches!(code, 500 | 501 | 502 | 504) =>
-            {
+            Err(
+                first @ SessionError::Reply {
+                    code: 500 | 501 | 502 | 504,
+                    ..
+                },
+            ) if self.epsv => {
                 self.set_epsv(false);
-                self.retr_once(path, offset).await
+                match self.retr_once(path, offset).await {
+                    Ok(t) => Ok(t),
+                    Err(_) => {
+                        self.set_epsv(true);
+                        Err(first)
+                    }
+                }
             }
             other => other,
         }
@@ -340,8 +385,19 @@ impl Session {
         }
         if self.rest {
             if offset == 0 {
-                self.raw("REST 0", &[350]).await?;
+                if self.rest0 {
+                    self.raw("REST 0", &[350]).await?;
+                } else if self.offset_dirty {
+                    return Err(SessionError::Desync(
+                        "a REST offset may still be pending on this session (the server \
+                         refuses REST 0); reconnecting"
+                            .into(),
+                    ));
+                }
             } else {
+                if !self.rest0 {
+                    self.offset_dirty = true;
+                }
                 let offset = usize::try_from(offset)
                     .map_err(|_| SessionError::Protocol("offset too large".into()))?;
                 self.ftp
