@@ -296,8 +296,13 @@ pub fn summary(o: &Outcome) -> String {
     } else {
         String::new()
     };
+    let how = if o.hash_from_chunks {
+        "merged from the chunk hashes taken during the download"
+    } else {
+        "one pass at the end"
+    };
     format!(
-        "saved {} ({}) in {:.2} s, {}/s mean over {} connection(s){}; BLAKE3 {} (one pass at the end, {:.2} s)",
+        "saved {} ({}) in {:.2} s, {}/s mean over {} connection(s){}; BLAKE3 {} ({how}, {:.2} s)",
         o.path.display(),
         human_bytes(o.size),
         secs,

@@ -34,6 +34,7 @@ use crate::progress::{ConnView, Progress, View};
 use crate::sched::{READ_CHUNK, Scheduler, Segment};
 use crate::store::{self, Allocation, PartFile, SharedMap};
 use crate::url::FtpUrl;
+use crate::verify;
 
 /// Everything one download needs to know.
 #[derive(Clone, Debug)]
@@ -64,6 +65,9 @@ pub struct Outcome {
     pub blake3: blake3::Hash,
     /// Time spent hashing at the end.
     pub hash_time: Duration,
+    /// Whether the BLAKE3 was merged from the chunk hashes taken during the download (rather
+    /// than read in one pass at the end).
+    pub hash_from_chunks: bool,
     /// Connections that were opened.
     pub connections: usize,
 }
@@ -173,7 +177,11 @@ pub async fn download(
         manifest = fresh_manifest(&redacted, size, mdtm.clone(), job, rest)?;
         part_exists = false;
     }
-    let resumed = manifest.bytes_done();
+    if manifest.chunk_size == 0 {
+        // A fresh manifest, or one from format version 1: hash chunks from now on.
+        manifest.enable_chunks(verify::chunk_size_for(size));
+    }
+    let mut resumed = manifest.bytes_done();
     // Written before the file is preallocated: a full-size file never exists without it.
     manifest.save(&manifest_path)?;
     let part = if resumed > 0 && part_exists {
@@ -187,8 +195,18 @@ pub async fn download(
         );
     }
     if resumed > 0 {
+        let (checked, bad) = tokio::task::block_in_place(|| verify_chunks(&part, &mut manifest))?;
+        if bad > 0 {
+            progress.note(&format!(
+                "{bad} of {checked} hashed chunk(s) of {} no longer match what was downloaded \
+                 (damaged or edited since the last run): fetching only those again",
+                part_path.display()
+            ));
+            manifest.save(&manifest_path)?;
+            resumed = manifest.bytes_done();
+        }
         progress.note(&format!(
-            "resuming: {} of {} already on disk",
+            "resuming: {} of {} already on disk ({checked} chunk(s) verified)",
             crate::error::human_bytes(resumed),
             crate::error::human_bytes(size)
         ));
@@ -231,6 +249,7 @@ pub async fn download(
     let mut checkpoint = Checkpoint {
         sched,
         part: part.clone(),
+        buf: vec![0u8; HASH_BUF],
         manifest,
         path: manifest_path.clone(),
     };
@@ -258,8 +277,10 @@ pub async fn download(
         .map(|c| c.bytes.load(Ordering::Relaxed))
         .sum();
     let hash_started = Instant::now();
-    let hash = tokio::task::block_in_place(|| part.blake3())?;
+    let hash = tokio::task::block_in_place(|| checkpoint.file_hash())?;
     let hash_time = hash_started.elapsed();
+    let hash_from_chunks =
+        checkpoint.manifest.chunk_size > 0 && size > checkpoint.manifest.chunk_size;
     drop(checkpoint);
     let part = Arc::try_unwrap(part)
         .map_err(|_| Error::Internal("the output file is still in use".into()))?;
@@ -273,6 +294,7 @@ pub async fn download(
         resumed,
         blake3: hash,
         hash_time,
+        hash_from_chunks,
         connections: shared.opened.load(Ordering::Relaxed) as usize,
     })
 }
@@ -468,25 +490,98 @@ struct Shared {
     release_every: u64,
 }
 
+/// Bytes read at a time when hashing chunks.
+const HASH_BUF: usize = 1 << 20;
+
 /// Flush-then-save of the manifest, in that order.
 struct Checkpoint {
     sched: Arc<Scheduler>,
     part: Arc<PartFile>,
     manifest: Manifest,
     path: PathBuf,
+    /// Buffer for reading chunks to hash, allocated once.
+    buf: Vec<u8>,
 }
 
 impl Checkpoint {
+    /// Flush, hash the chunks that became durable, save the manifest, in that order.
     fn save(&mut self) -> Result<(), Error> {
         let snap = self.sched.snapshot();
         for &(from, to) in &snap.to_flush {
             self.part.flush_range(from, to)?;
         }
         self.manifest.ranges = Scheduler::records(&snap);
+        self.manifest.drop_stale_chunks();
+        self.hash_durable_chunks()?;
         self.manifest.save(&self.path)?;
         self.sched.mark_durable(&snap);
         Ok(())
     }
+
+    /// Records the chaining value of every chunk whose bytes are all durable now and that has
+    /// none yet. Each chunk is read once, from the page cache, right after its flush.
+    fn hash_durable_chunks(&mut self) -> Result<(), Error> {
+        let (Some(size), cs) = (self.manifest.size, self.manifest.chunk_size) else {
+            return Ok(());
+        };
+        for k in 0..self.manifest.chunks.len() {
+            if self.manifest.chunks[k].is_some() {
+                continue;
+            }
+            let (from, to) = verify::chunk_range(k as u64, cs, size);
+            if !self.manifest.is_durable(from, to) {
+                continue;
+            }
+            let part = &self.part;
+            let cv =
+                verify::hash_chunk(from, to, &mut self.buf, |b, at| part.read_exact_at(b, at))?;
+            self.manifest.chunks[k] = Some(verify::to_hex(&cv));
+        }
+        Ok(())
+    }
+
+    /// The file's BLAKE3 once every chunk is hashed: merged from the chunk hashes (a file of
+    /// one chunk or less is simply read).
+    fn file_hash(&self) -> Result<blake3::Hash, Error> {
+        let size = self.part.len();
+        let cs = self.manifest.chunk_size;
+        if cs == 0 || size <= cs {
+            return self.part.blake3();
+        }
+        let cvs: Option<Vec<_>> = self
+            .manifest
+            .chunks
+            .iter()
+            .map(|h| h.as_deref().and_then(verify::from_hex))
+            .collect();
+        match cvs {
+            Some(cvs) => Ok(verify::root_hash(&cvs, cs, size)),
+            None => self.part.blake3(),
+        }
+    }
+}
+
+/// Hashes every chunk the manifest has a hash for, from the `.part`, and forgets the ones that
+/// differ so they are fetched again. Returns (chunks checked, chunks that differed).
+fn verify_chunks(part: &PartFile, manifest: &mut Manifest) -> Result<(usize, usize), Error> {
+    let (Some(size), cs) = (manifest.size, manifest.chunk_size) else {
+        return Ok((0, 0));
+    };
+    let mut buf = vec![0u8; HASH_BUF];
+    let (mut checked, mut bad) = (0, 0);
+    for k in 0..manifest.chunks.len() {
+        let Some(expected) = manifest.chunks[k].clone() else {
+            continue;
+        };
+        let (from, to) = verify::chunk_range(k as u64, cs, size);
+        let cv = verify::hash_chunk(from, to, &mut buf, |b, at| part.read_exact_at(b, at))?;
+        checked += 1;
+        if verify::to_hex(&cv) != expected {
+            bad += 1;
+            manifest.forget(from, to);
+        }
+    }
+    Ok((checked, bad))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -970,6 +1065,7 @@ async fn stream_unknown_size(
         resumed,
         blake3: hash,
         hash_time,
+        hash_from_chunks: false,
         connections: 1,
     })
 }

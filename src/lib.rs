@@ -21,5 +21,6 @@ pub mod sched;
 pub mod store;
 pub mod testserver;
 pub mod url;
+pub mod verify;
 
 pub use error::{Error, exit};

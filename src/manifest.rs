@@ -44,7 +44,12 @@ use serde::{Deserialize, Serialize};
 pub const FORMAT: &str = "ftpseg-manifest";
 
 /// Version of the on-disk format this module reads and writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The oldest format version this ftpseg still reads (version 1 had no chunk hashes; it is
+/// upgraded in memory and saved as the current version).
+pub const OLDEST_VERSION: u32 = 1;
+/// Length of the hex chaining value recorded per chunk (BLAKE3, 32 bytes).
+pub const CHUNK_HASH_HEX: usize = 64;
 
 /// Manifests larger than this are refused by [`Manifest::load`] without being
 /// read in full, and [`Manifest::save`] refuses to write one. A range record
@@ -81,6 +86,15 @@ pub struct Manifest {
     /// Without a known size: durable length of the streamed prefix.
     /// Must be `None` when `size` is `Some`.
     pub streamed: Option<u64>,
+    /// Size of the hashed chunks: a power of two of at least 1024 bytes; 0 when chunks are not
+    /// hashed (unknown size, or a manifest from version 1). Chunk `k` is the bytes
+    /// `[k * chunk_size, min((k + 1) * chunk_size, size))`.
+    #[serde(default)]
+    pub chunk_size: u64,
+    /// One entry per chunk: the BLAKE3 chaining value (64 hex digits) of a chunk whose bytes are
+    /// all durable, or `null`. See docs/manifest.md.
+    #[serde(default)]
+    pub chunks: Vec<Option<String>>,
 }
 
 /// One byte range `[start, end)` of the output; bytes `[start, done)` are
@@ -342,6 +356,8 @@ impl Manifest {
             updated_unix: now,
             ranges,
             streamed: if size.is_none() { Some(0) } else { None },
+            chunk_size: 0,
+            chunks: Vec::new(),
         };
         manifest.validate()?;
         Ok(manifest)
@@ -441,7 +457,10 @@ impl Manifest {
             }
         }
         match &header.version {
-            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(VERSION)) => {}
+            Some(serde_json::Value::Number(n))
+                if n.as_u64().is_some_and(|v| {
+                    (u64::from(OLDEST_VERSION)..=u64::from(VERSION)).contains(&v)
+                }) => {}
             other => {
                 return Err(ManifestError::UnsupportedVersion {
                     path: path.to_owned(),
@@ -451,7 +470,14 @@ impl Manifest {
         }
 
         // Second pass: the full structure.
-        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| json_error(path, &e))?;
+        let mut manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| json_error(path, &e))?;
+        if manifest.version < VERSION {
+            // Version 1 had no chunk hashes: the same meaning, with nothing to verify.
+            manifest.version = VERSION;
+            manifest.chunk_size = 0;
+            manifest.chunks.clear();
+        }
         manifest
             .problem()
             .map_err(|reason| ManifestError::Corrupt {
@@ -555,7 +581,114 @@ impl Manifest {
                 format!("the ranges end at {expected_start}, not at the size {size}")
             });
         }
+        self.chunk_problem(size)
+    }
+
+    /// Chunk invariants: a power-of-two chunk size, one entry per chunk, well-formed hashes,
+    /// and a hash only for a chunk whose every byte is durable.
+    fn chunk_problem(&self, size: u64) -> Result<(), Problem> {
+        let invalid = |reason: String| Err(Problem::Invalid(reason));
+        if self.chunk_size == 0 {
+            if !self.chunks.is_empty() {
+                return invalid("chunk hashes are present but chunk_size is 0".to_owned());
+            }
+            return Ok(());
+        }
+        if !self.chunk_size.is_power_of_two() || self.chunk_size < 1024 {
+            return invalid(format!(
+                "chunk_size {} is not a power of two of at least 1024",
+                self.chunk_size
+            ));
+        }
+        let expected = size.div_ceil(self.chunk_size);
+        if self.chunks.len() as u64 != expected {
+            return invalid(format!(
+                "there are {} chunk entries, expected {expected}",
+                self.chunks.len()
+            ));
+        }
+        for (k, h) in self.chunks.iter().enumerate() {
+            let Some(h) = h else { continue };
+            if h.len() != CHUNK_HASH_HEX || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid(format!("chunk {k} has a malformed hash"));
+            }
+            let from = k as u64 * self.chunk_size;
+            let to = (from + self.chunk_size).min(size);
+            if !self.is_durable(from, to) {
+                return invalid(format!(
+                    "chunk {k} has a hash but its bytes [{from}, {to}) are not all done"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether every byte of `[from, to)` lies in the done part of its range.
+    pub fn is_durable(&self, from: u64, to: u64) -> bool {
+        self.ranges
+            .iter()
+            .filter(|r| r.start < to && r.end > from)
+            .all(|r| r.done >= r.end.min(to))
+    }
+
+    /// Marks the bytes `[from, to)` as not done (their chunk failed verification), splitting
+    /// ranges so that no other done byte is lost. The ranges still tile the file.
+    pub fn forget(&mut self, from: u64, to: u64) {
+        let mut out = Vec::with_capacity(self.ranges.len() + 2);
+        for r in self.ranges.drain(..) {
+            if r.end <= from || r.start >= to || r.done <= from {
+                out.push(r);
+                continue;
+            }
+            let (a, b) = (from.max(r.start), to.min(r.end));
+            if a > r.start {
+                out.push(RangeRecord {
+                    start: r.start,
+                    end: a,
+                    done: r.done.min(a),
+                });
+            }
+            out.push(RangeRecord {
+                start: a,
+                end: b,
+                done: a,
+            });
+            if r.end > b {
+                out.push(RangeRecord {
+                    start: b,
+                    end: r.end,
+                    done: r.done.max(b),
+                });
+            }
+        }
+        self.ranges = out;
+        self.drop_stale_chunks();
+    }
+
+    /// Clears the hash of every chunk whose bytes are no longer all done.
+    pub fn drop_stale_chunks(&mut self) {
+        let (Some(size), cs) = (self.size, self.chunk_size) else {
+            return;
+        };
+        if cs == 0 {
+            return;
+        }
+        for k in 0..self.chunks.len() {
+            if self.chunks[k].is_some() {
+                let from = k as u64 * cs;
+                if !self.is_durable(from, (from + cs).min(size)) {
+                    self.chunks[k] = None;
+                }
+            }
+        }
+    }
+
+    /// Turns on chunk hashing with `chunk_size` (a power of two), no chunk hashed yet.
+    pub fn enable_chunks(&mut self, chunk_size: u64) {
+        if let Some(size) = self.size {
+            self.chunk_size = chunk_size;
+            self.chunks = vec![None; size.div_ceil(chunk_size) as usize];
+        }
     }
 
     /// Atomic, durable save: validate, serialize (pretty JSON), write
@@ -1073,7 +1206,7 @@ mod tests {
         assert!(text.starts_with("{\n"));
         assert!(text.ends_with("}\n"));
         assert!(text.contains("\"format\": \"ftpseg-manifest\""));
-        assert!(text.contains("\"version\": 1"));
+        assert!(text.contains("\"version\": 2"));
 
         let mut s = Manifest::new(URL, None, None, vec![]).unwrap();
         s.streamed = Some(12345);
@@ -1285,18 +1418,94 @@ mod tests {
     }
 
     #[test]
+    fn forget_splits_ranges_and_keeps_other_done_bytes() {
+        let mut m = Manifest::new(
+            "ftp://h/f",
+            Some(10_000),
+            None,
+            vec![
+                RangeRecord {
+                    start: 0,
+                    end: 6000,
+                    done: 6000,
+                },
+                RangeRecord {
+                    start: 6000,
+                    end: 10_000,
+                    done: 9000,
+                },
+            ],
+        )
+        .unwrap();
+        m.enable_chunks(1024);
+        m.chunks[1] = Some("ab".repeat(32));
+        m.chunks[2] = Some("cd".repeat(32));
+        let before = m.bytes_done();
+        m.forget(2048, 3072);
+        m.validate().unwrap();
+        assert_eq!(m.bytes_done(), before - 1024);
+        assert_eq!(m.chunks[2], None, "the forgotten chunk's hash is dropped");
+        assert!(m.chunks[1].is_some(), "its neighbour keeps its hash");
+        // Forgetting across a range boundary, and past `done`.
+        m.forget(5000, 9500);
+        m.validate().unwrap();
+        assert!(m.is_durable(0, 2048) && m.is_durable(3072, 5000));
+        assert!(!m.is_durable(5000, 5001) && !m.is_durable(8999, 9000));
+    }
+
+    #[test]
+    fn version_1_is_read_and_upgraded() {
+        let mut v = sample_json();
+        v["version"] = 1.into();
+        let m = load_value(&v).unwrap().unwrap();
+        assert_eq!(m.version, VERSION);
+        assert_eq!(m.chunk_size, 0);
+        assert!(m.chunks.is_empty());
+    }
+
+    #[test]
+    fn chunk_hashes_must_be_well_formed_and_durable() {
+        let mut m = Manifest::new(
+            "ftp://h/f",
+            Some(3000),
+            None,
+            vec![RangeRecord {
+                start: 0,
+                end: 3000,
+                done: 2048,
+            }],
+        )
+        .unwrap();
+        m.enable_chunks(1024);
+        assert_eq!(m.chunks.len(), 3);
+        let h = "ab".repeat(32);
+        m.chunks[1] = Some(h.clone());
+        m.validate().unwrap();
+        m.chunks[2] = Some(h.clone());
+        assert!(m.validate().is_err(), "chunk 2 is not durable");
+        m.chunks[2] = None;
+        m.chunks[0] = Some("xyz".into());
+        assert!(m.validate().is_err(), "malformed hash");
+        m.chunks[0] = None;
+        m.chunks.pop();
+        assert!(m.validate().is_err(), "wrong entry count");
+        m.enable_chunks(1000);
+        assert!(m.validate().is_err(), "not a power of two");
+    }
+
+    #[test]
     fn wrong_version() {
         let mut v = sample_json();
-        v["version"] = 2.into();
+        v["version"] = 3.into();
         // A newer format may have other fields: still "other version".
         v.as_object_mut().unwrap().remove("ranges");
         let err = load_value(&v).unwrap_err();
         match &err {
-            ManifestError::UnsupportedVersion { found, .. } => assert_eq!(found, "2"),
+            ManifestError::UnsupportedVersion { found, .. } => assert_eq!(found, "3"),
             other => panic!("{other:?}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains("version 2"), "{msg}");
+        assert!(msg.contains("version 3"), "{msg}");
         assert!(msg.contains("out.iso.part"), "{msg}");
 
         for bad in [
@@ -1475,7 +1684,7 @@ mod tests {
         m.format = "x".to_owned();
         assert!(invalid_reason(&m).contains("format"));
         let mut m = sample();
-        m.version = 2;
+        m.version = 1;
         assert!(invalid_reason(&m).contains("version"));
         assert!(matches!(
             Manifest::new("", Some(0), None, vec![]),

@@ -137,6 +137,14 @@ impl PartFile {
             .map_err(|e| Error::io("cannot flush", &self.path, e))
     }
 
+    /// Reads exactly `buf.len()` bytes at `offset` with `pread` (not through the map).
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Error> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io("cannot read back", &self.path, e))
+    }
+
     /// BLAKE3 of the whole file (one pass at the end of a download). Read with `pread` rather
     /// than through the map, so hashing does not pull the whole file into this process's RSS.
     pub fn blake3(&self) -> Result<blake3::Hash, Error> {

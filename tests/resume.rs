@@ -148,7 +148,10 @@ async fn damaged_manifest_is_refused_and_part_kept() {
         text[..text.len() / 2].to_vec(),
         b"not json at all".to_vec(),
         String::from_utf8_lossy(&text)
-            .replace("\"version\": 1", "\"version\": 99")
+            .replace(
+                &format!("\"version\": {}", ftpseg::manifest::VERSION),
+                "\"version\": 99",
+            )
             .into_bytes(),
     ] {
         std::fs::write(&mpath, &damaged).unwrap();
@@ -257,4 +260,67 @@ async fn server_losing_rest_does_not_cost_the_partial_download() {
     )
     .await;
     assert_ok_and_equal(&o, &out, &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_part_is_caught_on_resume_and_only_bad_chunks_refetched() {
+    let fx = throttled().await;
+    let size = 24 * MIB;
+    let data = fx.serve("d.bin", size, 51);
+    let out = fx.out("d.bin");
+    let args = [
+        "-q",
+        "-n",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+        &fx.url("d.bin"),
+    ];
+    let mut child = ftpseg().args(args).current_dir(&fx.local).spawn().unwrap();
+    // Wait until the first chunk (bytes 0..4 MiB) has its hash recorded.
+    let mpath = Manifest::path_for(&out);
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Some(m)) = Manifest::load(&mpath)
+            && m.chunks.first().is_some_and(|c| c.is_some())
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "chunk 0 never hashed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    // Damage one byte of chunk 0 in the partial file, as a disk or a careless edit would.
+    let part = ftpseg::store::part_path(&out);
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[1234] ^= 0xFF;
+    std::fs::write(&part, &bytes).unwrap();
+    let done_before = Manifest::load(&mpath).unwrap().unwrap().bytes_done();
+    let sent_before = fx.server.stats().bytes_sent;
+
+    let child = ftpseg()
+        .args([
+            "--plain",
+            "-n",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("d.bin"),
+        ])
+        .current_dir(&fx.local)
+        .spawn()
+        .unwrap();
+    let o = child.wait_with_output().await.unwrap();
+    assert_ok_and_equal(&o, &out, &data);
+    assert!(stderr(&o).contains("no longer match"), "{}", stderr(&o));
+    let sent = fx.server.stats().bytes_sent - sent_before;
+    let needed = size - done_before + 4 * MIB;
+    assert!(
+        sent <= needed + 2 * MIB,
+        "only the damaged chunk and the missing bytes were fetched: sent {sent}, needed {needed}"
+    );
 }
