@@ -114,6 +114,20 @@ pub struct GetArgs {
     /// Plain progress lines instead of bars, even on a terminal
     #[arg(long)]
     pub plain: bool,
+
+    /// Read credentials from this netrc file [default: ~/.netrc, if it exists]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_netrc")]
+    pub netrc_file: Option<PathBuf>,
+
+    /// Do not read any netrc file
+    #[arg(long)]
+    pub no_netrc: bool,
+
+    /// Connect data connections to the address the server names in its PASV reply, instead
+    /// of the control connection's address (only for servers behind unusual setups: a hostile
+    /// server could point ftpseg at another host)
+    #[arg(long)]
+    pub use_pasv_address: bool,
 }
 
 #[derive(Debug, Args)]
@@ -212,17 +226,7 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
         Some(p) => p.clone(),
         None => PathBuf::from(url.file_name()?),
     };
-    let creds = match &url.user {
-        None => Credentials::anonymous(),
-        Some(user) => Credentials {
-            user: user.clone(),
-            password: url
-                .password
-                .clone()
-                .or_else(|| std::env::var("FTPSEG_PASSWORD").ok())
-                .unwrap_or_default(),
-        },
-    };
+    let creds = credentials(&url, args)?;
     Ok(Job {
         url,
         creds,
@@ -238,7 +242,103 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
         force: args.force,
         restart: args.restart,
         checkpoint_interval: Duration::from_secs_f64(args.checkpoint_interval),
+        use_pasv_address: args.use_pasv_address,
     })
+}
+
+/// Who to log in as, and the password, from (in this order) the URL, `FTPSEG_PASSWORD`, the
+/// netrc file, or a prompt on the terminal. Without a user anywhere: anonymous.
+fn credentials(url: &FtpUrl, args: &GetArgs) -> Result<Credentials, Error> {
+    let host = url.host_for_connect();
+    let entries = read_netrc(args)?;
+    let entry = entries
+        .as_deref()
+        .and_then(|e| crate::netrc::lookup(e, &host, url.user.as_deref()));
+    let user = match (&url.user, entry.and_then(|e| e.login.clone())) {
+        (Some(u), _) => u.clone(),
+        (None, Some(login)) => login,
+        (None, None) => return Ok(Credentials::anonymous()),
+    };
+    if user == "anonymous" || user == "ftp" {
+        let password = url
+            .password
+            .clone()
+            .or_else(|| entry.and_then(|e| e.password.clone()))
+            .unwrap_or_else(|| Credentials::anonymous().password);
+        return Ok(Credentials { user, password });
+    }
+    let password = match url.password.clone() {
+        Some(p) => p,
+        None => match std::env::var("FTPSEG_PASSWORD") {
+            Ok(p) => p,
+            Err(_) => match entry.and_then(|e| e.password.clone()) {
+                Some(p) => p,
+                None => prompt_password(&user, &host)?,
+            },
+        },
+    };
+    Ok(Credentials { user, password })
+}
+
+/// The netrc entries: from `--netrc-file` (which must be readable), else `~/.netrc` if it
+/// exists, else none.
+fn read_netrc(args: &GetArgs) -> Result<Option<Vec<crate::netrc::Entry>>, Error> {
+    if args.no_netrc {
+        return Ok(None);
+    }
+    let (path, required) = match &args.netrc_file {
+        Some(p) => (p.clone(), true),
+        None => match std::env::var_os("HOME") {
+            Some(home) => (PathBuf::from(home).join(".netrc"), false),
+            None => return Ok(None),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Credentials(format!(
+                "cannot read the netrc file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    crate::netrc::parse(&text).map(Some).map_err(|e| {
+        Error::Credentials(format!(
+            "the netrc file {} cannot be read: {e}; fix it, or pass --no-netrc",
+            path.display()
+        ))
+    })
+}
+
+/// Asks for the password on the terminal, without echo. Not on a terminal: an error saying
+/// where a password can come from instead.
+fn prompt_password(user: &str, host: &str) -> Result<String, Error> {
+    use std::io::{BufRead, IsTerminal};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::Credentials(format!(
+            "no password for {user}@{host}: set FTPSEG_PASSWORD, add it to ~/.netrc \
+             (or --netrc-file), or run ftpseg in a terminal to be asked"
+        )));
+    }
+    let fd = stdin.as_fd();
+    let saved = rustix::termios::tcgetattr(fd).ok();
+    if let Some(t) = &saved {
+        let mut quiet = t.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        let _ = rustix::termios::tcsetattr(fd, rustix::termios::OptionalActions::Now, &quiet);
+    }
+    eprint!("Password for {user}@{host}: ");
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(t) = &saved {
+        let _ = rustix::termios::tcsetattr(fd, rustix::termios::OptionalActions::Now, t);
+    }
+    eprintln!();
+    read.map_err(|e| Error::Credentials(format!("cannot read the password: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 async fn get(args: GetArgs) -> Result<(), Error> {

@@ -66,6 +66,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             force: true,
             restart: true,
             checkpoint_interval: Duration::from_secs(1),
+            use_pasv_address: false,
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());
         let mut progress = Progress::new(Mode::Auto);

@@ -50,6 +50,9 @@ pub struct Job {
     pub force: bool,
     pub restart: bool,
     pub checkpoint_interval: Duration,
+    /// Connect PASV data connections to the address in the server's reply (off: the control
+    /// connection's peer, so a hostile server cannot aim our connections elsewhere).
+    pub use_pasv_address: bool,
 }
 
 /// What a finished download reports.
@@ -240,6 +243,7 @@ pub async fn download(
         rest: rest_support,
         epsv: AtomicBool::new(first.uses_epsv()),
         part_path: part_path.clone(),
+        use_pasv_address: job.use_pasv_address,
         failed: AtomicBool::new(false),
         conns: (0..workers).map(|_| ConnStat::default()).collect(),
         opened: AtomicU64::new(1),
@@ -336,6 +340,7 @@ async fn startup(
     let mut first = Session::connect(&addrs, &job.creds, job.timeouts)
         .await
         .map_err(|e| startup_error(&job.url, &job.creds, e))?;
+    first.set_use_pasv_address(job.use_pasv_address);
     first
         .probe()
         .await
@@ -482,6 +487,7 @@ struct Shared {
     rest: (bool, bool),
     epsv: AtomicBool,
     part_path: PathBuf,
+    use_pasv_address: bool,
     /// Set when one worker hit a permanent error: the others stop.
     failed: AtomicBool,
     conns: Vec<ConnStat>,
@@ -807,6 +813,7 @@ async fn fetch_range(
         let mut s = Session::connect(&shared.addrs, &shared.creds, shared.timeouts).await?;
         shared.opened.fetch_add(1, Ordering::Relaxed);
         s.set_rest_support(shared.rest);
+        s.set_use_pasv_address(shared.use_pasv_address);
         s.set_epsv(shared.epsv.load(Ordering::Relaxed));
         *session = Some(s);
     }

@@ -14,7 +14,7 @@ pub mod exit {
     pub const INTERNAL: i32 = 1;
     /// Bad command-line usage (clap's own code).
     pub const USAGE: i32 = 2;
-    /// The URL could not be used.
+    /// The URL, or the credentials for it, could not be used.
     pub const BAD_URL: i32 = 3;
     /// Host unknown, connection refused, or the network timed out.
     pub const NETWORK: i32 = 4;
@@ -44,6 +44,8 @@ pub mod exit {
 pub enum Error {
     #[error("{0}")]
     Url(#[from] crate::url::UrlError),
+    #[error("{0}")]
+    Credentials(String),
     #[error("cannot resolve host '{host}': {detail}; check the host name and your network")]
     UnknownHost { host: String, detail: String },
     #[error("cannot connect to {addr}: {detail}")]
@@ -109,7 +111,7 @@ impl Error {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Url(_) => exit::BAD_URL,
+            Error::Url(_) | Error::Credentials(_) => exit::BAD_URL,
             Error::UnknownHost { .. } | Error::Connect { .. } | Error::Timeout { .. } => {
                 exit::NETWORK
             }

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod ftp;
 pub mod manifest;
+pub mod netrc;
 pub mod plan;
 pub mod progress;
 pub mod sched;

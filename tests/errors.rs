@@ -129,3 +129,98 @@ async fn usage_errors_exit_2() {
     let o = run(&[], dir.path()).await;
     assert_eq!(code(&o), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_a_netrc_file() {
+    let fx = Fixture::new(|c| c.with_anonymous(false)).await;
+    let data = fx.serve("f.bin", 1000, 1);
+    let netrc = fx.dir.path().join("netrc");
+    std::fs::write(
+        &netrc,
+        "machine 127.0.0.1\n  login alice\n  password \"s3cret\"\n",
+    )
+    .unwrap();
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "-q",
+            "--netrc-file",
+            netrc.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+
+    // A wrong password from netrc: exit 5, and the password is not shown.
+    std::fs::write(
+        &netrc,
+        "machine 127.0.0.1 login alice password Wr0ng-Marker",
+    )
+    .unwrap();
+    let o = run(
+        &[
+            "--netrc-file",
+            netrc.to_str().unwrap(),
+            "--force",
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(!one_line(&o).contains("Wr0ng-Marker"));
+
+    // A malformed netrc: exit 3, naming the file and line, not the password.
+    std::fs::write(
+        &netrc,
+        "machine 127.0.0.1 login alice password two Halves-Marker",
+    )
+    .unwrap();
+    let o = run(
+        &["--netrc-file", netrc.to_str().unwrap(), &fx.url("f.bin")],
+        &fx.local,
+    )
+    .await;
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let line = one_line(&o);
+    assert!(
+        line.contains("line 1") && !line.contains("Halves-Marker"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_without_password_off_a_terminal_says_where_to_put_it() {
+    let fx = Fixture::new(|c| c).await;
+    let url = fx.url("f.bin").replace("ftp://", "ftp://alice@");
+    let o = run(&[&url], &fx.local).await;
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let line = one_line(&o);
+    assert!(
+        line.contains("FTPSEG_PASSWORD") && line.contains("netrc"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_pasv_address_opts_in_to_the_server_named_address() {
+    // The proxy names 127.0.0.2 (where nothing listens) in PASV replies: by default ftpseg
+    // ignores it (tests/download.rs); with --use-pasv-address it follows it and fails.
+    let fx = Fixture::new(|c| c).await;
+    fx.serve("f.bin", 1000, 1);
+    let proxy = Proxy::start_with(fx.server.addr(), &["EPSV"], None, Some("127,0,0,2")).await;
+    let o = run(
+        &[
+            "--use-pasv-address",
+            "--max-tries",
+            "1",
+            &proxy.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ne!(code(&o), 0, "{}", stderr(&o));
+    assert!(one_line(&o).contains("refused"), "{}", stderr(&o));
+}

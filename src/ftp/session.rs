@@ -312,6 +312,12 @@ impl Session {
         self.rest0 = rest0;
     }
 
+    /// For PASV: connect to the address the server names (true), or to the control
+    /// connection's peer (false, the default).
+    pub fn set_use_pasv_address(&mut self, yes: bool) {
+        self.ftp.set_passive_nat_workaround(!yes);
+    }
+
     /// Uses PASV instead of EPSV from now on.
     pub fn set_epsv(&mut self, epsv: bool) {
         self.epsv = epsv;
@@ -355,21 +361,24 @@ impl Session {
 
     /// Starts `RETR path` at `offset` (`REST offset` first, `REST 0` too, when the server
     /// supports REST). Falls back from EPSV to PASV once if the server refuses EPSV.
-    /// If PASV fails too, the first error is reported: it was not EPSV's fault after all.
+    /// If PASV fails too, the error names both failures, so neither hides the real cause.
     pub async fn retr(&mut self, path: &str, offset: u64) -> Result<Transfer, SessionError> {
         match self.retr_once(path, offset).await {
-            Err(
-                first @ SessionError::Reply {
-                    code: 500 | 501 | 502 | 504,
-                    ..
-                },
-            ) if self.epsv => {
+            Err(SessionError::Reply {
+                code: code @ (500 | 501 | 502 | 504),
+                text,
+                command,
+            }) if self.epsv => {
                 self.set_epsv(false);
                 match self.retr_once(path, offset).await {
                     Ok(t) => Ok(t),
-                    Err(_) => {
+                    Err(second) => {
                         self.set_epsv(true);
-                        Err(first)
+                        Err(SessionError::Reply {
+                            command,
+                            code,
+                            text: format!("{text}; with PASV instead: {second}"),
+                        })
                     }
                 }
             }

@@ -105,6 +105,12 @@ impl ServerConfig {
         self
     }
 
+    /// Allows or refuses anonymous logins.
+    pub fn with_anonymous(mut self, anonymous: bool) -> Self {
+        self.anonymous = anonymous;
+        self
+    }
+
     /// Sets the initial faults.
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
