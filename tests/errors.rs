@@ -224,3 +224,71 @@ async fn use_pasv_address_opts_in_to_the_server_named_address() {
     assert_ne!(code(&o), 0, "{}", stderr(&o));
     assert!(one_line(&o).contains("refused"), "{}", stderr(&o));
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(Tmpfs(path.to_owned()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_fails_before_writing_on_a_real_small_filesystem() {
+    let fx = Fixture::new(|c| c).await;
+    let big = fx.serve("big.bin", 16 * MIB, 71);
+    let small = fx.serve("small.bin", 3 * MIB, 72);
+    let mnt = fx.dir.path().join("tmpfs");
+    let _tmpfs = match Tmpfs::mount(&mnt, "8m") {
+        Ok(t) => t,
+        Err(e) if std::env::var_os("CI").is_none() && !rustix::process::geteuid().is_root() => {
+            eprintln!("skipping: mounting a tmpfs needs root here ({e}); CI runs it as root");
+            return;
+        }
+        Err(e) => panic!("cannot mount a tmpfs for the test: {e}"),
+    };
+    let out = mnt.join("big.bin");
+    let o = run(
+        &["-o", out.to_str().unwrap(), &fx.url("big.bin")],
+        &fx.local,
+    )
+    .await;
+    assert_eq!(code(&o), 8, "{}", stderr(&o));
+    let line = one_line(&o);
+    assert!(line.contains("need 16.00 MiB, have "), "{line}");
+    let part = ftpseg::store::part_path(&out);
+    assert_eq!(
+        std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0),
+        0,
+        "nothing was written"
+    );
+    drop(big);
+    // What fits, downloads.
+    let out = mnt.join("small.bin");
+    let o = run(
+        &["-q", "-o", out.to_str().unwrap(), &fx.url("small.bin")],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &small);
+}
