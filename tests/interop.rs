@@ -1,0 +1,359 @@
+//! Interop: the real binary against real FTP servers (vsftpd, proftpd, pure-ftpd, pyftpdlib),
+//! started by `scripts/ftp-servers.sh start` (which `scripts/test.sh` runs first). Each server
+//! runs as three instances: plain, capped (a per-connection rate), limited (3 connections per
+//! IP, capped). A missing server is a failure, not a skip.
+//!
+//! Covered for every server: byte-exact downloads at N = 1 and 8, anonymous and with a
+//! password, throttled and not; many early-stopped ranges on one session (each server ends
+//! them its own way: 426, pure-ftpd's extra 150...); resume after SIGKILL; a per-IP limit of 3
+//! with `-n 8`; a frozen server session (SIGSTOP) replaced after the stall timeout.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+#[derive(Clone, Debug)]
+struct Server {
+    name: String,
+    kind: String,
+    variant: String,
+    port: u16,
+    pid: i32,
+}
+
+struct Servers {
+    served: PathBuf,
+    user: String,
+    password: String,
+    list: Vec<Server>,
+}
+
+impl Servers {
+    fn load() -> Servers {
+        let dir =
+            std::env::var("FTPSEG_SERVERS_DIR").unwrap_or_else(|_| "/tmp/ftpseg-servers".into());
+        let path = PathBuf::from(&dir).join("servers.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "the real FTP servers are not running ({}: {e}); start them with \
+                 `bash scripts/ftp-servers.sh start` (scripts/test.sh does)",
+                path.display()
+            )
+        });
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let list = v["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| Server {
+                name: s["name"].as_str().unwrap().into(),
+                kind: s["kind"].as_str().unwrap().into(),
+                variant: s["variant"].as_str().unwrap().into(),
+                port: s["port"].as_u64().unwrap() as u16,
+                pid: s["pid"].as_i64().unwrap() as i32,
+            })
+            .collect::<Vec<_>>();
+        for kind in ["vsftpd", "proftpd", "pure-ftpd", "pyftpdlib"] {
+            for variant in ["plain", "capped", "limited"] {
+                assert!(
+                    list.iter().any(|s| s.kind == kind && s.variant == variant),
+                    "{kind} ({variant}) is missing from {}",
+                    path.display()
+                );
+            }
+        }
+        Servers {
+            served: PathBuf::from(v["served"].as_str().unwrap()),
+            user: v["user"].as_str().unwrap().into(),
+            password: v["password"].as_str().unwrap().into(),
+            list,
+        }
+    }
+
+    fn variant(&self, variant: &str) -> Vec<Server> {
+        self.list
+            .iter()
+            .filter(|s| s.variant == variant)
+            .cloned()
+            .collect()
+    }
+
+    fn bytes(&self, path: &str) -> Vec<u8> {
+        std::fs::read(self.served.join(path)).unwrap()
+    }
+}
+
+fn url(s: &Server, path: &str) -> String {
+    let enc = path.replace(' ', "%20");
+    format!("ftp://127.0.0.1:{}/{enc}", s.port)
+}
+
+fn user_url(s: &Server, user: &str, path: &str) -> String {
+    url(s, path).replace("ftp://", &format!("ftp://{user}@"))
+}
+
+/// Runs ftpseg with FTPSEG_PASSWORD set; returns the output.
+async fn run_with_password(args: &[&str], cwd: &std::path::Path, pw: &str) -> std::process::Output {
+    let child = ftpseg()
+        .env("FTPSEG_PASSWORD", pw)
+        .args(args)
+        .current_dir(cwd)
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .expect("ftpseg did not finish within 180 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_byte_exact_at_1_and_8_anonymous_and_with_password() {
+    let servers = Servers::load();
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        "empty.bin",
+        "one.bin",
+        "prime.bin",
+        "mid.bin",
+        "sub dir/name with spaces.bin",
+    ];
+    let expected: Vec<Vec<u8>> = files.iter().map(|f| servers.bytes(f)).collect();
+    for s in servers.variant("plain") {
+        for (f, data) in files.iter().zip(&expected) {
+            for n in ["1", "8"] {
+                let out = dir.path().join(format!("{}-{n}", s.name));
+                let o = run(
+                    &[
+                        "-q",
+                        "--force",
+                        "-n",
+                        n,
+                        "-o",
+                        out.to_str().unwrap(),
+                        &url(&s, f),
+                    ],
+                    dir.path(),
+                )
+                .await;
+                assert_ok_and_equal(&o, &out, data);
+            }
+        }
+        // With the password user, the password from the environment; it never shows.
+        let out = dir.path().join(format!("{}-user", s.name));
+        let o = run_with_password(
+            &[
+                "--plain",
+                "-n",
+                "8",
+                "-o",
+                out.to_str().unwrap(),
+                &user_url(&s, &servers.user, "mid.bin"),
+            ],
+            dir.path(),
+            &servers.password,
+        )
+        .await;
+        assert_ok_and_equal(&o, &out, &expected[3]);
+        let all = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+        assert!(
+            !all.contains(&servers.password),
+            "{}: password shown",
+            s.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capped_servers_with_many_early_stops_stay_in_step() {
+    // 8 connections, 256 KiB minimum range: every connection steals repeatedly, so each server
+    // ends many transfers early on a reused session, in its own way.
+    let servers = Servers::load();
+    let dir = tempfile::tempdir().unwrap();
+    let data = servers.bytes("mid.bin");
+    let mut tasks = Vec::new();
+    for s in servers.variant("capped") {
+        let out = dir.path().join(format!("{}-steal", s.name));
+        let (cwd, data) = (dir.path().to_owned(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            let o = run(
+                &[
+                    "-q",
+                    "-n",
+                    "8",
+                    "--min-range",
+                    "256K",
+                    "-o",
+                    out.to_str().unwrap(),
+                    &url(&s, "mid.bin"),
+                ],
+                &cwd,
+            )
+            .await;
+            assert_ok_and_equal(&o, &out, &data);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_resumes_after_sigkill() {
+    let servers = Servers::load();
+    let dir = tempfile::tempdir().unwrap();
+    let data = servers.bytes("mid.bin");
+    let mut tasks = Vec::new();
+    for s in servers.variant("capped") {
+        let out = dir.path().join(format!("{}-kill", s.name));
+        let (cwd, data) = (dir.path().to_owned(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            let u = url(&s, "mid.bin");
+            let args = ["-q", "-n", "4", "-o", out.to_str().unwrap(), &u];
+            let mut child = ftpseg().args(args).current_dir(&cwd).spawn().unwrap();
+            wait_for_durable(&out, 12 * MIB, Duration::from_secs(90)).await;
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            let o = run(&args, &cwd).await;
+            assert_ok_and_equal(&o, &out, &data);
+            assert!(
+                stderr(&o).is_empty(),
+                "{}: quiet resume printed {}",
+                s.name,
+                stderr(&o)
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_limit_of_three_with_eight_connections_completes() {
+    let servers = Servers::load();
+    let dir = tempfile::tempdir().unwrap();
+    let data = servers.bytes("mid.bin");
+    for s in servers.variant("limited") {
+        let out = dir.path().join(format!("{}-limited", s.name));
+        let o = run(
+            &[
+                "-q",
+                "-n",
+                "8",
+                "-o",
+                out.to_str().unwrap(),
+                &url(&s, "mid.bin"),
+            ],
+            dir.path(),
+        )
+        .await;
+        assert_ok_and_equal(&o, &out, &data);
+    }
+}
+
+/// Session processes the forking server `pid` has started since `before`.
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The fields after the command name, which is in parentheses.
+        let rest = &stat[stat.rfind(')').map(|i| i + 2).unwrap_or(0)..];
+        let ppid: i32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        if ppid == pid {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut all = Vec::new();
+    let mut todo = children(pid);
+    while let Some(p) = todo.pop() {
+        todo.extend(children(p));
+        all.push(p);
+    }
+    all
+}
+
+fn signal(pid: i32, sig: rustix::process::Signal) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_server_session_is_replaced_after_the_stall_timeout() {
+    // Forking servers run one process per session: freezing one (as a sleeping laptop's NAT
+    // or a hung server would) must cost only the stall timeout. pyftpdlib serves every session
+    // from one process, so freezing it would freeze the server: it is left out here.
+    let servers = Servers::load();
+    let dir = tempfile::tempdir().unwrap();
+    let data = servers.bytes("mid.bin");
+    for s in servers
+        .variant("capped")
+        .into_iter()
+        .filter(|s| s.kind != "pyftpdlib")
+    {
+        let out = dir.path().join(format!("{}-stall", s.name));
+        let before = descendants(s.pid);
+        let u = url(&s, "mid.bin");
+        let args = [
+            "-q",
+            "-n",
+            "4",
+            "--stall-timeout",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+            &u,
+        ];
+        let child = ftpseg().args(args).current_dir(dir.path()).spawn().unwrap();
+        wait_for_durable(&out, 4 * MIB, Duration::from_secs(60)).await;
+        let fresh: Vec<i32> = descendants(s.pid)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        assert!(!fresh.is_empty(), "{}: no session process found", s.name);
+        // Freeze every session of this download: no byte can arrive on any connection until
+        // ftpseg notices the stall and opens new sessions (new processes, not frozen).
+        for &p in &fresh {
+            signal(p, rustix::process::Signal::STOP);
+        }
+        // While it runs, watch for new sessions: the proof that the frozen ones were replaced.
+        let mut replaced = false;
+        let wait = child.wait_with_output();
+        tokio::pin!(wait);
+        let deadline = tokio::time::sleep(Duration::from_secs(120));
+        tokio::pin!(deadline);
+        let o = loop {
+            tokio::select! {
+                o = &mut wait => break o.unwrap(),
+                _ = &mut deadline => panic!("{}: ftpseg hung on frozen sessions", s.name),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    replaced |= descendants(s.pid)
+                        .iter()
+                        .any(|p| !before.contains(p) && !fresh.contains(p));
+                }
+            }
+        };
+        for &p in &fresh {
+            signal(p, rustix::process::Signal::CONT);
+            signal(p, rustix::process::Signal::KILL);
+        }
+        assert_ok_and_equal(&o, &out, &data);
+        assert!(replaced, "{}: no new session was opened after the freeze", s.name);
+    }
+}
