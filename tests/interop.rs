@@ -354,6 +354,10 @@ async fn frozen_server_session_is_replaced_after_the_stall_timeout() {
             signal(p, rustix::process::Signal::KILL);
         }
         assert_ok_and_equal(&o, &out, &data);
-        assert!(replaced, "{}: no new session was opened after the freeze", s.name);
+        assert!(
+            replaced,
+            "{}: no new session was opened after the freeze",
+            s.name
+        );
     }
 }
