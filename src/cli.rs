@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{self, Job, Outcome};
 use crate::error::{Error, exit, human_bytes};
-use crate::ftp::{Credentials, Timeouts};
+use crate::ftp::{Credentials, Timeouts, Verify};
 use crate::plan;
 use crate::progress::{Mode, Progress};
 use crate::url::FtpUrl;
@@ -59,8 +59,9 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// ftp://[user[:password]@]host[:port]/path (a password here is visible to other users of
-    /// this machine: prefer FTPSEG_PASSWORD)
+    /// ftp://[user[:password]@]host[:port]/path; ftpes:// for FTP over explicit TLS (AUTH TLS),
+    /// ftps:// for implicit TLS (port 990). A password here is visible to other users of this
+    /// machine: prefer FTPSEG_PASSWORD
     #[arg(required = true)]
     pub url: Option<String>,
 
@@ -128,6 +129,20 @@ pub struct GetArgs {
     /// server could point ftpseg at another host)
     #[arg(long)]
     pub use_pasv_address: bool,
+
+    /// Use explicit TLS (AUTH TLS) with an ftp:// URL, as ftpes:// does. The password and the
+    /// data are then encrypted; a server without TLS is refused (no fallback to plain FTP)
+    #[arg(long)]
+    pub ftps: bool,
+
+    /// Trust only the CA certificates in this PEM file for FTPS, instead of the system's
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca_file: Option<PathBuf>,
+
+    /// FTPS without checking the server's certificate (anyone on the path can then read and
+    /// change the transfer and see the password)
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -221,7 +236,27 @@ pub fn run(cli: Cli) -> i32 {
 /// Builds the job from the arguments (pure apart from reading FTPSEG_PASSWORD).
 pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
     let raw = args.url.as_deref().unwrap_or_default();
-    let url = FtpUrl::parse(raw)?;
+    let mut url = FtpUrl::parse(raw)?;
+    if args.ftps && url.tls == crate::url::Tls::None {
+        url.tls = crate::url::Tls::Explicit;
+    }
+    let verify = match (&args.ca_file, args.insecure) {
+        (Some(path), _) => Verify::CaFile(path.clone()),
+        (None, true) => Verify::Insecure,
+        (None, false) => Verify::SystemRoots,
+    };
+    if verify != Verify::SystemRoots && !url.tls.is_tls() {
+        // Never let the user believe a plain connection is protected.
+        return Err(Error::Usage(format!(
+            "{} applies to FTPS only, and {} is plain FTP; add --ftps, or use an ftpes://              (explicit TLS) or ftps:// (implicit TLS) URL",
+            if args.insecure {
+                "--insecure"
+            } else {
+                "--ca-file"
+            },
+            url.redacted()
+        )));
+    }
     let output = match &args.output {
         Some(p) => p.clone(),
         None => PathBuf::from(url.file_name()?),
@@ -243,6 +278,7 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
         restart: args.restart,
         checkpoint_interval: Duration::from_secs_f64(args.checkpoint_interval),
         use_pasv_address: args.use_pasv_address,
+        verify,
     })
 }
 
@@ -439,6 +475,45 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Demo(_))));
         assert!(Cli::try_parse_from(["ftpseg", "-n", "65", "ftp://h/f"]).is_err());
         assert!(Cli::try_parse_from(["ftpseg"]).is_err());
+    }
+
+    #[test]
+    fn ftps_flag_and_schemes_choose_tls() {
+        use crate::url::Tls;
+        let job = |args: &[&str]| {
+            let mut all = vec!["ftpseg"];
+            all.extend_from_slice(args);
+            job_from_args(&Cli::try_parse_from(all).unwrap().get)
+        };
+        assert_eq!(job(&["ftp://h/x"]).unwrap().url.tls, Tls::None);
+        let j = job(&["--ftps", "ftp://h/x"]).unwrap();
+        assert_eq!(j.url.tls, Tls::Explicit);
+        assert_eq!(j.url.redacted(), "ftpes://h/x");
+        assert_eq!(j.verify, Verify::SystemRoots);
+        assert_eq!(job(&["ftpes://h/x"]).unwrap().url.tls, Tls::Explicit);
+        assert_eq!(job(&["ftps://h/x"]).unwrap().url.tls, Tls::Implicit);
+        assert_eq!(
+            job(&["--ftps", "ftps://h/x"]).unwrap().url.tls,
+            Tls::Implicit
+        );
+        let j = job(&["--ca-file", "/c.pem", "ftpes://h/x"]).unwrap();
+        assert_eq!(j.verify, Verify::CaFile(PathBuf::from("/c.pem")));
+        assert_eq!(
+            job(&["--insecure", "ftps://h/x"]).unwrap().verify,
+            Verify::Insecure
+        );
+        // TLS options on a plain URL are a mistake, not something to ignore.
+        for args in [
+            &["--insecure", "ftp://h/x"][..],
+            &["--ca-file", "c", "ftp://h/x"],
+        ] {
+            let e = job(args).unwrap_err();
+            assert_eq!(e.exit_code(), exit::USAGE, "{e}");
+            assert!(e.to_string().contains("--ftps"), "{e}");
+        }
+        assert!(
+            Cli::try_parse_from(["ftpseg", "--insecure", "--ca-file", "c", "ftpes://h/x"]).is_err()
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::error::Error;
-use crate::ftp::{Credentials, Session, SessionError, Timeouts, Transfer};
+use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Transfer, Verify};
 use crate::manifest::{Manifest, RangeRecord};
 use crate::plan;
 use crate::progress::{ConnView, Progress, View};
@@ -53,6 +53,8 @@ pub struct Job {
     /// Connect PASV data connections to the address in the server's reply (off: the control
     /// connection's peer, so a hostile server cannot aim our connections elsewhere).
     pub use_pasv_address: bool,
+    /// How the server's certificate is checked, when the URL uses TLS (`job.url.tls`).
+    pub verify: Verify,
 }
 
 /// What a finished download reports.
@@ -101,10 +103,19 @@ pub async fn download(
         remove_if_exists(&part_path)?;
     }
 
+    if job.url.tls.is_tls() && job.verify == Verify::Insecure {
+        // Shown even with --quiet: the user should not forget it is on.
+        eprintln!("ftpseg: warning: certificate verification is off (--insecure)");
+    }
+    let tls = match job.url.tls.is_tls() {
+        true => Some(Arc::new(TlsClient::new(&job.url, &job.verify)?)),
+        false => None,
+    };
+
     // Connecting and probing are bounded by the timeouts; Ctrl-C ends them at once.
     let mut stop_early = stop.clone();
     let (addrs, mut first, size, mdtm) = tokio::select! {
-        r = startup(job) => r?,
+        r = startup(job, tls.as_ref()) => r?,
         _ = stop_early.wait_for(|s| *s) => return Err(Error::Interrupted(manifest_path)),
     };
     let path = job.url.path.clone();
@@ -141,7 +152,8 @@ pub async fn download(
 
     // The manifest: resume from it, or start fresh.
     let mut manifest = match Manifest::load(&manifest_path)? {
-        Some(m) => {
+        Some(mut m) => {
+            adopt_same_file(&mut m, &job.url);
             if let Err(mismatch) = m.check_same_remote(&redacted, Some(size), mdtm.as_deref()) {
                 return Err(Error::RemoteChanged {
                     detail: mismatch.to_string(),
@@ -237,6 +249,7 @@ pub async fn download(
         path: path.clone(),
         size,
         addrs,
+        tls,
         creds: job.creds.clone(),
         timeouts: job.timeouts,
         max_tries: job.max_tries,
@@ -332,12 +345,22 @@ fn remove_if_exists(path: &Path) -> Result<(), Error> {
     }
 }
 
+/// The manifest of an earlier run over another TLS mode (`ftp://` then `--ftps`, say) still
+/// describes the same file: it takes this run's URL, so the exact comparison that follows
+/// passes, and only the scheme in the manifest changes.
+fn adopt_same_file(m: &mut Manifest, url: &FtpUrl) {
+    if m.url != url.redacted() && FtpUrl::parse(&m.url).is_ok_and(|old| old.same_file(url)) {
+        m.url = url.redacted();
+    }
+}
+
 /// Resolves the host, opens and probes the first session, asks `SIZE` and `MDTM`.
 async fn startup(
     job: &Job,
+    tls: Option<&Arc<TlsClient>>,
 ) -> Result<(Vec<SocketAddr>, Session, Option<u64>, Option<String>), Error> {
     let addrs = resolve(&job.url, job.timeouts.connect).await?;
-    let mut first = Session::connect(&addrs, &job.creds, job.timeouts)
+    let mut first = Session::connect_with(&addrs, &job.creds, job.timeouts, tls)
         .await
         .map_err(|e| startup_error(&job.url, &job.creds, e))?;
     first.set_use_pasv_address(job.use_pasv_address);
@@ -398,6 +421,17 @@ fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
             reply: r.to_string(),
         },
         SessionError::Reply {
+            code: code @ (530 | 534 | 550),
+            command,
+            text,
+        } if !url.tls.is_tls() && command == "login" && (code == 534 || asks_for_tls(&text)) => {
+            Error::LoginNeedsTls {
+                host,
+                user: creds.user.clone(),
+                reply: text,
+            }
+        }
+        SessionError::Reply {
             code: 530, text, ..
         } => Error::Login {
             host,
@@ -437,7 +471,17 @@ fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
                 reply: p,
             }
         }
+        SessionError::Tls(e) => Error::Tls(e),
     }
+}
+
+/// A login refusal that says the server wants TLS first: vsftpd answers "530 Anonymous sessions
+/// must use encryption.", libunftp "534 A TLS connection is required on the control channel"
+/// (534 is RFC 2228's "denied for policy reasons"), proftpd's mod_tls is documented to answer
+/// "550 SSL/TLS required on the control channel".
+fn asks_for_tls(reply: &str) -> bool {
+    let r = reply.to_ascii_lowercase();
+    ["encrypt", "tls", "ssl"].iter().any(|w| r.contains(w))
 }
 
 fn not_found_or(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
@@ -480,6 +524,8 @@ struct Shared {
     path: String,
     size: u64,
     addrs: Vec<SocketAddr>,
+    /// The TLS client when the URL uses TLS: each new session gets its own config from it.
+    tls: Option<Arc<TlsClient>>,
     creds: Credentials,
     timeouts: Timeouts,
     max_tries: u32,
@@ -781,6 +827,7 @@ fn range_error(shared: &Shared, e: SessionError) -> Error {
             detail,
             part: shared.part_path.clone(),
         },
+        SessionError::Tls(e) => Error::Tls(e),
         other => Error::Protocol {
             host,
             command: "RETR".into(),
@@ -810,7 +857,13 @@ async fn fetch_range(
 ) -> Result<(), SessionError> {
     let stat = &shared.conns[id];
     if session.is_none() {
-        let mut s = Session::connect(&shared.addrs, &shared.creds, shared.timeouts).await?;
+        let mut s = Session::connect_with(
+            &shared.addrs,
+            &shared.creds,
+            shared.timeouts,
+            shared.tls.as_ref(),
+        )
+        .await?;
         shared.opened.fetch_add(1, Ordering::Relaxed);
         s.set_rest_support(shared.rest);
         s.set_use_pasv_address(shared.use_pasv_address);
@@ -861,7 +914,15 @@ async fn fetch_range(
             // The server ended the data early. Read its reply for the message.
             let why = match s.end_transfer(stream, true).await {
                 Ok(()) => "the server said the transfer was complete".to_owned(),
-                Err(e) => e.to_string(),
+                Err(e) => {
+                    // vsftpd closes a TLS data connection that did not resume the control
+                    // connection's session, then says 522: not worth retrying.
+                    let detail = format!("the data connection was closed at byte {pos}");
+                    if let Some(refused) = s.tls_refusal(&e, detail) {
+                        return Err(refused);
+                    }
+                    e.to_string()
+                }
             };
             return Err(SessionError::Io {
                 command: format!("RETR {}", shared.path),
@@ -925,7 +986,8 @@ async fn stream_unknown_size(
     let rest = session.supports_rest();
 
     let mut manifest = match Manifest::load(&manifest_path)? {
-        Some(m) => {
+        Some(mut m) => {
+            adopt_same_file(&mut m, &job.url);
             if let Err(mismatch) = m.check_same_remote(&redacted, None, mdtm.as_deref()) {
                 return Err(Error::RemoteChanged {
                     detail: mismatch.to_string(),

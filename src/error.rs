@@ -35,6 +35,9 @@ pub mod exit {
     pub const REMOTE_CHANGED: i32 = 11;
     /// The server broke the protocol (a reply or data that makes no sense).
     pub const PROTOCOL: i32 = 12;
+    /// TLS failed: the server refused AUTH TLS, its certificate is not trusted, the handshake
+    /// failed, or the TLS settings (`--ca-file`, the system's roots) cannot be used.
+    pub const TLS: i32 = 13;
     /// Interrupted by the user (Ctrl-C); progress was saved.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -44,6 +47,11 @@ pub mod exit {
 pub enum Error {
     #[error("{0}")]
     Url(#[from] crate::url::UrlError),
+    /// Options that contradict each other or the URL (clap cannot see the URL's scheme).
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Tls(#[from] crate::ftp::TlsError),
     #[error("{0}")]
     Credentials(String),
     #[error("cannot resolve host '{host}': {detail}; check the host name and your network")]
@@ -54,6 +62,15 @@ pub enum Error {
     Timeout { what: String, host: String },
     #[error("login refused by {host} for user '{user}': {reply}; check the user name and password")]
     Login {
+        host: String,
+        user: String,
+        reply: String,
+    },
+    #[error(
+        "login refused by {host} for user '{user}': {reply}; the server wants TLS: run again \
+         with --ftps (or an ftpes:// URL)"
+    )]
+    LoginNeedsTls {
         host: String,
         user: String,
         reply: String,
@@ -112,10 +129,12 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Url(_) | Error::Credentials(_) => exit::BAD_URL,
+            Error::Usage(_) => exit::USAGE,
+            Error::Tls(_) => exit::TLS,
             Error::UnknownHost { .. } | Error::Connect { .. } | Error::Timeout { .. } => {
                 exit::NETWORK
             }
-            Error::Login { .. } => exit::LOGIN,
+            Error::Login { .. } | Error::LoginNeedsTls { .. } => exit::LOGIN,
             Error::NotFound { .. } => exit::NOT_FOUND,
             Error::Refused { .. } | Error::GaveUp { .. } => exit::SERVER,
             Error::Protocol { .. } => exit::PROTOCOL,
@@ -179,5 +198,7 @@ mod tests {
         );
         let e = Error::Interrupted(PathBuf::from("a.ftpseg"));
         assert_eq!(e.exit_code(), 130);
+        let e = Error::Tls(crate::ftp::TlsError::Setup("x".into()));
+        assert_eq!(e.exit_code(), 13);
     }
 }

@@ -1,5 +1,13 @@
-//! FTP URLs: parsing `ftp://` URLs given on the command line, printing them
-//! without the password, and choosing a safe local file name for a download.
+//! FTP URLs: parsing `ftp://`, `ftpes://` and `ftps://` URLs given on the
+//! command line, printing them without the password, and choosing a safe
+//! local file name for a download.
+//!
+//! `ftpes://` is FTP with explicit TLS (`AUTH TLS` on the usual port 21),
+//! `ftps://` is implicit TLS (TLS from the first byte, port 990). The `url`
+//! crate knows only `ftp` as a special scheme (IPv4 hosts, lower-cased and
+//! punycoded domains, `\` as a path separator, default port 21), so the other
+//! two are parsed as `ftp` and only their default port differs: one grammar
+//! for all three.
 //!
 //! Parsing follows RFC 1738 for the path: it is relative to the login
 //! directory (`ftp://h/pub/x.iso` is `pub/x.iso`), and a first segment of
@@ -15,8 +23,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-/// The default FTP control port; it is left out of printed URLs.
+/// The default FTP control port (also for `ftpes://`); it is left out of
+/// printed URLs.
 const DEFAULT_PORT: u16 = 21;
+
+/// The default port of implicit FTPS (`ftps://`).
+const IMPLICIT_TLS_PORT: u16 = 990;
 
 /// The longest file name most file systems accept, in bytes (`NAME_MAX`).
 const MAX_FILE_NAME_BYTES: usize = 255;
@@ -61,14 +73,54 @@ pub enum Host {
     Ipv6(Ipv6Addr),
 }
 
-/// A parsed `ftp://` URL naming one file to download.
+/// Whether, and how, the control and data connections use TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain FTP (`ftp://`).
+    #[default]
+    None,
+    /// Explicit FTPS (`ftpes://`, or `ftp://` with `--ftps`): connect in
+    /// plain text, then `AUTH TLS`, `PBSZ 0`, `PROT P` before logging in.
+    Explicit,
+    /// Implicit FTPS (`ftps://`): TLS from the first byte, usually port 990.
+    Implicit,
+}
+
+impl Tls {
+    /// The URL scheme, without `://`.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Tls::None => "ftp",
+            Tls::Explicit => "ftpes",
+            Tls::Implicit => "ftps",
+        }
+    }
+
+    /// The control port when the URL names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Tls::None | Tls::Explicit => DEFAULT_PORT,
+            Tls::Implicit => IMPLICIT_TLS_PORT,
+        }
+    }
+
+    /// True for both kinds of FTPS.
+    pub fn is_tls(self) -> bool {
+        self != Tls::None
+    }
+}
+
+/// A parsed `ftp://`, `ftpes://` or `ftps://` URL naming one file to download.
 ///
 /// Debug and Display never show the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FtpUrl {
+    /// Plain FTP, explicit or implicit FTPS (from the scheme).
+    pub tls: Tls,
     /// The server to connect to.
     pub host: Host,
-    /// The control port; 21 when the URL has none.
+    /// The control port; the scheme's default (21, or 990 for `ftps://`)
+    /// when the URL has none.
     pub port: u16,
     /// The percent-decoded user name; `None` means anonymous login.
     pub user: Option<String>,
@@ -86,11 +138,13 @@ pub struct FtpUrl {
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum UrlError {
     /// The text has no `scheme:` prefix at all.
-    #[error("URL has no scheme; ftpseg takes ftp:// URLs, e.g. ftp://host/pub/file.iso")]
-    MissingScheme,
-    /// The scheme is something other than `ftp`.
     #[error(
-        "unsupported URL scheme '{scheme}'; ftpseg takes ftp:// URLs, e.g. ftp://host/pub/file.iso"
+        "URL has no scheme; ftpseg takes ftp:// URLs, e.g. ftp://host/pub/file.iso (or ftpes:// and ftps:// for FTP over TLS)"
+    )]
+    MissingScheme,
+    /// The scheme is something other than `ftp`, `ftpes` or `ftps`.
+    #[error(
+        "unsupported URL scheme '{scheme}'; ftpseg takes ftp:// URLs, e.g. ftp://host/pub/file.iso (or ftpes:// and ftps:// for FTP over TLS)"
     )]
     UnsupportedScheme {
         /// The scheme as written, without the `:`.
@@ -182,7 +236,7 @@ pub enum UrlError {
 }
 
 impl FtpUrl {
-    /// Parses an `ftp://` URL naming one file.
+    /// Parses an `ftp://`, `ftpes://` or `ftps://` URL naming one file.
     ///
     /// Leading and trailing ASCII whitespace is ignored. The user name,
     /// password and path are percent-decoded; a `;type=i` suffix is dropped.
@@ -193,12 +247,18 @@ impl FtpUrl {
         if let Some(c) = s.chars().find(|c| c.is_control()) {
             return Err(UrlError::ControlCharacter { code: u32::from(c) });
         }
-        check_scheme(s)?;
+        let (tls, rest) = check_scheme(s)?;
 
-        let url = ::url::Url::parse(s).map_err(|e| match e {
+        // `ftpes` and `ftps` are not special schemes to the `url` crate: it
+        // would keep `127.0.0.1` as an opaque host name, keep upper case, and
+        // read `\` as part of a name. Parsed as `ftp`, they get exactly the
+        // ftp:// grammar.
+        let as_ftp = format!("ftp:{rest}");
+        let invalid = |e| match e {
             ::url::ParseError::EmptyHost => UrlError::MissingHost,
             other => UrlError::Invalid(other),
-        })?;
+        };
+        let url = ::url::Url::parse(&as_ftp).map_err(invalid)?;
         if url.query().is_some() {
             return Err(UrlError::Query);
         }
@@ -212,7 +272,17 @@ impl FtpUrl {
             Some(::url::Host::Ipv6(addr)) => Host::Ipv6(addr),
             Some(::url::Host::Domain(_)) | None => return Err(UrlError::MissingHost),
         };
-        let port = url.port_or_known_default().unwrap_or(DEFAULT_PORT);
+        let port = match url.port() {
+            Some(port) => port,
+            None if tls.default_port() == DEFAULT_PORT => DEFAULT_PORT,
+            // Parsed as ftp://, an explicit `:21` looks like no port at all.
+            // Every special scheme shares one grammar, and http's default is
+            // 80, so http: tells an explicit 21 from none.
+            None => match ::url::Url::parse(&format!("http:{rest}")).map(|u| u.port()) {
+                Ok(Some(port)) => port,
+                _ => tls.default_port(),
+            },
+        };
         if port == 0 {
             return Err(UrlError::PortZero);
         }
@@ -229,12 +299,24 @@ impl FtpUrl {
 
         let path = decode_path(&url)?;
         Ok(FtpUrl {
+            tls,
             host,
             port,
             user,
             password,
             path,
         })
+    }
+
+    /// True when `other` names the same file on the same server, whatever
+    /// the TLS mode: `ftp://h/x` and `ftpes://h/x` reach the same server on
+    /// the same port, and TLS changes the transport, not the file. (The
+    /// password is not compared: it is never stored.)
+    pub fn same_file(&self, other: &FtpUrl) -> bool {
+        self.host == other.host
+            && self.port == other.port
+            && self.user == other.user
+            && self.path == other.path
     }
 
     /// The host to resolve or connect to: a host name, or an IP address
@@ -248,13 +330,13 @@ impl FtpUrl {
     }
 
     /// The URL without the password, re-encoded so that parsing it again
-    /// gives back the same host, port, user and path. The port is left out
-    /// when it is 21. Use this for logs, progress lines, the manifest and
-    /// error messages.
+    /// gives back the same scheme, host, port, user and path. The port is
+    /// left out when it is the scheme's default (21, or 990 for `ftps://`).
+    /// Use this for logs, progress lines, the manifest and error messages.
     ///
     /// Example: `ftp://bob@[::1]:2121/pub/a%20b.iso`.
     pub fn redacted(&self) -> String {
-        let mut out = String::from("ftp://");
+        let mut out = format!("{}://", self.tls.scheme());
         if let Some(user) = &self.user {
             out.extend(utf8_percent_encode(user, USERINFO_ESCAPES));
             out.push('@');
@@ -264,7 +346,7 @@ impl FtpUrl {
             Host::Ipv4(addr) => out.push_str(&addr.to_string()),
             Host::Ipv6(addr) => out.push_str(&format!("[{addr}]")),
         }
-        if self.port != DEFAULT_PORT {
+        if self.port != self.tls.default_port() {
             out.push_str(&format!(":{}", self.port));
         }
         out.push('/');
@@ -310,6 +392,7 @@ impl fmt::Debug for FtpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let password = self.password.as_ref().map(|_| "<redacted>");
         f.debug_struct("FtpUrl")
+            .field("tls", &self.tls)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("user", &self.user)
@@ -320,9 +403,10 @@ impl fmt::Debug for FtpUrl {
 }
 
 /// Checks the `scheme:` prefix before handing the text to the `url` crate,
-/// so that `http://...` gets a clear "takes ftp:// URLs" error.
-fn check_scheme(s: &str) -> Result<(), UrlError> {
-    let Some((scheme, _)) = s.split_once(':') else {
+/// so that `http://...` gets a clear "takes ftp:// URLs" error. Returns the
+/// TLS mode the scheme names and the text after `scheme:`.
+fn check_scheme(s: &str) -> Result<(Tls, &str), UrlError> {
+    let Some((scheme, rest)) = s.split_once(':') else {
         return Err(UrlError::MissingScheme);
     };
     let mut chars = scheme.chars();
@@ -331,12 +415,14 @@ fn check_scheme(s: &str) -> Result<(), UrlError> {
     if !starts_with_letter || !rest_is_valid {
         return Err(UrlError::MissingScheme);
     }
-    if !scheme.eq_ignore_ascii_case("ftp") {
-        return Err(UrlError::UnsupportedScheme {
-            scheme: scheme.to_owned(),
-        });
+    for tls in [Tls::None, Tls::Explicit, Tls::Implicit] {
+        if scheme.eq_ignore_ascii_case(tls.scheme()) {
+            return Ok((tls, rest));
+        }
     }
-    Ok(())
+    Err(UrlError::UnsupportedScheme {
+        scheme: scheme.to_owned(),
+    })
 }
 
 /// Percent-decodes one part of the URL into UTF-8 text that is safe to put
@@ -721,7 +807,8 @@ mod tests {
     #[test]
     fn other_schemes_are_refused_by_name() {
         for (url, scheme) in [
-            ("ftps://h/x", "ftps"),
+            ("ftpx://h/x", "ftpx"),
+            ("ftpse://h/x", "ftpse"),
             ("http://h/x", "http"),
             ("HTTPS://h/x", "HTTPS"),
             ("sftp://u:pw@h/x", "sftp"),
@@ -914,6 +1001,109 @@ mod tests {
         assert_eq!(url.file_name().unwrap(), "a_b");
     }
 
+    // ---- FTPS schemes ---------------------------------------------------------
+
+    #[test]
+    fn plain_ftp_has_no_tls() {
+        let url = parse("ftp://h/x");
+        assert_eq!(url.tls, Tls::None);
+        assert_eq!(url.redacted(), "ftp://h/x");
+    }
+
+    #[test]
+    fn ftpes_is_explicit_tls_on_port_21() {
+        let url = parse("ftpes://h/x");
+        assert_eq!(url.tls, Tls::Explicit);
+        assert_eq!(url.port, 21);
+        assert_eq!(url.redacted(), "ftpes://h/x");
+        assert_eq!(parse("FTPES://h:21/x").redacted(), "ftpes://h/x");
+        assert_eq!(parse("ftpes://h:990/x").redacted(), "ftpes://h:990/x");
+    }
+
+    #[test]
+    fn ftps_is_implicit_tls_on_port_990() {
+        let url = parse("ftps://h/x");
+        assert_eq!(url.tls, Tls::Implicit);
+        assert_eq!(url.port, 990);
+        assert_eq!(url.redacted(), "ftps://h/x");
+        assert_eq!(parse("ftps://h:990/x").redacted(), "ftps://h/x");
+        assert_eq!(parse("Ftps://h:2990/x").port, 2990);
+    }
+
+    #[test]
+    fn ftps_keeps_an_explicit_port_21() {
+        // Parsed as ftp://, ":21" is the default and vanishes; it must not
+        // turn into 990.
+        let url = parse("ftps://h:21/x");
+        assert_eq!(url.port, 21);
+        assert_eq!(url.redacted(), "ftps://h:21/x");
+        assert_eq!(parse("ftps://h:021/x").port, 21);
+        assert_eq!(parse("ftps://bob:pw@[::1]:21/x").port, 21);
+        assert_eq!(parse("ftps://h:/x").port, 990);
+        assert_eq!(parse("ftps://h:80/x").port, 80);
+    }
+
+    #[test]
+    fn tls_schemes_parse_hosts_like_ftp() {
+        for scheme in ["ftpes", "ftps"] {
+            let url = parse(&format!("{scheme}://127.0.0.1/x"));
+            assert_eq!(url.host, Host::Ipv4(Ipv4Addr::LOCALHOST), "{scheme}");
+            let url = parse(&format!("{scheme}://[::1]:2121/x"));
+            assert_eq!(url.host, Host::Ipv6(Ipv6Addr::LOCALHOST), "{scheme}");
+            assert_eq!(url.port, 2121);
+            assert_eq!(url.host_for_connect(), "::1");
+            let url = parse(&format!("{scheme}://HOST.Example/x"));
+            assert_eq!(url.host, domain("host.example"), "{scheme}");
+            let url = parse(&format!("{scheme}://bücher.example/x"));
+            assert_eq!(url.host, domain("xn--bcher-kva.example"), "{scheme}");
+            // IPv4 in other notations, as the ftp:// grammar reads them.
+            let url = parse(&format!("{scheme}://0x7f.1/x"));
+            assert_eq!(url.host, Host::Ipv4(Ipv4Addr::LOCALHOST), "{scheme}");
+        }
+    }
+
+    #[test]
+    fn tls_schemes_decode_like_ftp() {
+        for scheme in ["ftpes", "ftps"] {
+            let url = parse(&format!(
+                "{scheme}://us%20er:p%40ss@h/%2Fdir%20a/b%3Bc;type=i"
+            ));
+            assert_eq!(url.user.as_deref(), Some("us er"));
+            assert_eq!(url.password.as_deref(), Some("p@ss"));
+            assert_eq!(url.path, "/dir a/b;c");
+            assert_eq!(parse(&format!("{scheme}://h/a\\b")).path, "a/b");
+            assert_eq!(parse(&format!("{scheme}://h/a/../b")).path, "b");
+            assert_eq!(parse_err(&format!("{scheme}://h/x?y")), UrlError::Query);
+            assert_eq!(parse_err(&format!("{scheme}://h:0/x")), UrlError::PortZero);
+            assert_eq!(parse_err(&format!("{scheme}://")), UrlError::MissingHost);
+            assert_eq!(parse_err(&format!("{scheme}://h/")), UrlError::EmptyPath);
+            assert_eq!(
+                parse_err(&format!("{scheme}://h/a%0Ab")),
+                UrlError::LineBreak { part: "path" }
+            );
+        }
+    }
+
+    #[test]
+    fn tls_schemes_are_the_same_file_as_ftp_on_the_same_port() {
+        let plain = parse("ftp://bob@h/x");
+        assert!(plain.same_file(&parse("ftpes://bob@h/x")));
+        assert!(plain.same_file(&parse("ftps://bob:pw@h:21/x")));
+        assert!(!plain.same_file(&parse("ftps://bob@h/x")), "port 990");
+        assert!(!plain.same_file(&parse("ftpes://h/x")), "other user");
+        assert!(!plain.same_file(&parse("ftpes://bob@h/y")));
+        assert!(!plain.same_file(&parse("ftpes://bob@g/x")));
+    }
+
+    #[test]
+    fn tls_url_debug_and_display_hide_the_password() {
+        let url = parse("ftps://bob:hunter2@h/x");
+        assert_eq!(url.to_string(), "ftps://bob@h/x");
+        let debug = format!("{url:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("Implicit"), "{debug}");
+    }
+
     // ---- property tests -------------------------------------------------------
 
     /// Host names the URL parser keeps as they are.
@@ -949,12 +1139,13 @@ mod tests {
 
     prop_compose! {
         fn arb_url()(
+            tls in prop_oneof![Just(Tls::None), Just(Tls::Explicit), Just(Tls::Implicit)],
             host in arb_host(),
             port in 1u16..=u16::MAX,
             user in proptest::option::of(arb_text(12).prop_filter("non-empty", |u| !u.is_empty())),
             path in arb_path(),
         ) -> FtpUrl {
-            FtpUrl { host, port, user, password: None, path }
+            FtpUrl { tls, host, port, user, password: None, path }
         }
     }
 
@@ -1018,6 +1209,33 @@ mod tests {
         }
 
         #[test]
+        fn tls_schemes_parse_like_ftp(
+            rest in "//([a-z:%0-9]{0,6}@)?[a-zA-Z0-9.\\[\\]:]{1,12}/[ -~]{0,30}",
+            scheme in prop_oneof![Just(Tls::Explicit), Just(Tls::Implicit)],
+        ) {
+            // Everything but the scheme (and a missing port's default) is
+            // exactly what the ftp:// parser makes of the same text.
+            let plain = FtpUrl::parse(&format!("ftp:{rest}"));
+            let tls = FtpUrl::parse(&format!("{}:{rest}", scheme.scheme()));
+            match (plain, tls) {
+                (Ok(plain), Ok(tls)) => {
+                    prop_assert_eq!(tls.tls, scheme);
+                    let same_port = FtpUrl { port: plain.port, ..tls.clone() };
+                    prop_assert!(plain.same_file(&same_port));
+                    prop_assert_eq!(&plain.password, &tls.password);
+                    if tls.port != plain.port {
+                        prop_assert_eq!(plain.port, 21);
+                        prop_assert_eq!(tls.port, scheme.default_port());
+                    }
+                    let reparsed = FtpUrl::parse(&tls.redacted());
+                    prop_assert_eq!(reparsed, Ok(FtpUrl { password: None, ..tls }));
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "ftp: {:?}, tls: {:?}", a, b),
+            }
+        }
+
+        #[test]
         fn password_never_shows(
             secret in proptest::collection::vec(any::<char>(), 0..16),
             path in "[a-z0-9 ._-]{1,20}",
@@ -1056,7 +1274,7 @@ mod tests {
 
         #[test]
         fn file_name_is_always_safe(path in any::<String>()) {
-            let url = FtpUrl { host: domain("h"), port: 21, user: None, password: None, path };
+            let url = FtpUrl { tls: Tls::None, host: domain("h"), port: 21, user: None, password: None, path };
             if let Ok(name) = url.file_name() {
                 prop_assert!(!name.is_empty());
                 prop_assert!(name != "." && name != "..");

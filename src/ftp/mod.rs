@@ -3,10 +3,13 @@
 //! The control channel is `suppaftp` (tokio); this module is the only place that talks to it,
 //! so a change of FTP library touches nothing else. Everything the engine needs is in
 //! [`session::Session`]: connect and log in, probe capabilities, `SIZE`, `MDTM`, and ranged
-//! `REST`+`RETR` transfers that can be stopped early and the session reused.
+//! `REST`+`RETR` transfers that can be stopped early and the session reused. [`tls`] adds FTPS
+//! (explicit and implicit) with rustls.
 
 pub mod reply;
 pub mod session;
+pub mod tls;
 
 pub use reply::{Features, Mdtm};
 pub use session::{Credentials, DataStream, Session, SessionError, Timeouts, Transfer};
+pub use tls::{TlsClient, TlsError, Verify};

@@ -13,17 +13,27 @@
 //!   (`TransferStream::finish`), then `NOOP` and reading until its `200`, which swallows the
 //!   extra replies some servers send (426 then 226, pure-ftpd's second 150). `ABOR` is never used:
 //!   it desynchronises the control channel on some servers.
+//! * FTPS ([`super::tls`]): explicit (`AUTH TLS`, `PBSZ 0`, `PROT P`, before `USER`, so a server
+//!   that refuses TLS never sees the password) or implicit (TLS from the first byte, then `PBSZ 0`
+//!   and `PROT P`). Every data connection is TLS too, resuming the control connection's session.
+//!   There is one session type for plain and TLS sessions: a plain session simply has no TLS
+//!   connector. A TLS failure is never answered by falling back to plain FTP.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use suppaftp::tokio::{AsyncFtpStream, AsyncNoTlsStream, TransferStream};
+use suppaftp::tokio::{AsyncDataStream, AsyncRustlsFtpStream, AsyncRustlsStream, TransferStream};
 use suppaftp::{FtpError, Mode, Status};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::reply::{self, Features, Mdtm};
+use super::tls::{TlsClient, TlsCounters, TlsError};
+
+/// The suppaftp client of every session, plain or TLS.
+type Ftp = AsyncRustlsFtpStream;
 
 /// Time limits of one session.
 #[derive(Clone, Copy, Debug)]
@@ -101,6 +111,9 @@ pub enum SessionError {
     /// The file is changing on the server (more bytes than SIZE announced).
     #[error("{0}")]
     Changed(String),
+    /// TLS failed: AUTH TLS refused, certificate not trusted, handshake failed.
+    #[error("{0}")]
+    Tls(TlsError),
 }
 
 impl SessionError {
@@ -125,6 +138,7 @@ impl SessionError {
             SessionError::Reply { code, .. } if *code < 500 => true,
             SessionError::Reply { .. } => self.is_busy(),
             SessionError::Protocol(_) | SessionError::Changed(_) => false,
+            SessionError::Tls(e) => e.is_transient(),
         }
     }
 
@@ -159,7 +173,7 @@ impl SessionError {
 }
 
 /// The data connection of one transfer, read straight into the caller's buffer.
-pub type DataStream = TransferStream<AsyncNoTlsStream>;
+pub type DataStream = TransferStream<AsyncRustlsStream>;
 
 /// A `RETR` under way.
 pub struct Transfer {
@@ -170,7 +184,9 @@ pub struct Transfer {
 
 /// A logged-in control session.
 pub struct Session {
-    ftp: AsyncFtpStream,
+    ftp: Ftp,
+    /// This session's TLS, if it uses TLS: the client (for messages) and what its connector saw.
+    tls: Option<(Arc<TlsClient>, Arc<TlsCounters>)>,
     timeouts: Timeouts,
     peer: SocketAddr,
     features: Features,
@@ -185,15 +201,26 @@ pub struct Session {
 
 impl Session {
     /// Connects to the first address that answers, reads the greeting, logs in and sets binary
-    /// mode. The whole sequence is bounded by the timeouts.
+    /// mode. The whole sequence is bounded by the timeouts. Plain FTP.
     pub async fn connect(
         addrs: &[SocketAddr],
         creds: &Credentials,
         timeouts: Timeouts,
     ) -> Result<Session, SessionError> {
+        Self::connect_with(addrs, creds, timeouts, None).await
+    }
+
+    /// Like [`Session::connect`], over TLS when `tls` is given (explicit or implicit, as the
+    /// client says). Each session gets its own TLS client config (see [`super::tls`]).
+    pub async fn connect_with(
+        addrs: &[SocketAddr],
+        creds: &Credentials,
+        timeouts: Timeouts,
+        tls: Option<&Arc<TlsClient>>,
+    ) -> Result<Session, SessionError> {
         let mut last = None;
         for &addr in addrs {
-            match Self::connect_one(addr, creds, timeouts).await {
+            match Self::connect_one(addr, creds, timeouts, tls).await {
                 Ok(s) => return Ok(s),
                 Err(e @ SessionError::Connect { .. }) => last = Some(e),
                 Err(e) => return Err(e),
@@ -206,18 +233,157 @@ impl Session {
         addr: SocketAddr,
         creds: &Credentials,
         timeouts: Timeouts,
+        tls: Option<&Arc<TlsClient>>,
     ) -> Result<Session, SessionError> {
+        let Some(client) = tls else {
+            let ftp = Self::connect_plain(addr, timeouts).await?;
+            return Self::finish_connect(ftp, None, addr, creds, timeouts).await;
+        };
+        // This session's own TLS config and resumption cache (see `super::tls`).
+        let (connector, counters) = client.session();
+        let ftp = if client.implicit() {
+            Self::connect_implicit(addr, timeouts, client, &counters, connector).await?
+        } else {
+            let ftp = Self::connect_plain(addr, timeouts).await?;
+            Self::secure(ftp, timeouts, client, &counters, connector).await?
+        };
+        let tls = Some((client.clone(), counters));
+        Self::finish_connect(ftp, tls, addr, creds, timeouts).await
+    }
+
+    /// TCP connection and greeting, in plain text.
+    async fn connect_plain(addr: SocketAddr, timeouts: Timeouts) -> Result<Ftp, SessionError> {
         let tcp = connect_tcp(addr, timeouts.connect)
             .await
             .map_err(|source| SessionError::Connect { addr, source })?;
-        let ftp = timeout(timeouts.reply, AsyncFtpStream::connect_with_stream(tcp))
+        timeout(timeouts.reply, Ftp::connect_with_stream(tcp))
             .await
             .map_err(|_| late("waiting for the server's greeting", timeouts.reply))?
-            .map_err(|e| SessionError::from_ftp("greeting", e))?;
+            .map_err(|e| SessionError::from_ftp("greeting", e))
+    }
+
+    /// Explicit TLS: `AUTH TLS`, the handshake, `PBSZ 0`, `PROT P` (suppaftp's `into_secure`),
+    /// before anything else is sent. A refusal is an error, never a reason to go on in plain text.
+    async fn secure(
+        ftp: Ftp,
+        timeouts: Timeouts,
+        client: &TlsClient,
+        counters: &TlsCounters,
+        connector: super::tls::Connector,
+    ) -> Result<Ftp, SessionError> {
+        let secured = timeout(timeouts.reply, ftp.into_secure(connector, client.host()))
+            .await
+            .map_err(|_| late("TLS negotiation (AUTH TLS)", timeouts.reply))?;
+        match secured {
+            Ok(ftp) => Ok(ftp),
+            Err(FtpError::UnexpectedResponse(r)) => {
+                // The text starts with the code.
+                let code = reply::reply_code(&r.body).unwrap_or(0);
+                let text = reply::reply_text(&r.body);
+                if !counters.started() {
+                    let refusal = SessionError::Reply {
+                        command: "AUTH TLS".into(),
+                        code,
+                        text: text.clone(),
+                    };
+                    if refusal.is_busy() {
+                        // "421 Too many connections" is not an answer about TLS.
+                        return Err(refusal);
+                    }
+                    Err(SessionError::Tls(TlsError::NotOffered {
+                        host: client.host().to_owned(),
+                        reply: text,
+                    }))
+                } else {
+                    Err(SessionError::Tls(TlsError::NoProtection {
+                        host: client.host().to_owned(),
+                        command: "PBSZ 0/PROT P".into(),
+                        reply: text,
+                    }))
+                }
+            }
+            Err(FtpError::SecureError(detail)) => Err(SessionError::Tls(
+                client.handshake_error(counters, "control", detail, None),
+            )),
+            Err(e) => Err(SessionError::from_ftp("AUTH TLS", e)),
+        }
+    }
+
+    /// Implicit TLS: the handshake right after connecting, then the greeting, `PBSZ 0`, `PROT P`.
+    ///
+    /// suppaftp's `connect_secure_implicit` (behind its `deprecated` feature) opens the TCP
+    /// connection itself, so the connect and the handshake share one limit here, and TCP
+    /// keepalive and no-Nagle are set on the control socket only once it is up.
+    async fn connect_implicit(
+        addr: SocketAddr,
+        timeouts: Timeouts,
+        client: &TlsClient,
+        counters: &TlsCounters,
+        connector: super::tls::Connector,
+    ) -> Result<Ftp, SessionError> {
+        let limit = timeouts.connect + timeouts.reply;
+        let connected = timeout(
+            limit,
+            Ftp::connect_secure_implicit(addr, connector, client.host()),
+        )
+        .await
+        .map_err(|_| late("connecting with TLS and waiting for the greeting", limit))?;
+        let mut ftp = match connected {
+            Ok(ftp) => ftp,
+            Err(FtpError::ConnectionError(source)) if !counters.started() => {
+                return Err(SessionError::Connect { addr, source });
+            }
+            Err(FtpError::SecureError(detail)) => {
+                return Err(SessionError::Tls(
+                    client.handshake_error(counters, "control", detail, None),
+                ));
+            }
+            Err(e) => return Err(SessionError::from_ftp("greeting", e)),
+        };
+        {
+            let socket = ftp.get_ref().await;
+            tune_control_socket(&socket)
+                .map_err(|source| SessionError::Connect { addr, source })?;
+        }
+        // As after AUTH TLS: the data protection level is Clear until PROT P (RFC 2228), also
+        // on an implicit TLS control connection; suppaftp does not send these here.
+        for command in ["PBSZ 0", "PROT P"] {
+            let r = timeout(
+                timeouts.reply,
+                ftp.custom_command(command, &[Status::CommandOk]),
+            )
+            .await
+            .map_err(|_| late(command, timeouts.reply))?;
+            match r {
+                Ok(_) => {}
+                Err(FtpError::UnexpectedResponse(r)) => {
+                    return Err(SessionError::Tls(TlsError::NoProtection {
+                        host: client.host().to_owned(),
+                        command: command.to_owned(),
+                        reply: reply::reply_text(&r.body),
+                    }));
+                }
+                Err(e) => return Err(SessionError::from_ftp(command, e)),
+            }
+        }
+        Ok(ftp)
+    }
+
+    /// Data connections, passive mode, login and binary mode: the same for plain and TLS.
+    async fn finish_connect(
+        ftp: Ftp,
+        tls: Option<(Arc<TlsClient>, Arc<TlsCounters>)>,
+        addr: SocketAddr,
+        creds: &Credentials,
+        timeouts: Timeouts,
+    ) -> Result<Session, SessionError> {
         let connect_timeout = timeouts.connect;
+        // The receive low-water mark only on plain data sockets: on a TLS socket the bytes are
+        // records that rustls must decrypt whole, and read_data never bypasses it there.
+        let lowat = tls.is_none();
         let mut ftp = ftp.passive_stream_builder(move |addr| {
             Box::pin(async move {
-                connect_data(addr, connect_timeout)
+                connect_data(addr, connect_timeout, lowat)
                     .await
                     .map_err(FtpError::ConnectionError)
             })
@@ -227,6 +393,7 @@ impl Session {
         ftp.set_mode(Mode::ExtendedPassive);
         let mut session = Session {
             ftp,
+            tls,
             timeouts,
             peer: addr,
             features: Features::default(),
@@ -245,6 +412,18 @@ impl Session {
             })
             .await?;
         Ok(session)
+    }
+
+    /// Whether this session uses TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// TLS handshakes of this session so far, the control connection's included, and how many
+    /// of them resumed an earlier session: `None` for a plain session. Every data connection
+    /// should resume (vsftpd's `require_ssl_reuse` refuses those that do not).
+    pub fn tls_handshakes(&self) -> Option<(u64, u64)> {
+        self.tls.as_ref().map(|(_, c)| c.handshakes())
     }
 
     /// The server address this session is connected to.
@@ -416,7 +595,7 @@ impl Session {
             }
         }
         let command = format!("RETR {path}");
-        let (resp, stream) = timeout(
+        let opened = timeout(
             self.timeouts.reply,
             self.ftp.custom_data_command(
                 command.as_str(),
@@ -424,12 +603,53 @@ impl Session {
             ),
         )
         .await
-        .map_err(|_| late(&command, self.timeouts.reply))?
-        .map_err(|e| SessionError::from_ftp(&command, e))?;
+        .map_err(|_| late(&command, self.timeouts.reply))?;
+        let (resp, stream) = match opened {
+            Ok(opened) => opened,
+            Err(FtpError::SecureError(detail)) => return Err(self.data_tls_error(detail).await),
+            Err(e) => return Err(SessionError::from_ftp(&command, e)),
+        };
         Ok(Transfer {
             stream,
             announced_size: reply::parse_transfer_size(&resp.body),
         })
+    }
+
+    /// The error for a failed TLS handshake on a data connection, with the server's explanation
+    /// when it sends one at once (vsftpd: "522 SSL connection failed; session reuse required").
+    /// The session is dropped after this, so waiting for that reply costs nothing else.
+    async fn data_tls_error(&mut self, detail: String) -> SessionError {
+        let Some((client, counters)) = self.tls.clone() else {
+            return SessionError::Protocol(format!("TLS error on a plain session: {detail}"));
+        };
+        let wait = self.timeouts.reply.min(SERVER_EXPLANATION_WAIT);
+        let said = match timeout(wait, self.ftp.read_response_in(&[])).await {
+            Ok(Err(FtpError::UnexpectedResponse(r))) | Ok(Ok(r)) => {
+                let code = reply::reply_code(&r.body).unwrap_or(0);
+                // Only a refusal explains the failure; a late 150/226 does not.
+                (code >= 400).then(|| reply::reply_text(&r.body))
+            }
+            _ => None,
+        };
+        SessionError::Tls(client.handshake_error(&counters, "data", detail, said))
+    }
+
+    /// A TLS session whose server refused a data connection with 522 (RFC 4217: the data
+    /// connection must be protected; vsftpd: "522 SSL connection failed: session reuse
+    /// required") gets a TLS error instead of `e`, with `detail` saying what happened.
+    pub fn tls_refusal(&self, e: &SessionError, detail: String) -> Option<SessionError> {
+        let (client, counters) = self.tls.as_ref()?;
+        match e {
+            SessionError::Reply {
+                code: 522, text, ..
+            } => Some(SessionError::Tls(client.handshake_error(
+                counters,
+                "data",
+                detail,
+                Some(text.clone()),
+            ))),
+            _ => None,
+        }
     }
 
     /// Ends a transfer: closes the data connection and reads the server's reply.
@@ -501,12 +721,17 @@ impl Session {
 
     /// Reads from a data stream: `Ok(0)` is the end of the data.
     ///
-    /// Data sockets have a receive low-water mark ([`DATA_LOWAT`]), so the thread wakes when a
-    /// useful batch has arrived instead of for every small segment a throttled or distant
+    /// Plain data sockets have a receive low-water mark ([`DATA_LOWAT`]), so the thread wakes
+    /// when a useful batch has arrived instead of for every small segment a throttled or distant
     /// server sends (measured: 64 MiB from a 16 MiB/s-capped server took 125,000 reads of
     /// ~530 bytes and 3 CPU-seconds without it). If less than a batch arrives within
     /// [`BATCH_WINDOW`], whatever is queued is read directly, so a slow server is never
     /// mistaken for a stalled one. Only `data_idle` without a single byte is a stall.
+    ///
+    /// TLS data sockets have no low-water mark and are never read around rustls (that would
+    /// put ciphertext into the file): they are read through TLS, with the same stall limit. A
+    /// TLS stream closed without `close_notify` reads as the end of the data: the byte count
+    /// and the server's reply on the (TLS) control connection decide whether it was complete.
     pub async fn read_data(
         &self,
         stream: &mut DataStream,
@@ -516,21 +741,35 @@ impl Session {
             command: "data transfer".into(),
             source,
         };
+        let stalled = || {
+            SessionError::Timeout(format!(
+                "data connection (no byte for {} s)",
+                self.timeouts.data_idle.as_secs_f64()
+            ))
+        };
+        if matches!(stream.get_mut(), AsyncDataStream::Ssl(_)) {
+            return match timeout(self.timeouts.data_idle, stream.read(buf)).await {
+                Ok(Ok(n)) => Ok(n),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+                Ok(Err(source)) => Err(io_err(source)),
+                Err(_) => Err(stalled()),
+            };
+        }
         let mut idle = Duration::ZERO;
         loop {
             match timeout(BATCH_WINDOW, stream.read(buf)).await {
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(source)) => return Err(io_err(source)),
                 Err(_) => {
-                    if let Some(n) = recv_queued(stream.get_mut().get_ref(), buf).map_err(io_err)? {
+                    let AsyncDataStream::Tcp(tcp) = stream.get_mut() else {
+                        unreachable!("TLS streams return above");
+                    };
+                    if let Some(n) = recv_queued(tcp, buf).map_err(io_err)? {
                         return Ok(n);
                     }
                     idle += BATCH_WINDOW;
                     if idle >= self.timeouts.data_idle {
-                        return Err(SessionError::Timeout(format!(
-                            "data connection (no byte for {} s)",
-                            self.timeouts.data_idle.as_secs_f64()
-                        )));
+                        return Err(stalled());
                     }
                 }
             }
@@ -572,7 +811,7 @@ impl Session {
         &'a mut self,
         what: &str,
         f: impl FnOnce(
-            &'a mut AsyncFtpStream,
+            &'a mut Ftp,
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<T, FtpError>> + Send + 'a>,
         >,
@@ -596,6 +835,8 @@ fn late(what: impl std::fmt::Display, limit: Duration) -> SessionError {
 pub const DATA_LOWAT: usize = 128 << 10;
 /// Longest wait for a low-water batch before reading whatever has arrived.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
+/// Longest wait for the server's reply explaining a failed data-connection handshake.
+const SERVER_EXPLANATION_WAIT: Duration = Duration::from_secs(3);
 
 /// Non-blocking read of whatever the socket has queued, bypassing tokio's readiness (which only
 /// reports readable at the low-water mark). `None` when nothing is queued.
@@ -642,10 +883,17 @@ fn set_rcvlowat(tcp: &TcpStream, bytes: usize) -> std::io::Result<()> {
     }
 }
 
-/// A data connection: [`connect_tcp`] plus the receive low-water mark.
-async fn connect_data(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {
+/// A data connection: [`connect_tcp`], plus the receive low-water mark when `lowat` (plain
+/// sessions only, see [`Session::read_data`]).
+async fn connect_data(
+    addr: SocketAddr,
+    limit: Duration,
+    lowat: bool,
+) -> std::io::Result<TcpStream> {
     let stream = connect_tcp(addr, limit).await?;
-    set_rcvlowat(&stream, DATA_LOWAT)?;
+    if lowat {
+        set_rcvlowat(&stream, DATA_LOWAT)?;
+    }
     Ok(stream)
 }
 
@@ -655,11 +903,17 @@ async fn connect_tcp(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpSt
     let stream = timeout(limit, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    tune_control_socket(&stream)?;
+    Ok(stream)
+}
+
+/// TCP keepalive (so a dead peer is noticed even when the application is idle) and no Nagle
+/// delay.
+fn tune_control_socket(stream: &TcpStream) -> std::io::Result<()> {
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(30))
         .with_interval(Duration::from_secs(10));
-    let sock = socket2::SockRef::from(&stream);
+    let sock = socket2::SockRef::from(stream);
     sock.set_tcp_keepalive(&keepalive)?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    stream.set_nodelay(true)
 }

@@ -7,17 +7,31 @@
 
 use async_trait::async_trait;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use unftp_core::auth::{AuthenticationError, Authenticator, Credentials, Principal};
 
 /// An [`Authenticator`] with anonymous access and a static user table.
 pub(super) struct TestAuthenticator {
     anonymous: bool,
     users: Vec<(String, String)>,
+    /// Counts every login checked (every `PASS`), if set.
+    attempts: Option<Arc<AtomicU64>>,
 }
 
 impl TestAuthenticator {
     pub(super) fn new(anonymous: bool, users: Vec<(String, String)>) -> Self {
-        TestAuthenticator { anonymous, users }
+        TestAuthenticator {
+            anonymous,
+            users,
+            attempts: None,
+        }
+    }
+
+    /// Counts the logins checked into `attempts`.
+    pub(super) fn counting(mut self, attempts: Arc<AtomicU64>) -> Self {
+        self.attempts = Some(attempts);
+        self
     }
 
     /// Tells whether `username` is one of the anonymous login names.
@@ -60,6 +74,9 @@ impl Authenticator for TestAuthenticator {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
+        if let Some(attempts) = &self.attempts {
+            attempts.fetch_add(1, Ordering::Relaxed);
+        }
         self.check(username, creds.password.as_deref())
             .map(|username| Principal { username })
     }

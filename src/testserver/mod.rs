@@ -13,16 +13,26 @@
 //!
 //! [`write_pattern_file`] and [`fill_pattern`] make reproducible test files and the expected
 //! bytes of any range of them.
+//!
+//! FTPS ([`ServerConfig::with_tls`], [`TlsFiles`]): explicit (`AUTH TLS`, libunftp's own) or
+//! implicit (TLS from the first byte, done by the test server in front of libunftp), with a TLS
+//! session cache per control connection, as vsftpd has; [`Stats`] counts the handshakes and
+//! the resumptions.
 
 mod auth;
 mod backend;
 mod pattern;
+mod tls;
 
 pub use pattern::{fill_pattern, pattern_bytes, write_pattern_file};
+pub use tls::TlsFiles;
 
 use auth::TestAuthenticator;
 use backend::FaultyFs;
-use libunftp::{ServerBuilder, options::PassiveHost};
+use libunftp::{
+    ServerBuilder,
+    options::{FtpsRequired, PassiveHost},
+};
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -34,6 +44,7 @@ use std::{
     },
     time::Duration,
 };
+use tls::ServerTls;
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
@@ -61,6 +72,9 @@ const ADMIT_GRACE_POLL: Duration = Duration::from_millis(5);
 /// Pause after a failed `accept()` (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 
+/// Longest time an implicit-FTPS client may take to complete its handshake.
+const IMPLICIT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Longest time [`TestServer::shutdown`] waits for its sessions to be torn down.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -83,6 +97,9 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Faults applied to downloads (can be changed later with [`TestServer::set_faults`]).
     pub faults: Faults,
+    /// FTPS: certificate, key, explicit or implicit. None: plain FTP only (`AUTH TLS` is
+    /// answered 502).
+    pub tls: Option<TlsFiles>,
 }
 
 impl ServerConfig {
@@ -96,7 +113,14 @@ impl ServerConfig {
             users: Vec::new(),
             max_connections: None,
             faults: Faults::default(),
+            tls: None,
         }
+    }
+
+    /// Offers FTPS with these files (see [`TlsFiles`]).
+    pub fn with_tls(mut self, tls: TlsFiles) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Adds an accepted user/password pair.
@@ -135,6 +159,7 @@ impl fmt::Debug for ServerConfig {
             .field("users", &users)
             .field("max_connections", &self.max_connections)
             .field("faults", &self.faults)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -178,6 +203,12 @@ pub struct Stats {
     pub bytes_sent_from_zero: u64,
     /// Peak number of concurrent control connections.
     pub max_live_connections: u64,
+    /// Login attempts (`PASS` commands checked), successful or not.
+    pub login_attempts: u64,
+    /// TLS handshakes, control and data connections, resumed or not.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that resumed a session of the same control connection.
+    pub tls_resumed: u64,
 }
 
 /// Live counters behind [`Stats`].
@@ -191,6 +222,9 @@ struct Counters {
     max_live_connections: AtomicU64,
     /// Control connections being served now.
     live_connections: AtomicU64,
+    login_attempts: Arc<AtomicU64>,
+    tls_handshakes: AtomicU64,
+    tls_resumed: AtomicU64,
 }
 
 /// The current faults, with the number of RETRs started since they were set.
@@ -248,6 +282,9 @@ impl Shared {
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             bytes_sent_from_zero: c.bytes_sent_from_zero.load(Ordering::Relaxed),
             max_live_connections: c.max_live_connections.load(Ordering::Relaxed),
+            login_attempts: c.login_attempts.load(Ordering::Relaxed),
+            tls_handshakes: c.tls_handshakes.load(Ordering::Relaxed),
+            tls_resumed: c.tls_resumed.load(Ordering::Relaxed),
         }
     }
 }
@@ -264,6 +301,7 @@ struct SessionSettings {
     root: PathBuf,
     authenticator: Arc<TestAuthenticator>,
     max_connections: Option<usize>,
+    tls: Option<ServerTls>,
 }
 
 /// Counts a live control connection for as long as it exists; marks the connection closed and
@@ -308,6 +346,8 @@ impl Drop for LiveGuard {
 /// live sessions (without waiting); [`TestServer::shutdown`] does the same and waits.
 pub struct TestServer {
     addr: SocketAddr,
+    /// "ftp", "ftpes" (explicit FTPS) or "ftps" (implicit FTPS).
+    scheme: &'static str,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     accept_task: Option<JoinHandle<()>>,
@@ -336,19 +376,29 @@ impl TestServer {
             ));
         }
         let root = std::path::absolute(&cfg.root)?;
+        let tls = cfg.tls.as_ref().map(ServerTls::load).transpose()?;
+        let scheme = match &tls {
+            None => "ftp",
+            Some(t) if t.implicit => "ftps",
+            Some(_) => "ftpes",
+        };
 
         let listener = TcpListener::bind(SocketAddr::new(cfg.bind, cfg.port)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(cfg.faults));
+        let authenticator = TestAuthenticator::new(cfg.anonymous, cfg.users)
+            .counting(shared.counters.login_attempts.clone());
         let settings = Arc::new(SessionSettings {
             root,
-            authenticator: Arc::new(TestAuthenticator::new(cfg.anonymous, cfg.users)),
+            authenticator: Arc::new(authenticator),
             max_connections: cfg.max_connections,
+            tls,
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept_task = tokio::spawn(accept_loop(listener, settings, shared.clone(), stop_rx));
         Ok(TestServer {
             addr,
+            scheme,
             shared,
             stop: Some(stop_tx),
             accept_task: Some(accept_task),
@@ -360,12 +410,14 @@ impl TestServer {
         self.addr
     }
 
-    /// `ftp://127.0.0.1:PORT/path` (IPv6: `ftp://[::1]:PORT/path`). `path` is given without a
-    /// leading `/`; characters not allowed in a URL path (space, `%`, `#`, `?`, non-ASCII...) are
+    /// `ftp://127.0.0.1:PORT/path` (IPv6: `ftp://[::1]:PORT/path`); `ftpes://` for an explicit
+    /// FTPS server, `ftps://` for an implicit one. `path` is given without a leading `/`;
+    /// characters not allowed in a URL path (space, `%`, `#`, `?`, non-ASCII...) are
     /// percent-encoded.
     pub fn url(&self, path: &str) -> String {
         format!(
-            "ftp://{}/{}",
+            "{}://{}/{}",
+            self.scheme,
             self.addr,
             encode_path(path.trim_start_matches('/'))
         )
@@ -486,16 +538,32 @@ async fn serve(stream: TcpStream, settings: Arc<SessionSettings>, guard: LiveGua
     let root = settings.root.clone();
     // libunftp calls the generator once per `service()`, when the session starts.
     let generator = Box::new(move || FaultyFs::new(&root, shared.clone(), conn.clone()));
-    let built = ServerBuilder::with_authenticator(generator, settings.authenticator.clone())
+    let mut builder = ServerBuilder::with_authenticator(generator, settings.authenticator.clone())
         .greeting(GREETING)
         .passive_ports(PASSIVE_PORTS)
-        .passive_host(PassiveHost::FromConnection)
-        .build();
-    match built {
-        Ok(server) => {
+        .passive_host(PassiveHost::FromConnection);
+    // One rustls config (and session cache) per control connection, as vsftpd has.
+    let tls = match &settings.tls {
+        Some(t) => match t.connection_config(&guard.shared) {
+            Ok(config) => Some((config, t.implicit)),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    if let Some((config, _)) = &tls {
+        builder = builder.ftps_manual::<PathBuf>(config.clone());
+    }
+    if settings.tls.as_ref().is_some_and(|t| t.required) {
+        builder = builder.ftps_required(FtpsRequired::All, FtpsRequired::All);
+    }
+    match builder.build() {
+        Ok(server) => match tls {
+            Some((config, true)) => serve_implicit(stream, config, server).await,
             // Errors are logged by libunftp; the connection is closed either way.
-            let _ = server.service(stream).await;
-        }
+            _ => {
+                let _ = server.service(stream).await;
+            }
+        },
         Err(_) => {
             let mut stream = stream;
             let _ = tokio::time::timeout(
@@ -506,6 +574,42 @@ async fn serve(stream: TcpStream, settings: Arc<SessionSettings>, guard: LiveGua
         }
     }
     drop(guard);
+}
+
+/// Implicit FTPS: the TLS handshake on the client's connection, then the decrypted control
+/// channel relayed to libunftp (which serves TCP streams only) over a loopback connection on
+/// the same address, so its passive replies name the address the client connected to.
+async fn serve_implicit(
+    client: TcpStream,
+    config: Arc<suppaftp::tokio_rustls::rustls::ServerConfig>,
+    server: libunftp::Server<FaultyFs, unftp_core::auth::DefaultUser>,
+) {
+    let acceptor = suppaftp::tokio_rustls::TlsAcceptor::from(config);
+    let Ok(local) = client.local_addr() else {
+        return;
+    };
+    let Ok(Ok(mut tls)) =
+        tokio::time::timeout(IMPLICIT_HANDSHAKE_TIMEOUT, acceptor.accept(client)).await
+    else {
+        return;
+    };
+    let Ok(listener) = TcpListener::bind(SocketAddr::new(local.ip(), 0)).await else {
+        return;
+    };
+    let Ok(inner_addr) = listener.local_addr() else {
+        return;
+    };
+    let (outer, inner) = tokio::join!(TcpStream::connect(inner_addr), listener.accept());
+    let (Ok(mut outer), Ok((inner, _))) = (outer, inner) else {
+        return;
+    };
+    drop(listener);
+    let relay = async move {
+        let _ = tokio::io::copy_bidirectional(&mut tls, &mut outer).await;
+        // Dropping `outer` closes libunftp's control connection when the client goes away.
+        drop(outer);
+    };
+    let _ = tokio::join!(server.service(inner), relay);
 }
 
 /// Percent-encodes what may not appear literally in a URL path (keeps `/` as the separator).
