@@ -282,6 +282,19 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
     })
 }
 
+/// An error whose message contains the password (a server that echoes it back in a reply,
+/// say) is rewritten with the password replaced: passwords never reach the terminal.
+pub fn scrub(e: Error, password: &str) -> Error {
+    let message = e.to_string();
+    if password.is_empty() || !message.contains(password) {
+        return e;
+    }
+    Error::Redacted {
+        message: message.replace(password, "<password>"),
+        code: e.exit_code(),
+    }
+}
+
 /// Who to log in as, and the password, from (in this order) the URL, `FTPSEG_PASSWORD`, the
 /// netrc file, or a prompt on the terminal. Without a user anywhere: anonymous.
 fn credentials(url: &FtpUrl, args: &GetArgs) -> Result<Credentials, Error> {
@@ -387,7 +400,9 @@ async fn get(args: GetArgs) -> Result<(), Error> {
         Mode::Auto
     };
     let mut progress = Progress::new(mode);
-    let outcome = download_with_ctrl_c(&job, &mut progress).await?;
+    let outcome = download_with_ctrl_c(&job, &mut progress)
+        .await
+        .map_err(|e| scrub(e, &job.creds.password))?;
     if !args.quiet {
         println!("{}", summary(&outcome));
     }

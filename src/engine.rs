@@ -125,9 +125,11 @@ pub async fn download(
 
     // No SIZE: start the transfer at byte 0 and look for "(N bytes)" in its 150 reply.
     let mut preopened = None;
+    // No SIZE, or SIZE 0 (some servers answer 0 for any file in binary mode, as curl notes):
+    // the transfer itself decides.
     let size = match size {
-        Some(size) => size,
-        None => {
+        Some(size) if size > 0 => size,
+        _ => {
             let transfer = first
                 .retr(&path, 0)
                 .await
@@ -445,6 +447,15 @@ fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
         } if command != "login" => Error::NotFound {
             path: url.path.clone(),
             reply: text,
+        },
+        SessionError::Reply {
+            command,
+            code: 0,
+            text,
+        } => Error::Protocol {
+            host,
+            command,
+            reply: format!("{text} (no valid reply code)"),
         },
         SessionError::Reply {
             command,

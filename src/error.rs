@@ -120,6 +120,9 @@ pub enum Error {
     CannotResume { part: PathBuf, done: String },
     #[error("interrupted; progress is saved in {}: run the same command again to resume", .0.display())]
     Interrupted(PathBuf),
+    /// Another error whose message had to be cleaned of a password; keeps its exit code.
+    #[error("{message}")]
+    Redacted { message: String, code: i32 },
     #[error("internal error: {0} (this is a bug in ftpseg; please report it)")]
     Internal(String),
 }
@@ -147,6 +150,7 @@ impl Error {
             Error::Manifest(_) => exit::MANIFEST,
             Error::RemoteChanged { .. } | Error::CannotResume { .. } => exit::REMOTE_CHANGED,
             Error::Interrupted(_) => exit::INTERRUPTED,
+            Error::Redacted { code, .. } => *code,
             Error::Internal(_) => exit::INTERNAL,
         }
     }

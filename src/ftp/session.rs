@@ -96,7 +96,8 @@ pub enum SessionError {
         code: u16,
         text: String,
     },
-    #[error("control connection lost during {command}: {source}")]
+    /// A connection (control or data) failed: reset, closed, refused, ended early.
+    #[error("connection lost during {command}: {source}")]
     Io {
         command: String,
         source: std::io::Error,
@@ -158,16 +159,35 @@ impl SessionError {
 
     fn from_ftp(command: &str, e: FtpError) -> SessionError {
         match e {
-            FtpError::UnexpectedResponse(r) => SessionError::Reply {
-                command: command.to_owned(),
-                code: reply::reply_code(&r.body).unwrap_or(0),
-                text: reply::reply_text(&r.body),
-            },
+            FtpError::UnexpectedResponse(r) => SessionError::from_reply(command, &r.body),
+            FtpError::ConnectionError(source)
+                if source
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<suppaftp::ReplyTooLarge>()) =>
+            {
+                // Out of step for this session (a new one may be fine); at startup the engine
+                // reports it as a protocol error.
+                SessionError::Desync(format!(
+                    "{command}: the server sent a reply larger than 256 KiB"
+                ))
+            }
             FtpError::ConnectionError(source) => SessionError::Io {
                 command: command.to_owned(),
                 source,
             },
             other => SessionError::Desync(format!("{command}: {other}")),
+        }
+    }
+
+    /// A reply we did not expect, with its code; code 0 when it has none in 100..=599
+    /// (`999 what`). Such a reply is complete, so the channel is still in step: optional
+    /// commands (FEAT, MDTM) ignore it, a worker retries on a new session, and at startup it
+    /// is a protocol error.
+    fn from_reply(command: &str, body: &[u8]) -> SessionError {
+        SessionError::Reply {
+            command: command.to_owned(),
+            code: reply::reply_code(body).unwrap_or(0),
+            text: reply::reply_text(body),
         }
     }
 }
@@ -674,11 +694,7 @@ impl Session {
             }
             Err(FtpError::UnexpectedResponse(r)) => {
                 if to_eof {
-                    Err(SessionError::Reply {
-                        command: "RETR".into(),
-                        code: reply::reply_code(&r.body).unwrap_or(0),
-                        text: reply::reply_text(&r.body),
-                    })
+                    Err(SessionError::from_reply("RETR", &r.body))
                 } else {
                     self.resync().await
                 }
@@ -798,11 +814,7 @@ impl Session {
         };
         match reply::reply_code(&body) {
             Some(code) if ok.contains(&code) => Ok(body),
-            code => Err(SessionError::Reply {
-                command: command.to_owned(),
-                code: code.unwrap_or(0),
-                text: reply::reply_text(&body),
-            }),
+            _ => Err(SessionError::from_reply(command, &body)),
         }
     }
 
