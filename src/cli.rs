@@ -124,6 +124,11 @@ pub struct GetArgs {
     #[arg(long)]
     pub no_netrc: bool,
 
+    /// Seconds a connection refused as "too many connections" waits before trying again
+    /// (doubling each time it is refused, up to 120)
+    #[arg(long, default_value_t = 15.0, value_name = "SECS", value_parser = parse_secs)]
+    pub busy_retry: f64,
+
     /// Connect data connections to the address the server names in its PASV reply, instead
     /// of the control connection's address (only for servers behind unusual setups: a hostile
     /// server could point ftpseg at another host)
@@ -278,6 +283,7 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
         restart: args.restart,
         checkpoint_interval: Duration::from_secs_f64(args.checkpoint_interval),
         use_pasv_address: args.use_pasv_address,
+        busy_retry: Duration::from_secs_f64(args.busy_retry),
         verify,
     })
 }

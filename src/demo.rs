@@ -67,6 +67,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             restart: true,
             checkpoint_interval: Duration::from_secs(1),
             use_pasv_address: false,
+            busy_retry: Duration::from_secs(15),
             verify: Default::default(),
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());

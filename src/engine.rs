@@ -55,6 +55,9 @@ pub struct Job {
     pub use_pasv_address: bool,
     /// How the server's certificate is checked, when the URL uses TLS (`job.url.tls`).
     pub verify: Verify,
+    /// How long a connection the server refused as "too many" waits before trying again
+    /// (doubling each time it is refused, at most 2 minutes).
+    pub busy_retry: Duration,
 }
 
 /// What a finished download reports.
@@ -259,6 +262,7 @@ pub async fn download(
         epsv: AtomicBool::new(first.uses_epsv()),
         part_path: part_path.clone(),
         use_pasv_address: job.use_pasv_address,
+        busy_retry: job.busy_retry,
         failed: AtomicBool::new(false),
         conns: (0..workers).map(|_| ConnStat::default()).collect(),
         opened: AtomicU64::new(1),
@@ -545,6 +549,8 @@ struct Shared {
     epsv: AtomicBool,
     part_path: PathBuf,
     use_pasv_address: bool,
+    /// First wait before a connection refused as "too many" tries again (doubles each time).
+    busy_retry: Duration,
     /// Set when one worker hit a permanent error: the others stop.
     failed: AtomicBool,
     conns: Vec<ConnStat>,
@@ -747,64 +753,86 @@ async fn worker(
     mut preopened: Option<Transfer>,
 ) -> Result<(), Error> {
     let stat = &shared.conns[id];
-    while let Some(seg) = shared.sched.acquire(id) {
-        let mut tries = 0u32;
-        loop {
-            if shared.failed.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            stat.set(Some(seg.clone()), "connecting");
-            let before = seg.pos();
-            let attempt = fetch_range(&shared, id, &mut session, preopened.take(), &seg).await;
-            match attempt {
-                Ok(()) => {
-                    if shared.sched.complete(id, &seg) {
-                        break;
-                    }
-                    continue;
+    let mut rejoin_after = shared.busy_retry;
+    'ranges: loop {
+        while let Some(seg) = shared.sched.acquire(id) {
+            let mut tries = 0u32;
+            loop {
+                if shared.failed.load(Ordering::SeqCst) {
+                    return Ok(());
                 }
-                Err(e) => {
-                    // Never reuse a session after a failure: it may be out of step.
-                    if let Some(s) = session.take() {
-                        drop(s);
+                stat.set(Some(seg.clone()), "connecting");
+                let before = seg.pos();
+                let attempt = fetch_range(&shared, id, &mut session, preopened.take(), &seg).await;
+                let e = match attempt {
+                    Ok(()) => {
+                        rejoin_after = shared.busy_retry;
+                        if shared.sched.complete(id, &seg) {
+                            break;
+                        }
+                        continue;
                     }
-                    // The first session logged in with these credentials, so a 530 now means
-                    // "too many users" however the server words it.
-                    let busy = e.is_busy() || e.code() == Some(530);
-                    if !busy && !e.is_transient() {
-                        return Err(range_error(&shared, e));
-                    }
-                    if busy && shared.sched.give_up(&seg) {
-                        // The server wants fewer connections: another live connection will
-                        // take this range.
-                        stat.set(None, "server busy: stopped");
-                        return Ok(());
-                    }
-                    if seg.pos() > before {
-                        tries = 0;
-                    }
-                    tries += 1;
-                    if tries >= shared.max_tries {
-                        return Err(Error::GaveUp {
-                            tries,
-                            last: e.to_string(),
-                        });
-                    }
-                    let wait = backoff(tries);
-                    stat.set(
-                        Some(seg.clone()),
-                        &format!("retry in {:.1} s", wait.as_secs_f64()),
-                    );
-                    tokio::time::sleep(wait).await;
+                    Err(e) => e,
+                };
+                // Never reuse a session after a failure: it may be out of step.
+                drop(session.take());
+                // The first session logged in with these credentials, so a 530 now means
+                // "too many users" however the server words it.
+                let busy = e.is_busy() || e.code() == Some(530);
+                if !busy && !e.is_transient() {
+                    return Err(range_error(&shared, e));
                 }
+                if busy && shared.sched.give_up(&seg) {
+                    // The server wants fewer connections: another live connection takes this
+                    // range; this one waits, then tries to come back.
+                    if park(&shared, id, rejoin_after).await {
+                        rejoin_after = (rejoin_after * 2).min(BUSY_RETRY_MAX);
+                        continue 'ranges;
+                    }
+                    return Ok(());
+                }
+                if seg.pos() > before {
+                    tries = 0;
+                }
+                tries += 1;
+                if tries >= shared.max_tries {
+                    return Err(Error::GaveUp {
+                        tries,
+                        last: e.to_string(),
+                    });
+                }
+                let wait = backoff(tries);
+                stat.set(
+                    Some(seg.clone()),
+                    &format!("retry in {:.1} s", wait.as_secs_f64()),
+                );
+                tokio::time::sleep(wait).await;
             }
         }
+        break;
     }
     stat.set(None, "done");
     if let Some(s) = session {
         s.quit().await;
     }
     Ok(())
+}
+
+/// Longest wait before a connection refused as "too many" tries to come back.
+const BUSY_RETRY_MAX: Duration = Duration::from_secs(120);
+
+/// A connection the server refused as one too many waits `wait`, then rejoins the download
+/// (`true`) to try a connection again. `false` if the download ended (or failed) meanwhile.
+async fn park(shared: &Shared, id: usize, wait: Duration) -> bool {
+    shared.conns[id].set(None, &format!("server busy: retry in {} s", wait.as_secs()));
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        if shared.failed.load(Ordering::SeqCst) || shared.sched.remaining() == 0 {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250).min(wait)).await;
+    }
+    shared.sched.rejoin()
 }
 
 fn range_error(shared: &Shared, e: SessionError) -> Error {

@@ -198,6 +198,17 @@ impl Scheduler {
         true
     }
 
+    /// A worker that gave up (or retired) comes back, to `acquire` again. `false` when nothing
+    /// is left to fetch.
+    pub fn rejoin(&self) -> bool {
+        let mut state = self.lock();
+        if state.entries.iter().all(|e| e.seg.remaining() == 0) {
+            return false;
+        }
+        state.live += 1;
+        true
+    }
+
     /// The owner moves its segment's position back to `to` (bytes after it will be fetched
     /// again), and the durable mark with it, so the next checkpoint flushes them again.
     pub fn rewind(&self, seg: &Arc<Segment>, to: u64) {

@@ -335,3 +335,51 @@ async fn connection_limit_of_three_with_eight_asked_completes() {
         "no storm of refused logins: {stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_come_back_when_the_server_frees_up() {
+    // The server allows 2 connections at first, then 6: the connections it refused wait
+    // (--busy-retry 1) and rejoin, so more than 2 end up working on the download.
+    let fx = Fixture::new(|c| {
+        c.with_max_connections(2).with_faults(Faults {
+            rate_per_transfer: Some(2 * MIB),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 24 * MIB, 15);
+    let out = fx.out("f.bin");
+    let child = ftpseg()
+        .args([
+            "-q",
+            "-n",
+            "6",
+            "--busy-retry",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ])
+        .current_dir(&fx.local)
+        .spawn()
+        .unwrap();
+    wait_for_durable(&out, 2 * MIB, std::time::Duration::from_secs(60)).await;
+    assert!(
+        fx.server.stats().connections_refused >= 1,
+        "the limit was hit"
+    );
+    fx.server.set_max_connections(Some(6));
+    let o = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_ok_and_equal(&o, &out, &data);
+    let stats = fx.server.stats();
+    assert!(
+        stats.max_live_connections > 2,
+        "refused connections came back once the server allowed more: {stats:?}"
+    );
+}

@@ -241,11 +241,14 @@ struct Shared {
     faults: RwLock<Arc<FaultState>>,
     /// Set when the server stops: every RETR reader then fails at its next read.
     stopping: AtomicBool,
+    /// Live control connections allowed (`u64::MAX`: no limit); changeable while running.
+    max_connections: AtomicU64,
 }
 
 impl Shared {
     fn new(faults: Faults) -> Self {
         Shared {
+            max_connections: AtomicU64::new(u64::MAX),
             counters: Counters::default(),
             faults: RwLock::new(Arc::new(FaultState {
                 faults,
@@ -300,7 +303,6 @@ struct ConnState {
 struct SessionSettings {
     root: PathBuf,
     authenticator: Arc<TestAuthenticator>,
-    max_connections: Option<usize>,
     tls: Option<ServerTls>,
 }
 
@@ -386,12 +388,14 @@ impl TestServer {
         let listener = TcpListener::bind(SocketAddr::new(cfg.bind, cfg.port)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(cfg.faults));
+        if let Some(max) = cfg.max_connections {
+            shared.max_connections.store(max as u64, Ordering::Release);
+        }
         let authenticator = TestAuthenticator::new(cfg.anonymous, cfg.users)
             .counting(shared.counters.login_attempts.clone());
         let settings = Arc::new(SessionSettings {
             root,
             authenticator: Arc::new(authenticator),
-            max_connections: cfg.max_connections,
             tls,
         });
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -421,6 +425,12 @@ impl TestServer {
             self.addr,
             encode_path(path.trim_start_matches('/'))
         )
+    }
+
+    /// Changes the connection limit for connections accepted from now on (`None`: no limit).
+    pub fn set_max_connections(&self, max: Option<usize>) {
+        let v = max.map_or(u64::MAX, |m| m as u64);
+        self.shared.max_connections.store(v, Ordering::Release);
     }
 
     /// Replaces the faults. Takes effect for RETRs started afterwards (and, for `refuse_rest`,
@@ -502,13 +512,17 @@ async fn accept_loop(
 /// (a client that has just closed a connection may reconnect before the server has noticed);
 /// otherwise answers 421 and closes it.
 async fn admit(stream: TcpStream, settings: Arc<SessionSettings>, shared: Arc<Shared>) {
-    let mut guard = LiveGuard::try_claim(&shared, settings.max_connections);
+    let limit = || match shared.max_connections.load(Ordering::Acquire) {
+        u64::MAX => None,
+        n => Some(n as usize),
+    };
+    let mut guard = LiveGuard::try_claim(&shared, limit());
     for _ in 0..ADMIT_GRACE_POLLS {
         if guard.is_some() {
             break;
         }
         tokio::time::sleep(ADMIT_GRACE_POLL).await;
-        guard = LiveGuard::try_claim(&shared, settings.max_connections);
+        guard = LiveGuard::try_claim(&shared, limit());
     }
     match guard {
         Some(guard) => serve(stream, settings, guard).await,
