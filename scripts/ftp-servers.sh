@@ -107,6 +107,31 @@ instances() {
       idx=$((idx + 1))
     done
   done
+  # FTPS: vsftpd with explicit TLS and require_ssl_reuse=YES (tests/interop.rs), on the port
+  # after the plain, capped and limited vsftpd.
+  pmin=$((BASE_PORT + 1000 + PASV_WIDTH * idx))
+  echo "vsftpd-tls vsftpd tls $((BASE_PORT + 4)) $pmin $((pmin + PASV_WIDTH - 1))"
+}
+
+# A test CA and a certificate for 127.0.0.1/localhost signed by it, for the TLS instance:
+# $DIR/pki/ca.pem is what clients trust (ftpseg --ca-file). Made once.
+ensure_pki() {
+  local pki="$DIR/pki"
+  if [[ -s $pki/ca.pem && -s $pki/leaf.pem && -s $pki/leaf.key ]]; then return 0; fi
+  command -v openssl >/dev/null || ensure_apt openssl
+  mkdir -p "$pki"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=ftpseg test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$pki/leaf.key" -out "$pki/leaf.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+    >"$pki/leaf.ext"
+  openssl x509 -req -in "$pki/leaf.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$pki/leaf.ext" -out "$pki/leaf.pem" 2>/dev/null
+  chmod 600 "$pki/ca.key" "$pki/leaf.key"
+  [[ -s $pki/leaf.pem ]] || die "could not make the test certificate in $pki"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +342,7 @@ launch_vsftpd() {
   mkdir -p "$DIR/vsftpd-empty"
   chmod 755 "$DIR/vsftpd-empty"
   local rate=0 maxip=0 sendfile=YES
-  [[ $variant == plain ]] || rate=$RATE
+  [[ $variant == plain || $variant == tls ]] || rate=$RATE
   [[ $variant != limited ]] || maxip=$MAX_PER_IP
   # sendfile makes the per-connection limit uneven (27-43 MiB/s under a 20 MiB/s cap,
   # shared/notes/servers-measured.md); it is exact without it.
@@ -354,6 +379,23 @@ xferlog_file=$XFERLOG
 vsftpd_log_file=$LOG
 syslog_enable=NO
 EOF
+  if [[ $variant == tls ]]; then
+    # Explicit TLS required for logins and data, and every data connection must resume its
+    # control connection's session (vsftpd's default; what FTPS clients get wrong).
+    cat >>"$CONF" <<EOF
+ssl_enable=YES
+allow_anon_ssl=YES
+force_anon_logins_ssl=YES
+force_anon_data_ssl=YES
+force_local_logins_ssl=YES
+force_local_data_ssl=YES
+require_ssl_reuse=YES
+rsa_cert_file=$DIR/pki/leaf.pem
+rsa_private_key_file=$DIR/pki/leaf.key
+ssl_ciphers=HIGH
+seccomp_sandbox=NO
+EOF
+  fi
   : >>"$LOG"
   launch "$dir" "$VSFTPD_ROOT/usr/sbin/vsftpd" "$CONF"
 }
@@ -579,6 +621,7 @@ cmd_start() {
   install_all
   ensure_users
   ensure_files
+  ensure_pki
 
   # Refuse to start over someone else's server.
   local name kind variant port pmin pmax
@@ -597,7 +640,7 @@ cmd_start() {
     read -r pid start <"$dir/pid"
     specs+=("$name:$HOST:$port:$pid:$start")
     local r=0 m=0
-    [[ $variant == plain ]] || r=$RATE
+    [[ $variant == plain || $variant == tls ]] || r=$RATE
     [[ $variant != limited ]] || m=$MAX_PER_IP
     printf '%s\t' "$name" "$kind" "$variant" "$HOST" "$port" "$pid" "$start" "$LOG" "$XFERLOG" \
       "$pmin" "$pmax" "$r" "$m" >>"$table"
@@ -624,7 +667,7 @@ cmd_start() {
   FTPSEG_PW="$FTP_PASSWORD" helper write-json "$STATE" "$SERVED" "$FTP_USER" FTPSEG_PW "$RATE" \
     "$MAX_PER_IP" "$BASE_PORT" "$table" "$files"
   rm -f "$table" "$files"
-  log "12 servers up on $HOST (rate $RATE B/s, max-per-ip $MAX_PER_IP); state: $STATE"
+  log "$(instances | wc -l) servers up on $HOST (rate $RATE B/s, max-per-ip $MAX_PER_IP); state: $STATE"
 }
 
 cmd_stop() {

@@ -25,6 +25,7 @@ struct Server {
 }
 
 struct Servers {
+    dir: PathBuf,
     served: PathBuf,
     user: String,
     password: String,
@@ -56,6 +57,12 @@ impl Servers {
                 pid: s["pid"].as_i64().unwrap() as i32,
             })
             .collect::<Vec<_>>();
+        assert!(
+            list.iter()
+                .any(|s| s.kind == "vsftpd" && s.variant == "tls"),
+            "vsftpd with TLS is missing from {}",
+            path.display()
+        );
         for kind in ["vsftpd", "proftpd", "pure-ftpd", "pyftpdlib"] {
             for variant in ["plain", "capped", "limited"] {
                 assert!(
@@ -66,6 +73,7 @@ impl Servers {
             }
         }
         Servers {
+            dir: PathBuf::from(&dir),
             served: PathBuf::from(v["served"].as_str().unwrap()),
             user: v["user"].as_str().unwrap().into(),
             password: v["password"].as_str().unwrap().into(),
@@ -360,4 +368,66 @@ async fn frozen_server_session_is_replaced_after_the_stall_timeout() {
             s.name
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vsftpd_with_tls_and_required_session_reuse_is_byte_exact_at_8() {
+    // vsftpd with require_ssl_reuse=YES refuses a data connection that does not resume its
+    // own control connection's TLS session ("522 ... session reuse required").
+    let servers = Servers::load();
+    let s = servers
+        .list
+        .iter()
+        .find(|s| s.variant == "tls")
+        .unwrap()
+        .clone();
+    let ca = servers.dir.join("pki/ca.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let data = servers.bytes("mid.bin");
+    let tls_url = |path: &str| url(&s, path).replace("ftp://", "ftpes://");
+    for n in ["1", "8"] {
+        let out = dir.path().join(format!("tls-{n}"));
+        let o = run(
+            &[
+                "-q",
+                "-n",
+                n,
+                "--ca-file",
+                ca.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                &tls_url("mid.bin"),
+            ],
+            dir.path(),
+        )
+        .await;
+        assert_ok_and_equal(&o, &out, &data);
+    }
+    // The password user, over TLS at N = 8.
+    let out = dir.path().join("tls-user");
+    let user = tls_url("mid.bin").replace("ftpes://", &format!("ftpes://{}@", servers.user));
+    let o = run_with_password(
+        &[
+            "-q",
+            "-n",
+            "8",
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            &user,
+        ],
+        dir.path(),
+        &servers.password,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    // The test CA is not among the system roots: without --ca-file, exit 13.
+    let out = dir.path().join("tls-untrusted");
+    let o = run(
+        &["-o", out.to_str().unwrap(), &tls_url("one.bin")],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(code(&o), 13, "{}", stderr(&o));
 }
