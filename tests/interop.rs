@@ -240,7 +240,7 @@ async fn every_server_resumes_after_sigkill() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_ip_limit_of_three_with_eight_connections_completes() {
+async fn per_ip_limit_of_three_with_sixteen_connections_completes() {
     let servers = Servers::load();
     let dir = tempfile::tempdir().unwrap();
     let data = servers.bytes("mid.bin");
@@ -250,7 +250,7 @@ async fn per_ip_limit_of_three_with_eight_connections_completes() {
             &[
                 "-q",
                 "-n",
-                "8",
+                "16",
                 "-o",
                 out.to_str().unwrap(),
                 &url(&s, "mid.bin"),
