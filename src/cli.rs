@@ -129,6 +129,10 @@ pub struct GetArgs {
     #[arg(long, default_value_t = 15.0, value_name = "SECS", value_parser = parse_secs)]
     pub busy_retry: f64,
 
+    /// Use REST and early stops even where the server offers exact ranges (RANG)
+    #[arg(long, hide = true)]
+    pub no_rang: bool,
+
     /// Connect data connections to the address the server names in its PASV reply, instead
     /// of the control connection's address (only for servers behind unusual setups: a hostile
     /// server could point ftpseg at another host)
@@ -284,6 +288,7 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
         checkpoint_interval: Duration::from_secs_f64(args.checkpoint_interval),
         use_pasv_address: args.use_pasv_address,
         busy_retry: Duration::from_secs_f64(args.busy_retry),
+        no_rang: args.no_rang,
         verify,
     })
 }

@@ -68,6 +68,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             checkpoint_interval: Duration::from_secs(1),
             use_pasv_address: false,
             busy_retry: Duration::from_secs(15),
+            no_rang: false,
             verify: Default::default(),
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());

@@ -58,6 +58,8 @@ pub struct Job {
     /// How long a connection the server refused as "too many" waits before trying again
     /// (doubling each time it is refused, at most 2 minutes).
     pub busy_retry: Duration,
+    /// Never use `RANG`, even where the server offers it (for comparisons).
+    pub no_rang: bool,
 }
 
 /// What a finished download reports.
@@ -123,6 +125,9 @@ pub async fn download(
     };
     let path = job.url.path.clone();
     let rest_support = first.rest_support();
+    if job.no_rang {
+        first.set_rang(false);
+    }
     let rest = rest_support.0;
     let redacted = job.url.redacted();
 
@@ -260,6 +265,7 @@ pub async fn download(
         max_tries: job.max_tries,
         rest: rest_support,
         epsv: AtomicBool::new(first.uses_epsv()),
+        rang: AtomicBool::new(first.uses_rang() && !job.no_rang),
         part_path: part_path.clone(),
         use_pasv_address: job.use_pasv_address,
         busy_retry: job.busy_retry,
@@ -547,6 +553,8 @@ struct Shared {
     /// `REST` support learned by the probe: (`REST n` works, `REST 0` works).
     rest: (bool, bool),
     epsv: AtomicBool,
+    /// Ranged transfers use `RANG` (the server offers it, and `--no-rang` was not given).
+    rang: AtomicBool,
     part_path: PathBuf,
     use_pasv_address: bool,
     /// First wait before a connection refused as "too many" tries again (doubles each time).
@@ -905,6 +913,7 @@ async fn fetch_range(
         .await?;
         shared.opened.fetch_add(1, Ordering::Relaxed);
         s.set_rest_support(shared.rest);
+        s.set_rang(shared.rang.load(Ordering::Relaxed));
         s.set_use_pasv_address(shared.use_pasv_address);
         s.set_epsv(shared.epsv.load(Ordering::Relaxed));
         *session = Some(s);
@@ -923,24 +932,32 @@ async fn fetch_range(
             if pos >= seg.end() {
                 return Ok(());
             }
-            s.retr(&shared.path, pos).await?
+            s.retr_range(&shared.path, pos, Some(seg.end())).await?
         }
         None => {
             if pos >= seg.end() {
                 return Ok(());
             }
-            s.retr(&shared.path, pos).await?
+            s.retr_range(&shared.path, pos, Some(seg.end())).await?
         }
     };
     if !s.uses_epsv() {
         shared.epsv.store(false, Ordering::Relaxed);
     }
+    if !s.uses_rang() {
+        shared.rang.store(false, Ordering::Relaxed);
+    }
+    // Where the server ends this transfer by itself: the end of the file, or the end of the
+    // range it was asked for with RANG.
+    let transfer_end = transfer.ends_at.unwrap_or(shared.size);
     let mut stream = transfer.stream;
     stat.set(Some(seg.clone()), "reading");
     // Written pages are dropped from RSS every `release_every` bytes (see SharedMap::release).
     let mut released = pos;
     loop {
-        let end = seg.end();
+        // A steal that was rolled back can leave `end` past a RANG transfer's end: that
+        // transfer stops at its own end and the range goes on in a new one.
+        let end = seg.end().min(transfer_end);
         if pos >= end {
             break;
         }
@@ -980,11 +997,17 @@ async fn fetch_range(
         }
     }
     shared.map.release(released, pos);
-    let to_eof = if pos == shared.size {
-        // The range ends at the end of the file: the server must have nothing more to send.
+    let to_eof = if pos == transfer_end {
+        // The transfer reached its end (of the file, or of the RANG range): the server must
+        // have nothing more to send, and then confirms with 226.
         let mut probe = [0u8; 1];
         match s.read_data(&mut stream, &mut probe).await? {
             0 => true,
+            _ if transfer_end < shared.size => {
+                // The server did not honour RANG's end: stop early as usual, and use REST.
+                shared.rang.store(false, Ordering::Relaxed);
+                false
+            }
             _ => {
                 return Err(SessionError::Changed(format!(
                     "the server sent more than the {} bytes SIZE announced: the file is \

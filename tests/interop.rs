@@ -431,3 +431,60 @@ async fn vsftpd_with_tls_and_required_session_reuse_is_byte_exact_at_8() {
     .await;
     assert_eq!(code(&o), 13, "{}", stderr(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proftpd_exact_ranges_send_nothing_past_each_range() {
+    // proftpd offers RANG: each range is asked for exactly and ended by the server with 226,
+    // so no early stop throws away bytes in flight. With 8 ranges of 8 MiB and no steal
+    // possible (--min-range 8M), the server's transfer log must add up to the file.
+    let servers = Servers::load();
+    let text = std::fs::read_to_string(servers.dir.join("servers.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entry = v["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "proftpd")
+        .unwrap()
+        .clone();
+    let log = PathBuf::from(entry["transfer_log"].as_str().unwrap());
+    let s = servers
+        .list
+        .iter()
+        .find(|s| s.name == "proftpd")
+        .unwrap()
+        .clone();
+    let dir = tempfile::tempdir().unwrap();
+    let data = servers.bytes("mid.bin");
+    let logged = |log: &PathBuf| std::fs::read_to_string(log).unwrap_or_default();
+    let before = logged(&log).lines().count();
+    let out = dir.path().join("rang");
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "8",
+            "--min-range",
+            "8M",
+            "-o",
+            out.to_str().unwrap(),
+            &url(&s, "mid.bin"),
+        ],
+        dir.path(),
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // xferlog: the 8th field is the bytes sent by one transfer.
+    let sent: u64 = logged(&log)
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains("mid.bin"))
+        .filter_map(|l| l.split_whitespace().nth(7)?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        sent <= data.len() as u64 + data.len() as u64 / 100,
+        "proftpd sent {sent} bytes for a {}-byte file: ranges were not exact",
+        data.len()
+    );
+}

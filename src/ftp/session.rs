@@ -200,6 +200,9 @@ pub struct Transfer {
     pub stream: DataStream,
     /// The size the server announced in its 150 reply ("(N bytes)"), if it did.
     pub announced_size: Option<u64>,
+    /// Where the server will end this transfer by itself: `Some(end)` when it was asked for
+    /// exactly `[offset, end)` with `RANG`; `None` when it streams to the end of the file.
+    pub ends_at: Option<u64>,
 }
 
 /// A logged-in control session.
@@ -213,6 +216,8 @@ pub struct Session {
     rest: bool,
     /// The server accepts `REST 0` (most do; NcFTPd is said not to).
     rest0: bool,
+    /// The server sends exact byte ranges (`RANG start end` + `RETR`, FEAT `RANG STREAM`).
+    rang: bool,
     /// A `REST n` may still be pending on a server that refuses `REST 0`: a transfer from byte
     /// 0 must not start on this session.
     offset_dirty: bool,
@@ -419,6 +424,7 @@ impl Session {
             features: Features::default(),
             rest: true,
             rest0: true,
+            rang: false,
             offset_dirty: false,
             epsv: true,
         };
@@ -466,6 +472,7 @@ impl Session {
             Err(e) => return Err(e),
         }
         self.epsv = self.features.epsv || !self.features.pasv;
+        self.rang = self.features.rang_stream;
         if !self.epsv {
             self.ftp.set_mode(Mode::Passive);
         }
@@ -517,6 +524,17 @@ impl Session {
         self.ftp.set_passive_nat_workaround(!yes);
     }
 
+    /// Whether ranged transfers use `RANG` (the probe found FEAT `RANG STREAM`, and no `RANG`
+    /// was refused since).
+    pub fn uses_rang(&self) -> bool {
+        self.rang
+    }
+
+    /// Turns `RANG` on or off (what another session of the same server learned).
+    pub fn set_rang(&mut self, rang: bool) {
+        self.rang = rang;
+    }
+
     /// Uses PASV instead of EPSV from now on.
     pub fn set_epsv(&mut self, epsv: bool) {
         self.epsv = epsv;
@@ -562,14 +580,26 @@ impl Session {
     /// supports REST). Falls back from EPSV to PASV once if the server refuses EPSV.
     /// If PASV fails too, the error names both failures, so neither hides the real cause.
     pub async fn retr(&mut self, path: &str, offset: u64) -> Result<Transfer, SessionError> {
-        match self.retr_once(path, offset).await {
+        self.retr_range(path, offset, None).await
+    }
+
+    /// Like [`Session::retr`], for the bytes `[offset, end)`: where the server offers `RANG`
+    /// (proftpd), it is asked for exactly those bytes and ends the transfer itself with 226, so
+    /// nothing is sent past `end` and nothing needs stopping early. Elsewhere, `REST offset`.
+    pub async fn retr_range(
+        &mut self,
+        path: &str,
+        offset: u64,
+        end: Option<u64>,
+    ) -> Result<Transfer, SessionError> {
+        match self.retr_once(path, offset, end).await {
             Err(SessionError::Reply {
                 code: code @ (500 | 501 | 502 | 504),
                 text,
                 command,
             }) if self.epsv => {
                 self.set_epsv(false);
-                match self.retr_once(path, offset).await {
+                match self.retr_once(path, offset, end).await {
                     Ok(t) => Ok(t),
                     Err(second) => {
                         self.set_epsv(true);
@@ -585,13 +615,31 @@ impl Session {
         }
     }
 
-    async fn retr_once(&mut self, path: &str, offset: u64) -> Result<Transfer, SessionError> {
-        if offset > 0 && !self.rest {
+    async fn retr_once(
+        &mut self,
+        path: &str,
+        offset: u64,
+        end: Option<u64>,
+    ) -> Result<Transfer, SessionError> {
+        let mut ends_at = None;
+        if let Some(end) = end.filter(|&e| self.rang && e > offset) {
+            // RANG's end is inclusive; it applies to the next RETR only (proftpd).
+            match self
+                .raw(&format!("RANG {offset} {}", end - 1), &[350])
+                .await
+            {
+                Ok(_) => ends_at = Some(end),
+                Err(SessionError::Reply { code, .. }) if code >= 500 => self.rang = false,
+                Err(e) => return Err(e),
+            }
+        }
+        if ends_at.is_some() {
+            // The range replaces REST.
+        } else if offset > 0 && !self.rest {
             return Err(SessionError::Protocol(
                 "cannot resume: the server does not support REST".into(),
             ));
-        }
-        if self.rest {
+        } else if self.rest {
             if offset == 0 {
                 if self.rest0 {
                     self.raw("REST 0", &[350]).await?;
@@ -632,6 +680,7 @@ impl Session {
         Ok(Transfer {
             stream,
             announced_size: reply::parse_transfer_size(&resp.body),
+            ends_at,
         })
     }
 
