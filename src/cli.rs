@@ -129,6 +129,11 @@ pub struct GetArgs {
     #[arg(long, default_value_t = 15.0, value_name = "SECS", value_parser = parse_secs)]
     pub busy_retry: f64,
 
+    /// Seconds without progress after which a free connection takes over a range (a stalled
+    /// connection then costs this, not --stall-timeout)
+    #[arg(long, default_value_t = 3.0, value_name = "SECS", value_parser = parse_secs)]
+    pub straggler_timeout: f64,
+
     /// Use REST and early stops even where the server offers exact ranges (RANG)
     #[arg(long, hide = true)]
     pub no_rang: bool,
@@ -289,6 +294,7 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
         use_pasv_address: args.use_pasv_address,
         busy_retry: Duration::from_secs_f64(args.busy_retry),
         no_rang: args.no_rang,
+        straggler_timeout: Duration::from_secs_f64(args.straggler_timeout),
         verify,
     })
 }

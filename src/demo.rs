@@ -69,6 +69,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             use_pasv_address: false,
             busy_retry: Duration::from_secs(15),
             no_rang: false,
+            straggler_timeout: Duration::from_secs(3),
             verify: Default::default(),
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());

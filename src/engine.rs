@@ -60,6 +60,9 @@ pub struct Job {
     pub busy_retry: Duration,
     /// Never use `RANG`, even where the server offers it (for comparisons).
     pub no_rang: bool,
+    /// A range without progress for this long is taken over by a free connection (long
+    /// before `--stall-timeout` gives up on the stalled one).
+    pub straggler_timeout: Duration,
 }
 
 /// What a finished download reports.
@@ -269,6 +272,9 @@ pub async fn download(
         part_path: part_path.clone(),
         use_pasv_address: job.use_pasv_address,
         busy_retry: job.busy_retry,
+        // Taking over pays only well before the stall timeout would replace the connection.
+        straggler_timeout: (job.straggler_timeout * 2 <= job.timeouts.data_idle)
+            .then_some(job.straggler_timeout),
         failed: AtomicBool::new(false),
         conns: (0..workers).map(|_| ConnStat::default()).collect(),
         opened: AtomicU64::new(1),
@@ -559,6 +565,9 @@ struct Shared {
     use_pasv_address: bool,
     /// First wait before a connection refused as "too many" tries again (doubles each time).
     busy_retry: Duration,
+    /// No progress for this long, while another connection is free: that one takes over.
+    /// `None` when it would not come well before the stall timeout.
+    straggler_timeout: Option<Duration>,
     /// Set when one worker hit a permanent error: the others stop.
     failed: AtomicBool,
     conns: Vec<ConnStat>,
@@ -763,17 +772,50 @@ async fn worker(
     let stat = &shared.conns[id];
     let mut rejoin_after = shared.busy_retry;
     'ranges: loop {
-        while let Some(seg) = shared.sched.acquire(id) {
-            let mut tries = 0u32;
+        let Some(seg) = shared.sched.try_acquire(id) else {
+            if shared.failed.load(Ordering::SeqCst) || !shared.sched.unfinished() {
+                shared.sched.retire();
+                break 'ranges;
+            }
+            // Nothing to take now. Stay around: a connection may stall (then take over its
+            // range) or hand a range back.
+            if let Some(idle) = shared.straggler_timeout {
+                shared.sched.preempt_straggler(id, idle);
+            }
+            stat.set(None, "idle");
+            tokio::time::sleep(LINGER_POLL).await;
+            continue 'ranges;
+        };
+        {
             loop {
                 if shared.failed.load(Ordering::SeqCst) {
                     return Ok(());
                 }
                 stat.set(Some(seg.clone()), "connecting");
                 let before = seg.pos();
-                let attempt = fetch_range(&shared, id, &mut session, preopened.take(), &seg).await;
+                // A free connection may take this range over if it stalls: dropping the
+                // attempt stops every write into the range before it is released.
+                let attempt = tokio::select! {
+                    r = fetch_range(&shared, id, &mut session, preopened.take(), &seg) => Some(r),
+                    _ = seg.preempted() => None,
+                };
+                let Some(attempt) = attempt else {
+                    drop(session.take());
+                    let tries = seg.attempt_ended(before, true);
+                    shared.sched.release_preempted(&seg);
+                    if tries >= shared.max_tries {
+                        return Err(Error::GaveUp {
+                            tries,
+                            last: "no progress on any connection (taken over after \
+                                   --straggler-timeout each time)"
+                                .into(),
+                        });
+                    }
+                    continue 'ranges;
+                };
                 let e = match attempt {
                     Ok(()) => {
+                        seg.attempt_ended(before, false);
                         rejoin_after = shared.busy_retry;
                         if shared.sched.complete(id, &seg) {
                             break;
@@ -799,10 +841,7 @@ async fn worker(
                     }
                     return Ok(());
                 }
-                if seg.pos() > before {
-                    tries = 0;
-                }
-                tries += 1;
+                let tries = seg.attempt_ended(before, true);
                 if tries >= shared.max_tries {
                     return Err(Error::GaveUp {
                         tries,
@@ -814,10 +853,16 @@ async fn worker(
                     Some(seg.clone()),
                     &format!("retry in {:.1} s", wait.as_secs_f64()),
                 );
-                tokio::time::sleep(wait).await;
+                let preempted = tokio::select! {
+                    _ = tokio::time::sleep(wait) => false,
+                    _ = seg.preempted() => true,
+                };
+                if preempted {
+                    shared.sched.release_preempted(&seg);
+                    continue 'ranges;
+                }
             }
         }
-        break;
     }
     stat.set(None, "done");
     if let Some(s) = session {
@@ -825,6 +870,9 @@ async fn worker(
     }
     Ok(())
 }
+
+/// How often a connection with nothing to do looks for a stalled range or a handed-back one.
+const LINGER_POLL: Duration = Duration::from_millis(100);
 
 /// Longest wait before a connection refused as "too many" tries to come back.
 const BUSY_RETRY_MAX: Duration = Duration::from_secs(120);

@@ -34,6 +34,15 @@ pub struct Segment {
     pub start: u64,
     end: AtomicU64,
     pos: AtomicU64,
+    /// When the segment last made progress (or got a new owner), in ms since `born`.
+    progress_ms: AtomicU64,
+    born: std::time::Instant,
+    /// Set (and `preempt` notified) when a free connection takes over from a stalled owner.
+    preempted: std::sync::atomic::AtomicBool,
+    preempt: tokio::sync::Notify,
+    /// Failed attempts in a row without progress, whoever owned the segment: a range that
+    /// stalls on every connection must still run out of tries (`--max-tries`).
+    failures: std::sync::atomic::AtomicU32,
 }
 
 impl Segment {
@@ -42,7 +51,52 @@ impl Segment {
             start,
             end: AtomicU64::new(end),
             pos: AtomicU64::new(pos),
+            progress_ms: AtomicU64::new(0),
+            born: std::time::Instant::now(),
+            preempted: std::sync::atomic::AtomicBool::new(false),
+            preempt: tokio::sync::Notify::new(),
+            failures: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+
+    /// Records the end of an attempt that started at `before`: progress clears the failure
+    /// count; a failure adds one. Returns the failures in a row now.
+    pub fn attempt_ended(&self, before: u64, failed: bool) -> u32 {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.pos() > before {
+            self.failures.store(0, Relaxed);
+        }
+        if failed {
+            self.failures.fetch_add(1, Relaxed) + 1
+        } else {
+            self.failures.load(Relaxed)
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.progress_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since this segment last made progress.
+    fn idle(&self) -> std::time::Duration {
+        let last = self.progress_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.born
+            .elapsed()
+            .saturating_sub(std::time::Duration::from_millis(last))
+    }
+
+    /// Completes when a free connection has asked to take this segment over. The owner runs
+    /// its attempt under `select!` with this: dropping the attempt stops every write into
+    /// the segment before the owner releases it.
+    pub async fn preempted(&self) {
+        loop {
+            if self.preempted.load(SeqCst) {
+                return;
+            }
+            self.preempt.notified().await;
+        }
     }
 
     /// One past the last byte this segment must fetch (shrinks when a thief takes the tail).
@@ -58,6 +112,7 @@ impl Segment {
     /// Records that bytes up to `pos` are written. Only the owner calls this.
     pub fn advance(&self, pos: u64) {
         self.pos.store(pos, SeqCst);
+        self.touch();
     }
 
     fn remaining(&self) -> u64 {
@@ -135,6 +190,58 @@ impl Scheduler {
             state.live = state.live.saturating_sub(1);
         }
         found
+    }
+
+    /// Like [`Scheduler::acquire`], but a worker that finds nothing does not retire: it may
+    /// wait for a straggler to be preempted, or for a range to be handed back.
+    pub fn try_acquire(&self, worker: usize) -> Option<Arc<Segment>> {
+        let mut state = self.lock();
+        let seg = Self::find_work(&mut state.entries, worker, self.min_range)?;
+        seg.touch();
+        Some(seg)
+    }
+
+    /// Retires a worker that found nothing to do (see [`Scheduler::try_acquire`]).
+    pub fn retire(&self) {
+        let mut state = self.lock();
+        state.live = state.live.saturating_sub(1);
+    }
+
+    /// Whether any segment still has bytes to fetch.
+    pub fn unfinished(&self) -> bool {
+        self.lock().entries.iter().any(|e| e.seg.remaining() > 0)
+    }
+
+    /// A free worker's last resort: if another worker's segment has made no progress for
+    /// `idle` (a stalled connection), ask its owner to let go. Returns whether a preemption is
+    /// under way (the segment becomes free once its owner has stopped writing).
+    pub fn preempt_straggler(&self, worker: usize, idle: std::time::Duration) -> bool {
+        let state = self.lock();
+        let mut pending = false;
+        for e in &state.entries {
+            let Some(owner) = e.owner else { continue };
+            if owner == worker || e.seg.remaining() == 0 {
+                continue;
+            }
+            if e.seg.preempted.load(SeqCst) {
+                pending = true;
+            } else if e.seg.idle() >= idle {
+                e.seg.preempted.store(true, SeqCst);
+                e.seg.preempt.notify_one();
+                pending = true;
+            }
+        }
+        pending
+    }
+
+    /// The owner of a preempted segment has stopped: the segment is free for the others.
+    pub fn release_preempted(&self, seg: &Arc<Segment>) {
+        let mut state = self.lock();
+        if let Some(e) = state.entries.iter_mut().find(|e| Arc::ptr_eq(&e.seg, seg)) {
+            e.owner = None;
+        }
+        seg.preempted.store(false, SeqCst);
+        seg.touch();
     }
 
     fn find_work(entries: &mut Vec<Entry>, worker: usize, min_range: u64) -> Option<Arc<Segment>> {

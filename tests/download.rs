@@ -383,3 +383,42 @@ async fn connections_come_back_when_the_server_frees_up() {
         "refused connections came back once the server allowed more: {stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_is_taken_over_long_before_the_stall_timeout() {
+    // The first transfer stalls after 1 MB and never sends again. With --stall-timeout 60,
+    // waiting for it would take over a minute; a free connection takes its range over after
+    // --straggler-timeout (3 s by default) instead.
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            rate_per_transfer: Some(8 * MIB),
+            stall_after: Some(1_000_000),
+            faulty_transfers: Some(1),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 16 * MIB, 16);
+    let out = fx.out("f.bin");
+    let started = std::time::Instant::now();
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "4",
+            "--stall-timeout",
+            "60",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "the stalled range waited for the stall timeout: {took:?}"
+    );
+}
