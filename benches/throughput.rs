@@ -164,9 +164,7 @@ fn to_json(r: &Run) -> serde_json::Value {
 }
 
 fn hash(path: &Path) -> blake3::Hash {
-    let mut h = blake3::Hasher::new();
-    std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut h).unwrap();
-    h.finalize()
+    ftpseg::verify::hash_file(path).unwrap()
 }
 
 fn measure(

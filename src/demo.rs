@@ -35,7 +35,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     let source = served.join("demo.bin");
     write_pattern_file(&source, args.size, 42)
         .map_err(|e| Error::io("cannot write", &source, e))?;
-    let expected = blake3_file(&source)?;
+    let expected =
+        crate::verify::hash_file(&source).map_err(|e| Error::io("cannot read", &source, e))?;
 
     let mut cfg = ServerConfig::new(&served);
     cfg.faults = Faults {
@@ -102,13 +103,6 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         ideal
     );
     Ok(())
-}
-
-fn blake3_file(path: &std::path::Path) -> Result<blake3::Hash, Error> {
-    let mut hasher = blake3::Hasher::new();
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
-    std::io::copy(&mut f, &mut hasher).map_err(|e| Error::io("cannot read", path, e))?;
-    Ok(hasher.finalize())
 }
 
 /// `ftpseg serve`: the demo server on its own, until Ctrl-C (hidden; for benchmarks).

@@ -1225,13 +1225,8 @@ async fn stream_unknown_size(
         .map_err(|e| Error::io("cannot sync", &part_path, e))?;
     drop(file);
     let hash_started = Instant::now();
-    let hash = tokio::task::block_in_place(|| {
-        let mut hasher = blake3::Hasher::new();
-        let mut f = std::fs::File::open(&part_path)?;
-        std::io::copy(&mut f, &mut hasher)?;
-        Ok::<_, std::io::Error>(hasher.finalize())
-    })
-    .map_err(|e| Error::io("cannot read back", &part_path, e))?;
+    let hash = tokio::task::block_in_place(|| verify::hash_file(&part_path))
+        .map_err(|e| Error::io("cannot read back", &part_path, e))?;
     let hash_time = hash_started.elapsed();
     store::rename(&part_path, output, job.force)?;
     store::sync_parent(output).map_err(|e| Error::io("cannot sync the folder of", output, e))?;

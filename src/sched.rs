@@ -184,10 +184,9 @@ impl Scheduler {
     /// upper half of the largest range another connection is still reading. `None` when there
     /// is nothing left worth taking: the worker then retires (it must not call again).
     pub fn acquire(&self, worker: usize) -> Option<Arc<Segment>> {
-        let mut state = self.lock();
-        let found = Self::find_work(&mut state.entries, worker, self.min_range);
+        let found = self.try_acquire(worker);
         if found.is_none() {
-            state.live = state.live.saturating_sub(1);
+            self.retire();
         }
         found
     }

@@ -145,30 +145,11 @@ impl PartFile {
             .map_err(|e| Error::io("cannot read back", &self.path, e))
     }
 
-    /// BLAKE3 of the whole file (one pass at the end of a download). Read with `pread` rather
-    /// than through the map, so hashing does not pull the whole file into this process's RSS.
+    /// BLAKE3 of the whole file in one pass (see [`crate::verify::hash_file`]), for files
+    /// without chunk hashes.
     pub fn blake3(&self) -> Result<blake3::Hash, Error> {
-        use std::os::unix::fs::FileExt;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0;
-        while at < self.len {
-            let want = buf.len().min((self.len - at) as usize);
-            let n = self
-                .file
-                .read_at(&mut buf[..want], at)
-                .map_err(|e| Error::io("cannot read back", &self.path, e))?;
-            if n == 0 {
-                return Err(Error::io(
-                    "cannot read back",
-                    &self.path,
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter"),
-                ));
-            }
-            hasher.update(&buf[..n]);
-            at += n as u64;
-        }
-        Ok(hasher.finalize())
+        crate::verify::hash_file(&self.path)
+            .map_err(|e| Error::io("cannot read back", &self.path, e))
     }
 
     /// Flushes every byte and the file's metadata, renames the file to `output`, then syncs
