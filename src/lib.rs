@@ -8,6 +8,7 @@
 //!   progress record.
 //! * [`engine`]: workers, retries, checkpoints, commit; [`progress`]: what the user sees.
 //! * [`testserver`]: an in-process FTP server with fault injection (demo, tests, benches).
+//! * [`trace`]: `FTPSEG_TRACE=1` prints each scheduling decision, for diagnosis.
 
 pub mod cli;
 pub mod demo;
@@ -21,6 +22,7 @@ pub mod progress;
 pub mod sched;
 pub mod store;
 pub mod testserver;
+pub mod trace;
 pub mod url;
 pub mod verify;
 

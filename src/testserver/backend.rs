@@ -413,6 +413,7 @@ impl FaultyReader {
         self.sent += n;
         let counters = &self.shared.counters;
         counters.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        self.conn.bytes_sent.fetch_add(n, Ordering::Relaxed);
         if self.from_zero {
             counters
                 .bytes_sent_from_zero

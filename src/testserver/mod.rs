@@ -213,6 +213,8 @@ pub struct Stats {
     pub tls_handshakes: u64,
     /// TLS handshakes that resumed a session of the same control connection.
     pub tls_resumed: u64,
+    /// Bytes sent by RETRs on each control connection, in order of acceptance.
+    pub bytes_by_connection: Vec<u64>,
 }
 
 /// Live counters behind [`Stats`].
@@ -247,12 +249,15 @@ struct Shared {
     stopping: AtomicBool,
     /// Live control connections allowed (`u64::MAX`: no limit); changeable while running.
     max_connections: AtomicU64,
+    /// Every control connection accepted so far (for per-connection counters).
+    conns: std::sync::Mutex<Vec<Arc<ConnState>>>,
 }
 
 impl Shared {
     fn new(faults: Faults) -> Self {
         Shared {
             max_connections: AtomicU64::new(u64::MAX),
+            conns: std::sync::Mutex::new(Vec::new()),
             counters: Counters::default(),
             faults: RwLock::new(Arc::new(FaultState {
                 faults,
@@ -292,6 +297,15 @@ impl Shared {
             login_attempts: c.login_attempts.load(Ordering::Relaxed),
             tls_handshakes: c.tls_handshakes.load(Ordering::Relaxed),
             tls_resumed: c.tls_resumed.load(Ordering::Relaxed),
+            bytes_by_connection: {
+                let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+                let mut v: Vec<(u64, u64)> = conns
+                    .iter()
+                    .map(|c| (c.index, c.bytes_sent.load(Ordering::Relaxed)))
+                    .collect();
+                v.sort_unstable();
+                v.into_iter().map(|(_, b)| b).collect()
+            },
         }
     }
 }
@@ -303,6 +317,8 @@ struct ConnState {
     closed: AtomicBool,
     /// The connection's number in order of acceptance, from 0 (picks its `session_rates`).
     index: u64,
+    /// Bytes its RETRs sent.
+    bytes_sent: AtomicU64,
 }
 
 /// Settings the accept loop needs for each session.
@@ -335,10 +351,19 @@ impl LiveGuard {
         let index = c.connections_accepted.fetch_add(1, Ordering::Relaxed);
         Some(LiveGuard {
             shared: shared.clone(),
-            conn: Arc::new(ConnState {
-                closed: AtomicBool::new(false),
-                index,
-            }),
+            conn: {
+                let conn = Arc::new(ConnState {
+                    closed: AtomicBool::new(false),
+                    index,
+                    bytes_sent: AtomicU64::new(0),
+                });
+                shared
+                    .conns
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn.clone());
+                conn
+            },
         })
     }
 }
