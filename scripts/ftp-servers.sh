@@ -415,8 +415,8 @@ launch_proftpd() {
   CONF="$dir/proftpd.conf" LOG="$dir/proftpd.log" XFERLOG="$dir/xferlog"
   local limits=""
   if [[ $variant != plain ]]; then
-    # TransferRate is in KiB/s (1024 bytes); fractions allowed.
-    limits+="TransferRate RETR $(awk -v r="$RATE" 'BEGIN { printf "%.3f", r / 1024 }')"$'\n'
+    # TransferRate is in KiB/s (1024 bytes); fractions allowed. Uploads too (ftpseg put tests).
+    limits+="TransferRate RETR,STOR,APPE $(awk -v r="$RATE" 'BEGIN { printf "%.3f", r / 1024 }')"$'\n'
   fi
   if [[ $variant == limited ]]; then
     # proftpd counts sessions per host at login: the extra one gets 530 in reply to PASS.
