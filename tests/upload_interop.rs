@@ -168,7 +168,7 @@ async fn upload_one(sv: &Servers, kind: &str, tmp: &Path) -> Result<(), String> 
     write_pattern_file(&local, 5 * MIB + 17, 21).unwrap();
     let data = std::fs::read(&local).unwrap();
     let remote = sv.upload.join(&name);
-    clean(&[remote.clone()]);
+    clean(std::slice::from_ref(&remote));
     let o = put(&sv.password, &["-n", "4", &name, &sv.url(&s, &name)], tmp).await;
     let result = (|| {
         if code(&o) != 0 {
