@@ -59,6 +59,16 @@ pub struct ServeArgs {
     /// Per-connection throttle, bytes per second (K, M, G suffixes)
     #[arg(long, value_parser = parse_size)]
     pub rate: Option<u64>,
+    /// Uneven connections: the k-th control connection gets the k-th rate (cycling), bytes per
+    /// second, comma-separated (overrides --rate)
+    #[arg(long, value_parser = parse_size, value_delimiter = ',', value_name = "RATES")]
+    pub session_rates: Vec<u64>,
+    /// Control connections allowed at once; more are answered 421
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// On SIGINT or SIGTERM, write the server's counters here as JSON before exiting
+    #[arg(long, value_name = "PATH")]
+    pub stats_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -109,12 +109,29 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
 pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     let mut cfg = ServerConfig::new(&args.root);
     cfg.faults.rate_per_transfer = args.rate;
+    cfg.faults.session_rates = args.session_rates.clone();
+    cfg.max_connections = args.max_connections;
     cfg.port = args.port;
     let server = TestServer::start(cfg)
         .await
         .map_err(|e| Error::Internal(format!("cannot start the FTP server: {e}")))?;
     println!("{}", server.url(""));
-    let _ = tokio::signal::ctrl_c().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::Internal(format!("cannot watch SIGTERM: {e}")))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let stats = server.stats();
     server.shutdown().await;
+    if let Some(path) = &args.stats_file {
+        let json = serde_json::to_string_pretty(&stats).expect("stats serialize");
+        std::fs::write(path, json + "\n").map_err(|e| {
+            Error::Internal(format!(
+                "cannot write the stats file {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
     Ok(())
 }

@@ -225,11 +225,13 @@ impl<U: UserDetail> StorageBackend<U> for FaultyFs {
         let faults = &state.faults;
         let faulty = faults.faulty_transfers.is_none_or(|m| index < m);
         let from_zero = start_pos == 0;
+        let rate =
+            session_rate(&faults.session_rates, self.conn.index).or(faults.rate_per_transfer);
         let plan = TransferFaults {
             rate: if from_zero {
-                faults.slow_rate_at_zero.or(faults.rate_per_transfer)
+                faults.slow_rate_at_zero.or(rate)
             } else {
-                faults.rate_per_transfer
+                rate
             },
             stall_after: if faulty { faults.stall_after } else { None },
             error_after: if faulty { faults.error_after } else { None },
@@ -299,6 +301,12 @@ enum Permit {
     Bytes(u64),
     /// Nothing may be handed out before this instant.
     WaitUntil(Instant),
+}
+
+/// The rate of the `index`-th control connection under `session_rates` (cycling; None if empty).
+fn session_rate(rates: &[u64], index: u64) -> Option<u64> {
+    let len = u64::try_from(rates.len()).ok().filter(|&l| l > 0)?;
+    rates.get(usize::try_from(index % len).ok()?).copied()
 }
 
 /// A time-based token bucket: `rate` bytes per second, starting empty (no initial burst), with
@@ -543,6 +551,17 @@ mod tests {
             conn.clone(),
         );
         (r, shared, conn)
+    }
+
+    #[test]
+    fn session_rates_cycle_by_connection_number() {
+        assert_eq!(session_rate(&[], 0), None);
+        assert_eq!(session_rate(&[], 7), None);
+        let rates = [10, 20, 30];
+        let got: Vec<_> = (0..7).map(|k| session_rate(&rates, k)).collect();
+        let want = [10, 20, 30, 10, 20, 30, 10].map(Some);
+        assert_eq!(got, want);
+        assert_eq!(session_rate(&rates, u64::MAX), Some(10)); // u64::MAX % 3 == 0
     }
 
     #[test]

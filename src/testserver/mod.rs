@@ -179,6 +179,10 @@ pub struct Faults {
     pub rate_per_transfer: Option<u64>,
     /// A RETR that starts at offset 0 gets this rate instead (models one slow connection).
     pub slow_rate_at_zero: Option<u64>,
+    /// Uneven connections: the k-th control connection accepted (counting from 0) caps each of
+    /// its RETR streams at `session_rates[k % len]` bytes/s, overriding `rate_per_transfer`
+    /// (`slow_rate_at_zero` still wins for a RETR from offset 0). Empty: off.
+    pub session_rates: Vec<u64>,
     /// A RETR stops sending forever after this many bytes (counted from its start offset).
     /// The stalled stream ends when its control connection closes or the server shuts down.
     pub stall_after: Option<u64>,
@@ -197,7 +201,7 @@ pub struct Faults {
 }
 
 /// What the server has seen since it started.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Control connections served.
     pub connections_accepted: u64,
@@ -313,6 +317,8 @@ impl Shared {
 struct ConnState {
     /// Set when the control connection's session has ended.
     closed: AtomicBool,
+    /// The connection's number in order of acceptance, from 0 (picks its `session_rates`).
+    index: u64,
 }
 
 /// Settings the accept loop needs for each session.
@@ -342,10 +348,13 @@ impl LiveGuard {
             .ok()?;
         c.max_live_connections
             .fetch_max(before + 1, Ordering::AcqRel);
-        c.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let index = c.connections_accepted.fetch_add(1, Ordering::Relaxed);
         Some(LiveGuard {
             shared: shared.clone(),
-            conn: Arc::new(ConnState::default()),
+            conn: Arc::new(ConnState {
+                closed: AtomicBool::new(false),
+                index,
+            }),
         })
     }
 }
