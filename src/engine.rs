@@ -358,7 +358,7 @@ fn fresh_manifest(
     Ok(Manifest::new(url, Some(size), mdtm, ranges)?)
 }
 
-fn remove_if_exists(path: &Path) -> Result<(), Error> {
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), Error> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -402,7 +402,7 @@ async fn startup(
 }
 
 /// Resolves the URL's host to socket addresses, within the connect timeout.
-async fn resolve(url: &FtpUrl, limit: Duration) -> Result<Vec<SocketAddr>, Error> {
+pub(crate) async fn resolve(url: &FtpUrl, limit: Duration) -> Result<Vec<SocketAddr>, Error> {
     let host = url.host_for_connect();
     let lookup = tokio::net::lookup_host((host.clone(), url.port));
     match tokio::time::timeout(limit, lookup).await {
@@ -429,7 +429,7 @@ async fn resolve(url: &FtpUrl, limit: Duration) -> Result<Vec<SocketAddr>, Error
 }
 
 /// Maps a failure of the first session (before any data) to the user-facing error.
-fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
+pub(crate) fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
     let host = url.host_for_connect();
     match e {
         SessionError::Connect { addr, source } => Error::Connect {
@@ -1087,7 +1087,7 @@ fn range_error(shared: &Shared, e: SessionError) -> Error {
 
 /// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... capped at 30 s, each scaled by a
 /// random factor in [0.5, 1.5) so that connections do not retry in lockstep.
-fn backoff(tries: u32) -> Duration {
+pub(crate) fn backoff(tries: u32) -> Duration {
     let base = 0.5 * 2f64.powi(tries.saturating_sub(1).min(6) as i32);
     let jitter = 0.5 + rand::random::<f64>();
     Duration::from_secs_f64((base * jitter).min(30.0))
