@@ -72,6 +72,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             no_rang: false,
             straggler_timeout: Duration::from_secs(3),
             verify: Default::default(),
+            limit: None,
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());
         let mut progress = Progress::new(Mode::Auto);

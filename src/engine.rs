@@ -63,6 +63,8 @@ pub struct Job {
     /// A range without progress for this long is taken over by a free connection (long
     /// before `--stall-timeout` gives up on the stalled one).
     pub straggler_timeout: Duration,
+    /// Fetch only the first `limit` bytes of the file (`ftpseg bench --bytes`).
+    pub limit: Option<u64>,
 }
 
 /// What a finished download reports.
@@ -83,6 +85,8 @@ pub struct Outcome {
     pub hash_from_chunks: bool,
     /// Connections that were opened.
     pub connections: usize,
+    /// From the start of the run to the first byte of file data.
+    pub first_byte: Option<Duration>,
 }
 
 /// Downloads `job.url` to `job.output`. `stop` turning true (Ctrl-C) ends the run after a final
@@ -162,6 +166,9 @@ pub async fn download(
             }
         }
     };
+    // `ftpseg bench --bytes`: only the first bytes of the file.
+    let remote_size = size;
+    let size = job.limit.map_or(size, |limit| limit.clamp(1, size));
 
     // The manifest: resume from it, or start fresh.
     let mut manifest = match Manifest::load(&manifest_path)? {
@@ -261,6 +268,9 @@ pub async fn download(
         map: part.shared(),
         path: path.clone(),
         size,
+        remote_size,
+        started,
+        first_byte_us: AtomicU64::new(u64::MAX),
         addrs,
         tls,
         creds: job.creds.clone(),
@@ -334,6 +344,10 @@ pub async fn download(
         hash_time,
         hash_from_chunks,
         connections: shared.opened.load(Ordering::Relaxed) as usize,
+        first_byte: match shared.first_byte_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
+        },
     })
 }
 
@@ -618,7 +632,13 @@ struct Shared {
     sched: Arc<Scheduler>,
     map: SharedMap,
     path: String,
+    /// Bytes to fetch: the file's size, or less with `Job::limit`.
     size: u64,
+    /// The file's size on the server (where a transfer without RANG ends by itself).
+    remote_size: u64,
+    /// When the download started, and the first data byte after it (µs; `u64::MAX`: none).
+    started: Instant,
+    first_byte_us: AtomicU64,
     addrs: Vec<SocketAddr>,
     /// The TLS client when the URL uses TLS: each new session gets its own config from it.
     tls: Option<Arc<TlsClient>>,
@@ -1153,7 +1173,7 @@ async fn fetch_range(
     }
     // Where the server ends this transfer by itself: the end of the file, or the end of the
     // range it was asked for with RANG.
-    let transfer_end = transfer.ends_at.unwrap_or(shared.size);
+    let transfer_end = transfer.ends_at.unwrap_or(shared.remote_size);
     let mut stream = transfer.stream;
     stat.set(Some(seg.clone()), "reading");
     // Written pages are dropped from RSS every `release_every` bytes (see SharedMap::release).
@@ -1194,6 +1214,13 @@ async fn fetch_range(
         }
         if first_byte {
             first_byte = false;
+            let since_start = shared.started.elapsed().as_micros() as u64;
+            let _ = shared.first_byte_us.compare_exchange(
+                u64::MAX,
+                since_start,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             let took = asked.elapsed().as_secs_f64();
             blend_f64(&shared.setup, took, 0.3);
             crate::trace!("conn {id} first byte at {pos} after {:.3} s", took);
@@ -1213,7 +1240,7 @@ async fn fetch_range(
         let mut probe = [0u8; 1];
         match s.read_data(&mut stream, &mut probe).await? {
             0 => true,
-            _ if transfer_end < shared.size => {
+            _ if transfer_end < shared.remote_size => {
                 // The server did not honour RANG's end: stop early as usual, and use REST.
                 shared.rang.store(false, Ordering::Relaxed);
                 false
@@ -1222,7 +1249,7 @@ async fn fetch_range(
                 return Err(SessionError::Changed(format!(
                     "the server sent more than the {} bytes SIZE announced: the file is \
                      changing on the server",
-                    shared.size
+                    shared.remote_size
                 )));
             }
         }
@@ -1403,6 +1430,7 @@ async fn stream_unknown_size(
         hash_time,
         hash_from_chunks: false,
         connections: 1,
+        first_byte: None,
     })
 }
 

@@ -7,10 +7,12 @@
 //! * [`store`]: the preallocated, memory-mapped `.part` file; [`manifest`]: the on-disk
 //!   progress record.
 //! * [`engine`]: workers, retries, checkpoints, commit; [`progress`]: what the user sees.
+//! * [`bench`]: `ftpseg bench`, throughput against the number of connections.
 //! * [`put`]: `ftpseg put`, resumable, atomic, verified uploads (docs/upload.md).
 //! * [`testserver`]: an in-process FTP server with fault injection (demo, tests, benches).
 //! * [`trace`]: `FTPSEG_TRACE=1` prints each scheduling decision, for diagnosis.
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod engine;
