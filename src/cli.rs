@@ -117,6 +117,12 @@ pub struct ServeArgs {
     /// Control connections allowed at once; more are answered 421
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// A RETR stops sending (forever) after this many bytes (K, M, G suffixes)
+    #[arg(long, value_parser = parse_size, value_name = "BYTES")]
+    pub stall_after: Option<u64>,
+    /// --stall-after applies only to the first N RETRs
+    #[arg(long, value_name = "N")]
+    pub faulty_transfers: Option<usize>,
     /// On SIGINT or SIGTERM, write the server's counters here as JSON before exiting
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,

@@ -112,6 +112,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     let mut cfg = ServerConfig::new(&args.root);
     cfg.faults.rate_per_transfer = args.rate;
     cfg.faults.session_rates = args.session_rates.clone();
+    cfg.faults.stall_after = args.stall_after;
+    cfg.faults.faulty_transfers = args.faulty_transfers;
     cfg.max_connections = args.max_connections;
     cfg.port = args.port;
     let server = TestServer::start(cfg)
