@@ -1294,19 +1294,22 @@ async fn fetch_range(
     let asked = Instant::now();
     let mut first_byte = true;
     let transfer = match preopened {
-        Some(t) if pos == 0 && pos < seg.end() => t,
+        Some(t) if pos == 0 && pos < seg.end() => {
+            seg.set_transfer_end(None);
+            t
+        }
         Some(t) => {
             s.end_transfer(t.stream, false).await?;
             if pos >= seg.end() {
                 return Ok(());
             }
-            s.retr_range(&shared.path, pos, Some(seg.end())).await?
+            retr_piece(shared, s, seg, pos).await?
         }
         None => {
             if pos >= seg.end() {
                 return Ok(());
             }
-            s.retr_range(&shared.path, pos, Some(seg.end())).await?
+            retr_piece(shared, s, seg, pos).await?
         }
     };
     if !s.uses_epsv() {
@@ -1413,6 +1416,36 @@ async fn fetch_range(
         shared.sched.rewind(seg, attempt_start);
     }
     ended
+}
+
+/// Longest piece asked for with `RANG` in one transfer: a free connection can then take over
+/// the rest of a range where the owner's piece ends, without stopping it early.
+const RANG_PIECE: u64 = 8 << 20;
+
+/// Starts the transfer of `seg` from `pos`: with RANG, the next piece of at most
+/// [`RANG_PIECE`] (announced on the segment before any byte is read); otherwise from `pos` to
+/// the end of the file, to be stopped early at the range's end.
+async fn retr_piece(
+    shared: &Shared,
+    s: &mut Session,
+    seg: &Arc<Segment>,
+    pos: u64,
+) -> Result<Transfer, SessionError> {
+    let end = seg.end();
+    // Pieces shrink towards the range's end (half of what is left, at least 1 MiB), so that a
+    // free connection can still find a piece end to cut at in the end-game.
+    let left = end.saturating_sub(pos);
+    let piece = RANG_PIECE.min((left / 2).max(1 << 20));
+    let ask = if s.uses_rang() {
+        end.min(pos.saturating_add(piece))
+    } else {
+        end
+    };
+    seg.set_transfer_end(s.uses_rang().then_some(ask));
+    let t = s.retr_range(&shared.path, pos, Some(ask)).await;
+    // RANG refused (the session then uses REST): no end of its own.
+    seg.set_transfer_end(t.as_ref().ok().and_then(|t| t.ends_at));
+    t
 }
 
 /// Servers that report no size at all: one connection streams the file to its end, written in
