@@ -76,7 +76,7 @@ pub struct GetArgs {
     /// ftp://[user[:password]@]host[:port]/path; ftpes:// for FTP over explicit TLS (AUTH TLS),
     /// ftps:// for implicit TLS (port 990). A password here is visible to other users of this
     /// machine: prefer FTPSEG_PASSWORD
-    #[arg(required = true)]
+    #[arg(required_unless_present = "input_file")]
     pub url: Option<String>,
 
     /// Where to save the file [default: the remote file's name, in the current folder]
@@ -171,6 +171,10 @@ pub struct GetArgs {
     /// change the transfer and see the password)
     #[arg(long)]
     pub insecure: bool,
+
+    /// Many files: more URLs, -i, -d, -r, -j, budgets, checksums, --json (docs/bulk.md)
+    #[command(flatten)]
+    pub bulk: crate::batch::BulkArgs,
 }
 
 #[derive(Debug, Args)]
@@ -356,11 +360,27 @@ pub fn run(cli: Cli) -> i32 {
 
 /// Builds the job from the arguments (pure apart from reading FTPSEG_PASSWORD).
 pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
-    let raw = args.url.as_deref().unwrap_or_default();
-    let mut url = FtpUrl::parse(raw)?;
+    job_for_url(
+        args,
+        args.url.as_deref().unwrap_or_default(),
+        args.output.clone(),
+    )
+}
+
+/// Builds the job for `raw` (a file URL, or a folder URL ending in `/` for a batch's
+/// template) with the options of `args`, saving to `output` [default: the remote name].
+pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result<Job, Error> {
+    let mut url = match raw.strip_suffix('/') {
+        Some(folder) => {
+            let mut u = FtpUrl::parse(&format!("{folder}/_"))?;
+            u.path.pop();
+            u
+        }
+        None => FtpUrl::parse(raw)?,
+    };
     let verify = tls_settings(&mut url, args.ftps, args.ca_file.as_ref(), args.insecure)?;
-    let output = match &args.output {
-        Some(p) => p.clone(),
+    let output = match output {
+        Some(p) => p,
         None => PathBuf::from(url.file_name()?),
     };
     let creds = credentials(&url, args)?;
@@ -384,6 +404,7 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
         no_rang: args.no_rang,
         straggler_timeout: Duration::from_secs_f64(args.straggler_timeout),
         verify,
+        pool: None,
     })
 }
 
@@ -535,6 +556,9 @@ fn prompt_password(user: &str, host: &str) -> Result<String, Error> {
 }
 
 async fn get(args: GetArgs) -> Result<(), Error> {
+    if args.bulk.wants_batch(args.url.as_deref()) {
+        return crate::batch::run(&args, &args.bulk).await;
+    }
     let job = job_from_args(&args)?;
     let mode = if args.quiet {
         Mode::Quiet
