@@ -781,6 +781,14 @@ async fn session(ctx: &Ctx, host: usize) -> Result<(Permit, Session), Error> {
     let h = &ctx.hosts[host];
     let (permit, idle) = h.pool.acquire().await;
     let s = match idle {
+        // A download's worker session never asked FEAT: ask now (hash commands, MLSD).
+        Some(mut s) if s.features().raw.is_empty() => {
+            let t = &h.template;
+            s.probe()
+                .await
+                .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
+            s
+        }
         Some(s) => s,
         None => {
             let t = &h.template;
