@@ -47,6 +47,13 @@ pub enum Command {
     /// Serve a folder with the built-in FTP server on loopback (for benchmarks and tests)
     #[command(hide = true)]
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on standard output
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on standard output: ftpseg man > ftpseg.1
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +354,18 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Demo(args)) => runtime.block_on(crate::demo::run(args)),
         Some(Command::Serve(args)) => runtime.block_on(crate::demo::serve(args)),
         Some(Command::Put(args)) => runtime.block_on(put(args)),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "ftpseg", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::io("cannot write", "standard output", e))
+        }
         None => runtime.block_on(get(cli.get)),
     };
     match result {

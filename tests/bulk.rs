@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::*;
 use ftpseg::testserver::write_pattern_file;
@@ -299,4 +300,71 @@ async fn checksums_match_mismatch_keep_data_and_server_hash() {
     );
     assert_eq!(std::fs::read(fx.local.join("rel/y.iso")).unwrap(), y);
     assert_eq!(std::fs::read(fx.local.join("rel/x.iso")).unwrap(), x);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_man_page_name_the_batch_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["completions", "bash"], dir.path()).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("--checksum-file") && text.contains("--max-connections-per-host"));
+    let o = run(&["man"], dir.path()).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.starts_with(".ie") || text.contains(".TH ftpseg"),
+        "{text}"
+    );
+    assert!(
+        text.contains("verify\\-remote"),
+        "man page lacks --verify-remote"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_batch_resumes_partial_files_and_skips_finished_ones() {
+    use ftpseg::testserver::Faults;
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            rate_per_transfer: Some(2 * MIB),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let small = fx.serve("small.bin", 1000, 30);
+    let big = fx.serve("big.bin", 8 * MIB, 31);
+    let args = [
+        "-q",
+        "-j",
+        "1",
+        "-n",
+        "2",
+        "--checkpoint-interval",
+        "0.05",
+        "-d",
+        "r",
+        &fx.url("small.bin"),
+        &fx.url("big.bin"),
+    ];
+    let mut child = ftpseg().args(args).current_dir(&fx.local).spawn().unwrap();
+    let out = fx.local.join("r/big.bin");
+    // Killed (as by a laptop going to sleep and never coming back) once big.bin has progress.
+    wait_for_durable(&out, MIB, Duration::from_secs(60)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(!out.exists());
+
+    let mut json_args = args.to_vec();
+    json_args.retain(|a| *a != "-q");
+    json_args.insert(0, "--json");
+    let o = run(&json_args, &fx.local).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let ev = events(&o);
+    assert_eq!(of_kind(&ev, "file_skipped").len(), 1, "{ev:?}");
+    let done = of_kind(&ev, "file_done");
+    assert_eq!(done.len(), 1, "{ev:?}");
+    assert!(done[0]["resumed"].as_u64().unwrap() >= MIB, "{ev:?}");
+    assert_ok_and_equal(&o, &out, &big);
+    assert_eq!(std::fs::read(fx.local.join("r/small.bin")).unwrap(), small);
 }
