@@ -229,6 +229,9 @@ pub fn batch_exit_code(failed: &[i32]) -> i32 {
     }
 }
 
+/// A checksum file: its name and its lines.
+type SumsFile = (String, Vec<SumLine>);
+
 /// One file to download.
 #[derive(Clone, Debug)]
 struct FileJob {
@@ -260,10 +263,10 @@ struct Ctx {
     verbose: bool,
     checksum: Option<Expected>,
     /// `--checksum-file FILE`: its name and lines.
-    sums: Option<(String, Vec<SumLine>)>,
+    sums: Option<SumsFile>,
     sums_auto: bool,
     /// `--checksum-file auto`: per (host, folder), the checksum files found there.
-    auto_sums: tokio::sync::Mutex<HashMap<(usize, String), Vec<(String, Vec<SumLine>)>>>,
+    auto_sums: tokio::sync::Mutex<HashMap<(usize, String), Vec<SumsFile>>>,
     verify_remote: bool,
     stop: watch::Receiver<bool>,
 }
