@@ -44,6 +44,10 @@ pub enum Command {
     /// connections where the server allows it, verified (SIZE, and the server's hash where it
     /// offers one). Run the same command again after a crash to resume.
     Put(PutArgs),
+    /// Measure a server: download one file with 1, 2, 4, 8, 16 connections (or --connections),
+    /// print throughput, time to first byte and CPU for each, and recommend the fewest
+    /// connections within 5% of the best. Nothing is kept on disk.
+    Bench(BenchArgs),
     /// Serve a folder with the built-in FTP server on loopback (for benchmarks and tests)
     #[command(hide = true)]
     Serve(ServeArgs),
@@ -54,6 +58,53 @@ pub enum Command {
     },
     /// Print the man page (roff) on standard output: ftpseg man > ftpseg.1
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// ftp://[user[:password]@]host[:port]/path of a large file (ftpes:// or ftps:// for TLS)
+    pub url: String,
+    /// Connection counts to measure, in this order (comma-separated, each 1-64)
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16",
+          value_parser = parse_connections, value_name = "N,N,...")]
+    pub connections: Vec<usize>,
+    /// Fetch only the first SIZE bytes of the file in each run (K, M, G suffixes)
+    /// [default: the whole file]
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub bytes: Option<u64>,
+    /// Runs per connection count; the table shows each count's median run
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100),
+          value_name = "RUNS")]
+    pub repeat: u16,
+    /// Also write the results as JSON to FILE ("-": standard output; the table then goes to
+    /// standard error)
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw throughput against connections as an SVG chart
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Folder for the temporary download, removed after each run [default: the system's
+    /// temporary folder]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Use FTP over explicit TLS (AUTH TLS) with an ftp:// URL
+    #[arg(long)]
+    pub ftps: bool,
+    /// Trust the server certificates in this PEM file (FTPS)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify the server's certificate (FTPS)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Read credentials from this netrc file [default: ~/.netrc]
+    #[arg(long, value_name = "FILE")]
+    pub netrc_file: Option<PathBuf>,
+    /// Never read a netrc file
+    #[arg(long)]
+    pub no_netrc: bool,
+    /// Connect data connections to the address in the server's PASV reply
+    #[arg(long)]
+    pub use_pasv_address: bool,
 }
 
 #[derive(Debug, Args)]
@@ -366,6 +417,7 @@ pub fn run(cli: Cli) -> i32 {
                 .render(&mut std::io::stdout())
                 .map_err(|e| Error::io("cannot write", "standard output", e))
         }
+        Some(Command::Bench(args)) => runtime.block_on(crate::bench::run(args)),
         None => runtime.block_on(get(cli.get)),
     };
     match result {
@@ -424,6 +476,7 @@ pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result
         straggler_timeout: Duration::from_secs_f64(args.straggler_timeout),
         verify,
         pool: None,
+        limit: None,
     })
 }
 

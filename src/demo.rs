@@ -73,6 +73,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             straggler_timeout: Duration::from_secs(3),
             pool: None,
             verify: Default::default(),
+            limit: None,
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());
         let mut progress = Progress::new(Mode::Auto);

@@ -68,6 +68,8 @@ pub struct Job {
     /// batch (`crate::pool`): every connection takes a permit first, and hands its session back
     /// when it is done. `None`: connect freely, log out at the end.
     pub pool: Option<Arc<HostPool>>,
+    /// Fetch only the first `limit` bytes of the file (`ftpseg bench --bytes`).
+    pub limit: Option<u64>,
 }
 
 /// What a finished download reports.
@@ -90,6 +92,8 @@ pub struct Outcome {
     pub connections: usize,
     /// The remote file's modification time from `MDTM` (`YYYYMMDDHHMMSS`, UTC), if known.
     pub remote_mtime: Option<String>,
+    /// From the start of the run to the first byte of file data.
+    pub first_byte: Option<Duration>,
 }
 
 /// Downloads `job.url` to `job.output`. `stop` turning true (Ctrl-C) ends the run after a final
@@ -170,6 +174,9 @@ pub async fn download(
             }
         }
     };
+    // `ftpseg bench --bytes`: only the first bytes of the file.
+    let remote_size = size;
+    let size = job.limit.map_or(size, |limit| limit.clamp(1, size));
 
     // The manifest: resume from it, or start fresh.
     let mut manifest = match Manifest::load(&manifest_path)? {
@@ -269,6 +276,9 @@ pub async fn download(
         map: part.shared(),
         path: path.clone(),
         size,
+        remote_size,
+        started,
+        first_byte_us: AtomicU64::new(u64::MAX),
         addrs,
         tls,
         creds: job.creds.clone(),
@@ -347,6 +357,10 @@ pub async fn download(
         hash_from_chunks,
         connections: shared.opened.load(Ordering::Relaxed) as usize,
         remote_mtime: checkpoint_mdtm,
+        first_byte: match shared.first_byte_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
+        },
     })
 }
 
@@ -652,7 +666,13 @@ struct Shared {
     sched: Arc<Scheduler>,
     map: SharedMap,
     path: String,
+    /// Bytes to fetch: the file's size, or less with `Job::limit`.
     size: u64,
+    /// The file's size on the server (where a transfer without RANG ends by itself).
+    remote_size: u64,
+    /// When the download started, and the first data byte after it (µs; `u64::MAX`: none).
+    started: Instant,
+    first_byte_us: AtomicU64,
     addrs: Vec<SocketAddr>,
     /// The TLS client when the URL uses TLS: each new session gets its own config from it.
     tls: Option<Arc<TlsClient>>,
@@ -1251,7 +1271,7 @@ async fn fetch_range(
     }
     // Where the server ends this transfer by itself: the end of the file, or the end of the
     // range it was asked for with RANG.
-    let transfer_end = transfer.ends_at.unwrap_or(shared.size);
+    let transfer_end = transfer.ends_at.unwrap_or(shared.remote_size);
     let mut stream = transfer.stream;
     stat.set(Some(seg.clone()), "reading");
     // Written pages are dropped from RSS every `release_every` bytes (see SharedMap::release).
@@ -1292,6 +1312,13 @@ async fn fetch_range(
         }
         if first_byte {
             first_byte = false;
+            let since_start = shared.started.elapsed().as_micros() as u64;
+            let _ = shared.first_byte_us.compare_exchange(
+                u64::MAX,
+                since_start,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             let took = asked.elapsed().as_secs_f64();
             blend_f64(&shared.setup, took, 0.3);
             crate::trace!("conn {id} first byte at {pos} after {:.3} s", took);
@@ -1311,7 +1338,7 @@ async fn fetch_range(
         let mut probe = [0u8; 1];
         match s.read_data(&mut stream, &mut probe).await? {
             0 => true,
-            _ if transfer_end < shared.size => {
+            _ if transfer_end < shared.remote_size => {
                 // The server did not honour RANG's end: stop early as usual, and use REST.
                 shared.rang.store(false, Ordering::Relaxed);
                 false
@@ -1320,7 +1347,7 @@ async fn fetch_range(
                 return Err(SessionError::Changed(format!(
                     "the server sent more than the {} bytes SIZE announced: the file is \
                      changing on the server",
-                    shared.size
+                    shared.remote_size
                 )));
             }
         }
@@ -1502,6 +1529,7 @@ async fn stream_unknown_size(
         hash_from_chunks: false,
         connections: 1,
         remote_mtime: mdtm,
+        first_byte: None,
     })
 }
 

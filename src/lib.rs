@@ -11,11 +11,13 @@
 //!   the summary; [`listing`]: listing parsers, globs, safe names; [`checksum`]: digests and
 //!   checksum files; [`pool`]: a server's shared connection budget and idle sessions;
 //!   [`events`]: `--json` output.
+//! * [`bench`]: `ftpseg bench`, throughput against the number of connections.
 //! * [`put`]: `ftpseg put`, resumable, atomic, verified uploads (docs/upload.md).
 //! * [`testserver`]: an in-process FTP server with fault injection (demo, tests, benches).
 //! * [`trace`]: `FTPSEG_TRACE=1` prints each scheduling decision, for diagnosis.
 
 pub mod batch;
+pub mod bench;
 pub mod checksum;
 pub mod cli;
 pub mod demo;
