@@ -942,13 +942,27 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
     job.pool = Some(h.pool.clone());
     let mut progress = Progress::new(ctx.mode);
     let outcome = engine::download(&job, &mut progress, ctx.stop.clone()).await?;
-    let checks = verify(ctx, f, &outcome).await?;
-    // The server's time on the file, so the next run sees it is complete.
-    if let Some(t) = outcome.remote_mtime.as_deref().and_then(mdtm_to_time) {
+    let remote_time = outcome.remote_mtime.as_deref().and_then(mdtm_to_time);
+    let set_time = |t: SystemTime| {
         let _ = std::fs::File::options()
             .write(true)
             .open(&f.output)
             .and_then(|file| file.set_modified(t));
+    };
+    let checks = match verify(ctx, f, &outcome).await {
+        Ok(checks) => checks,
+        Err(e) => {
+            // Kept, but never taken for complete by a later run: its time differs from the
+            // server's (the download may have finished within the second the file was made).
+            if let Some(t) = remote_time {
+                set_time(t + Duration::from_secs(1));
+            }
+            return Err(e);
+        }
+    };
+    // The server's time on the file, so the next run sees it is complete.
+    if let Some(t) = remote_time {
+        set_time(t);
     }
     Ok(FileEnd::Done { outcome, checks })
 }
