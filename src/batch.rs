@@ -101,7 +101,7 @@ impl BulkArgs {
             || self.verify_remote
             || self.json
             || self.max_connections_per_host.is_some()
-            || url.is_some_and(|u| u.ends_with('/') || listing::has_glob(last_component(u)))
+            || url.is_some_and(|u| listing::has_glob(last_component(u)))
     }
 }
 
@@ -631,10 +631,13 @@ async fn expand(
     };
     if is_folder {
         if !bulk.recursive {
-            return Err(Error::Usage(format!(
-                "{} is a folder: add -r to download it with everything in it",
-                url.redacted()
-            )));
+            // The same error (exit 3) as for a single folder URL, which says to add -r.
+            return Err(FtpUrl::parse(raw)
+                .err()
+                .map(Error::from)
+                .unwrap_or_else(|| {
+                    Error::Usage(format!("{} is a folder: add -r", url.redacted()))
+                }));
         }
         // The folder itself is recreated under -d (as cp -r does), unless it is the login one.
         let top = url.path.rsplit('/').next().unwrap_or("").to_owned();
@@ -1202,7 +1205,8 @@ mod tests {
         let b = BulkArgs::default();
         assert!(!b.wants_batch(Some("ftp://h/a.iso")));
         assert!(b.wants_batch(Some("ftp://h/pub/*.iso")));
-        assert!(b.wants_batch(Some("ftp://h/pub/")));
+        // A folder without -r is the single-file path's error (exit 3, "add -r").
+        assert!(!b.wants_batch(Some("ftp://h/pub/")));
         let b = BulkArgs {
             jobs: 2,
             dir: Some("x".into()),
