@@ -372,7 +372,14 @@ pub async fn run(get: &GetArgs, bulk: &BulkArgs) -> Result<(), Error> {
     let budget = bulk
         .max_connections_per_host
         .map(usize::from)
-        .unwrap_or_else(|| get.connections.max(usize::from(bulk.jobs)));
+        .unwrap_or_else(|| {
+            let n = match get.connections {
+                crate::cli::Connections::Fixed(n) => n,
+                // -n auto may grow to this many.
+                crate::cli::Connections::Auto => crate::autotune::MAX,
+            };
+            n.max(usize::from(bulk.jobs))
+        });
     let mut ctx = Ctx {
         hosts: Vec::new(),
         events,

@@ -124,6 +124,12 @@ pub struct ServeArgs {
     /// Control connections allowed at once; more are answered 421
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// A RETR stops sending (forever) after this many bytes (K, M, G suffixes)
+    #[arg(long, value_parser = parse_size, value_name = "BYTES")]
+    pub stall_after: Option<u64>,
+    /// --stall-after applies only to the first N RETRs
+    #[arg(long, value_name = "N")]
+    pub faulty_transfers: Option<usize>,
     /// On SIGINT or SIGTERM, write the server's counters here as JSON before exiting
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
@@ -141,10 +147,11 @@ pub struct GetArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
-    /// Connections to use at once (1-64)
-    #[arg(short = 'n', long, default_value_t = plan::DEFAULT_CONNECTIONS,
-          value_parser = parse_connections)]
-    pub connections: usize,
+    /// Connections to use at once (1-64), or "auto": start with 2 and add connections while
+    /// each addition still raises the throughput by more than 5%, up to 16 or the server's limit
+    #[arg(short = 'n', long, default_value_t = Connections::Fixed(plan::DEFAULT_CONNECTIONS),
+          value_parser = parse_connections_or_auto, value_name = "N|auto")]
+    pub connections: Connections,
 
     /// Smallest range given to a connection, and smallest half a connection may take from
     /// another (K, M, G suffixes)
@@ -369,6 +376,31 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((v * mult as f64) as u64)
 }
 
+/// `-n`: a fixed number of connections, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connections {
+    Fixed(usize),
+    Auto,
+}
+
+impl std::fmt::Display for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connections::Fixed(n) => write!(f, "{n}"),
+            Connections::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+fn parse_connections_or_auto(s: &str) -> Result<Connections, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(Connections::Auto);
+    }
+    parse_connections(s)
+        .map(Connections::Fixed)
+        .map_err(|e| format!("{e}, or auto"))
+}
+
 fn parse_connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=plan::MAX_CONNECTIONS).contains(&n) => Ok(n),
@@ -459,7 +491,11 @@ pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result
         url,
         creds,
         output,
-        connections: args.connections,
+        connections: match args.connections {
+            Connections::Fixed(n) => n,
+            Connections::Auto => crate::autotune::MAX,
+        },
+        auto_connections: args.connections == Connections::Auto,
         min_range: args.min_range.max(64 << 10),
         timeouts: Timeouts {
             connect: Duration::from_secs_f64(args.connect_timeout),
@@ -803,7 +839,14 @@ mod tests {
     fn cli_parses_get_and_demo() {
         let cli = Cli::try_parse_from(["ftpseg", "-n", "4", "ftp://h/f.iso"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.get.connections, 4);
+        assert_eq!(cli.get.connections, Connections::Fixed(4));
+        let cli = Cli::try_parse_from(["ftpseg", "-n", "auto", "ftp://h/f.iso"]).unwrap();
+        assert_eq!(cli.get.connections, Connections::Auto);
+        let cli = Cli::try_parse_from(["ftpseg", "ftp://h/f.iso"]).unwrap();
+        assert_eq!(
+            cli.get.connections,
+            Connections::Fixed(plan::DEFAULT_CONNECTIONS)
+        );
         let cli = Cli::try_parse_from(["ftpseg", "demo", "--size", "1M"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Demo(_))));
         assert!(Cli::try_parse_from(["ftpseg", "-n", "65", "ftp://h/f"]).is_err());

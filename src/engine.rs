@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,11 @@ pub struct Job {
     pub url: FtpUrl,
     pub creds: Credentials,
     pub output: PathBuf,
+    /// Connections to use (with `auto_connections`, the most that may be used).
     pub connections: usize,
+    /// `-n auto`: start with few connections and add more while throughput still rises
+    /// ([`crate::autotune`]).
+    pub auto_connections: bool,
     pub min_range: u64,
     pub timeouts: Timeouts,
     /// Failed attempts in a row (without progress) on one range before giving up.
@@ -269,7 +273,13 @@ pub async fn download(
     let workers = connections
         .min(usize::try_from(remaining.div_ceil(job.min_range.max(1))).unwrap_or(1))
         .max(1);
-    let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range, workers));
+    // `-n auto` starts with few workers allowed; the others join (and count as live) later.
+    let allowed = if job.auto_connections {
+        crate::autotune::START.min(workers)
+    } else {
+        workers
+    };
+    let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range, allowed));
 
     let shared = Arc::new(Shared {
         sched: sched.clone(),
@@ -295,6 +305,8 @@ pub async fn download(
             .then_some(job.straggler_timeout),
         failed: AtomicBool::new(false),
         conns: (0..workers).map(|_| ConnStat::default()).collect(),
+        allowed: AtomicUsize::new(allowed),
+        refused: AtomicBool::new(false),
         setup: AtomicU64::new(0),
         opened: AtomicU64::new(1),
         release_every: (RELEASE_BUDGET / workers as u64).max(RELEASE_MIN),
@@ -373,7 +385,12 @@ fn fresh_manifest(
     job: &Job,
     rest: bool,
 ) -> Result<Manifest, Error> {
-    let connections = if rest { job.connections } else { 1 };
+    let connections = match (rest, job.auto_connections) {
+        (false, _) => 1,
+        (true, false) => job.connections,
+        // The connections added later take their share by stealing.
+        (true, true) => crate::autotune::START.min(job.connections),
+    };
     let ranges = plan::initial_ranges(size, connections, job.min_range)
         .into_iter()
         .map(|r| RangeRecord {
@@ -694,6 +711,10 @@ struct Shared {
     /// Set when one worker hit a permanent error: the others stop.
     failed: AtomicBool,
     conns: Vec<ConnStat>,
+    /// Workers with an id below this may work (`-n auto` raises it; otherwise all of them).
+    allowed: AtomicUsize,
+    /// Set when the server refused a connection as one too many.
+    refused: AtomicBool,
     /// Seconds from `REST`+`RETR` on an open session to the first byte (running average, as
     /// `f64` bits; 0: not measured yet).
     setup: AtomicU64,
@@ -875,6 +896,9 @@ async fn run_workers(
     }
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut meter = RateMeter::new(shared);
+    let t0 = Instant::now();
+    let mut tuner = (job.auto_connections && workers > crate::autotune::START)
+        .then(|| crate::autotune::AutoTuner::new(workers, 0.0));
     let mut last_checkpoint = Instant::now();
     let mut result = Ok(());
     loop {
@@ -897,6 +921,9 @@ async fn run_workers(
             },
             _ = tick.tick() => {
                 meter.measure_rates(shared);
+                if let Some(t) = tuner.as_mut() {
+                    auto_step(t, shared, t0, job.min_range, progress);
+                }
                 progress.update(&view(shared));
                 if let Err(e) = tokio::task::block_in_place(|| checkpoint.hash_written_chunks()) {
                     set.abort_all();
@@ -932,6 +959,49 @@ async fn run_workers(
     Ok(())
 }
 
+/// One `-n auto` tick: measure, maybe allow more connections, say when it settles.
+fn auto_step(
+    tuner: &mut crate::autotune::AutoTuner,
+    shared: &Shared,
+    t0: Instant,
+    min_range: u64,
+    progress: &mut Progress,
+) {
+    use crate::autotune::Decision;
+    let bytes: u64 = shared
+        .conns
+        .iter()
+        .map(|c| c.bytes.load(Ordering::Relaxed))
+        .sum();
+    let setup = match load_f64(&shared.setup) {
+        s if s > 0.0 => s,
+        _ => SETUP_GUESS,
+    };
+    let allowed = tuner.allowed() as u64;
+    // More connections are worth measuring only while each could get a few ranges.
+    let worth_more = shared.sched.remaining() > 4 * min_range.max(1) * (allowed + 1);
+    let refused = shared.refused.load(Ordering::SeqCst);
+    match tuner.tick(
+        t0.elapsed().as_secs_f64(),
+        bytes,
+        setup,
+        refused,
+        worth_more,
+    ) {
+        Decision::Wait => {}
+        Decision::Grow(n) => {
+            crate::trace!("-n auto: allowing {n} connections");
+            shared.allowed.store(n, Ordering::SeqCst);
+        }
+        Decision::Settled { connections, why } => {
+            crate::trace!("-n auto: settled on {connections}: {why}");
+            progress.note(&format!(
+                "-n auto: stopped adding connections at {connections} ({why})"
+            ));
+        }
+    }
+}
+
 fn view(shared: &Shared) -> View {
     let conns: Vec<ConnView> = shared
         .conns
@@ -961,6 +1031,22 @@ async fn worker(
 ) -> Result<(), Error> {
     let stat = &shared.conns[id];
     let mut rejoin_after = shared.busy_retry;
+    // `-n auto`: wait until this connection is allowed (or the download no longer needs it).
+    // Such a worker is not counted live until it joins.
+    if id >= shared.allowed.load(Ordering::SeqCst) {
+        stat.set(None, "waiting (-n auto)");
+        while id >= shared.allowed.load(Ordering::SeqCst) {
+            if shared.failed.load(Ordering::SeqCst) || !shared.sched.unfinished() {
+                stat.set(None, "not needed");
+                return Ok(());
+            }
+            tokio::time::sleep(LINGER_POLL).await;
+        }
+        if !shared.sched.rejoin() {
+            stat.set(None, "not needed");
+            return Ok(());
+        }
+    }
     'ranges: loop {
         if !hold_slot(&shared, id, &mut session).await {
             shared.sched.retire();
@@ -1030,6 +1116,9 @@ async fn worker(
                 // The first session logged in with these credentials, so a 530 now means
                 // "too many users" however the server words it.
                 let busy = e.is_busy() || e.code() == Some(530);
+                if busy {
+                    shared.refused.store(true, Ordering::SeqCst);
+                }
                 if !busy && !e.is_transient() {
                     return Err(range_error(&shared, e));
                 }

@@ -3,7 +3,8 @@
 //! The modules, in the order data flows (see docs/architecture.md):
 //! * [`cli`]: arguments, run, exit codes; [`url`]: FTP URLs and safe output names.
 //! * [`ftp`]: one control session (suppaftp behind our own type) and pure reply parsers.
-//! * [`plan`]: pure range arithmetic; [`sched`]: live ranges, work stealing, snapshots.
+//! * [`plan`]: pure range arithmetic; [`sched`]: live ranges, work stealing, snapshots;
+//!   [`autotune`]: how many connections `-n auto` allows.
 //! * [`store`]: the preallocated, memory-mapped `.part` file; [`manifest`]: the on-disk
 //!   progress record.
 //! * [`engine`]: workers, retries, checkpoints, commit; [`progress`]: what the user sees.
@@ -16,6 +17,7 @@
 //! * [`testserver`]: an in-process FTP server with fault injection (demo, tests, benches).
 //! * [`trace`]: `FTPSEG_TRACE=1` prints each scheduling decision, for diagnosis.
 
+pub mod autotune;
 pub mod batch;
 pub mod bench;
 pub mod checksum;
