@@ -307,6 +307,10 @@ pub async fn download(
         conns: (0..workers).map(|_| ConnStat::default()).collect(),
         allowed: AtomicUsize::new(allowed),
         refused: AtomicBool::new(false),
+        fetched: AtomicU64::new(0),
+        durable_fetched: AtomicU64::new(0),
+        stake_limit: resume_budget(size, workers),
+        checkpointed: tokio::sync::Notify::new(),
         setup: AtomicU64::new(0),
         opened: AtomicU64::new(1),
         release_every: (RELEASE_BUDGET / workers as u64).max(RELEASE_MIN),
@@ -715,6 +719,14 @@ struct Shared {
     allowed: AtomicUsize,
     /// Set when the server refused a connection as one too many.
     refused: AtomicBool,
+    /// Bytes written into the map in this run, and how many of them the last checkpoint had
+    /// seen (all durable since). Readers pause while `stake_limit` bytes or more are not yet
+    /// covered by a checkpoint, so a kill never costs more than that fetched again.
+    fetched: AtomicU64,
+    durable_fetched: AtomicU64,
+    stake_limit: u64,
+    /// Notified after each checkpoint.
+    checkpointed: tokio::sync::Notify,
     /// Seconds from `REST`+`RETR` on an open session to the first byte (running average, as
     /// `f64` bits; 0: not measured yet).
     setup: AtomicU64,
@@ -900,6 +912,12 @@ async fn run_workers(
     let mut tuner = (job.auto_connections && workers > crate::autotune::START)
         .then(|| crate::autotune::AutoTuner::new(workers, 0.0));
     let mut last_checkpoint = Instant::now();
+    // A checkpoint also comes early once a third of the resume budget arrived since the last
+    // one; readers pause at the whole budget (see `Shared::stake_limit`).
+    let at_stake = shared.stake_limit / 3;
+    let mut fetched_at_checkpoint = 0u64;
+    let mut soon = tokio::time::interval(CHECKPOINT_POLL);
+    soon.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut result = Ok(());
     loop {
         tokio::select! {
@@ -929,14 +947,28 @@ async fn run_workers(
                     set.abort_all();
                     result = Err(e);
                 }
-                if last_checkpoint.elapsed() >= job.checkpoint_interval {
+            },
+            _ = soon.tick() => {
+                let fetched = shared.fetched.load(Ordering::SeqCst);
+                if last_checkpoint.elapsed() >= job.checkpoint_interval
+                    || fetched - fetched_at_checkpoint >= at_stake
+                {
                     last_checkpoint = Instant::now();
-                    let t = Instant::now();
+                    fetched_at_checkpoint = fetched;
                     let r = tokio::task::block_in_place(|| checkpoint.save());
-                    crate::trace!("checkpoint took {:.3} s", t.elapsed().as_secs_f64());
-                    if let Err(e) = r {
-                        set.abort_all();
-                        result = Err(e);
+                    crate::trace!(
+                        "checkpoint took {:.3} s",
+                        last_checkpoint.elapsed().as_secs_f64()
+                    );
+                    match r {
+                        Ok(()) => {
+                            shared.durable_fetched.store(fetched, Ordering::SeqCst);
+                            shared.checkpointed.notify_waiters();
+                        }
+                        Err(e) => {
+                            set.abort_all();
+                            result = Err(e);
+                        }
                     }
                 }
             },
@@ -959,6 +991,33 @@ async fn run_workers(
     Ok(())
 }
 
+/// How often the run loop checks whether a checkpoint is due (by time or by bytes at stake).
+const CHECKPOINT_POLL: Duration = Duration::from_millis(25);
+
+/// The most bytes a kill may cost fetched again: 1% of the file, or 4 MiB per connection,
+/// whichever is larger (the resume target).
+fn resume_budget(size: u64, workers: usize) -> u64 {
+    (size / 100).max(workers as u64 * (4 << 20))
+}
+
+/// Waits while the bytes not yet covered by a checkpoint reach the resume budget (a slow disk
+/// or a starved checkpoint): the next checkpoint lets the readers go on.
+async fn wait_for_checkpoint(shared: &Shared) {
+    loop {
+        let fetched = shared.fetched.load(Ordering::SeqCst);
+        let durable = shared.durable_fetched.load(Ordering::SeqCst);
+        if fetched.saturating_sub(durable) < shared.stake_limit
+            || shared.failed.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        tokio::select! {
+            _ = shared.checkpointed.notified() => {}
+            _ = tokio::time::sleep(CHECKPOINT_POLL) => {}
+        }
+    }
+}
+
 /// One `-n auto` tick: measure, maybe allow more connections, say when it settles.
 fn auto_step(
     tuner: &mut crate::autotune::AutoTuner,
@@ -968,11 +1027,7 @@ fn auto_step(
     progress: &mut Progress,
 ) {
     use crate::autotune::Decision;
-    let bytes: u64 = shared
-        .conns
-        .iter()
-        .map(|c| c.bytes.load(Ordering::Relaxed))
-        .sum();
+    let bytes = shared.fetched.load(Ordering::Relaxed);
     let setup = match load_f64(&shared.setup) {
         s if s > 0.0 => s,
         _ => SETUP_GUESS,
@@ -1372,6 +1427,11 @@ async fn fetch_range(
         if pos >= end {
             break;
         }
+        if shared.fetched.load(Ordering::Relaxed)
+            >= shared.durable_fetched.load(Ordering::Relaxed) + shared.stake_limit
+        {
+            wait_for_checkpoint(shared).await;
+        }
         let limit = end.min(pos + READ_CHUNK);
         // SAFETY: this worker owns [pos, end) of `seg`; the steal protocol in `sched` guarantees
         // nobody else writes there, and no read reaches past a cut.
@@ -1415,6 +1475,7 @@ async fn fetch_range(
         pos += n as u64;
         seg.advance(pos);
         stat.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        shared.fetched.fetch_add(n as u64, Ordering::Relaxed);
         if pos - released >= shared.release_every {
             shared.map.release(released, pos);
             released = pos;
