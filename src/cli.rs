@@ -51,6 +51,13 @@ pub enum Command {
     /// Serve a folder with the built-in FTP server on loopback (for benchmarks and tests)
     #[command(hide = true)]
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on standard output
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on standard output: ftpseg man > ftpseg.1
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -133,7 +140,7 @@ pub struct GetArgs {
     /// ftp://[user[:password]@]host[:port]/path; ftpes:// for FTP over explicit TLS (AUTH TLS),
     /// ftps:// for implicit TLS (port 990). A password here is visible to other users of this
     /// machine: prefer FTPSEG_PASSWORD
-    #[arg(required = true)]
+    #[arg(required_unless_present = "input_file")]
     pub url: Option<String>,
 
     /// Where to save the file [default: the remote file's name, in the current folder]
@@ -229,6 +236,10 @@ pub struct GetArgs {
     /// change the transfer and see the password)
     #[arg(long)]
     pub insecure: bool,
+
+    /// Many files: more URLs, -i, -d, -r, -j, budgets, checksums, --json (docs/bulk.md)
+    #[command(flatten)]
+    pub bulk: crate::batch::BulkArgs,
 }
 
 #[derive(Debug, Args)]
@@ -426,6 +437,18 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Demo(args)) => runtime.block_on(crate::demo::run(args)),
         Some(Command::Serve(args)) => runtime.block_on(crate::demo::serve(args)),
         Some(Command::Put(args)) => runtime.block_on(put(args)),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "ftpseg", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::io("cannot write", "standard output", e))
+        }
         Some(Command::Bench(args)) => runtime.block_on(crate::bench::run(args)),
         None => runtime.block_on(get(cli.get)),
     };
@@ -440,11 +463,27 @@ pub fn run(cli: Cli) -> i32 {
 
 /// Builds the job from the arguments (pure apart from reading FTPSEG_PASSWORD).
 pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
-    let raw = args.url.as_deref().unwrap_or_default();
-    let mut url = FtpUrl::parse(raw)?;
+    job_for_url(
+        args,
+        args.url.as_deref().unwrap_or_default(),
+        args.output.clone(),
+    )
+}
+
+/// Builds the job for `raw` (a file URL, or a folder URL ending in `/` for a batch's
+/// template) with the options of `args`, saving to `output` [default: the remote name].
+pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result<Job, Error> {
+    let mut url = match raw.strip_suffix('/') {
+        Some(folder) => {
+            let mut u = FtpUrl::parse(&format!("{folder}/_"))?;
+            u.path.pop();
+            u
+        }
+        None => FtpUrl::parse(raw)?,
+    };
     let verify = tls_settings(&mut url, args.ftps, args.ca_file.as_ref(), args.insecure)?;
-    let output = match &args.output {
-        Some(p) => p.clone(),
+    let output = match output {
+        Some(p) => p,
         None => PathBuf::from(url.file_name()?),
     };
     let creds = credentials(&url, args)?;
@@ -472,6 +511,7 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
         no_rang: args.no_rang,
         straggler_timeout: Duration::from_secs_f64(args.straggler_timeout),
         verify,
+        pool: None,
         limit: None,
     })
 }
@@ -624,6 +664,9 @@ fn prompt_password(user: &str, host: &str) -> Result<String, Error> {
 }
 
 async fn get(args: GetArgs) -> Result<(), Error> {
+    if args.bulk.wants_batch(args.url.as_deref()) {
+        return crate::batch::run(&args, &args.bulk).await;
+    }
     let job = job_from_args(&args)?;
     let mode = if args.quiet {
         Mode::Quiet

@@ -71,6 +71,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             busy_retry: Duration::from_secs(15),
             no_rang: false,
             straggler_timeout: Duration::from_secs(3),
+            pool: None,
             verify: Default::default(),
             limit: None,
             auto_connections: false,

@@ -30,6 +30,7 @@ use crate::error::Error;
 use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Transfer, Verify};
 use crate::manifest::{Manifest, RangeRecord};
 use crate::plan;
+use crate::pool::{HostPool, Permit};
 use crate::progress::{ConnView, Progress, View};
 use crate::sched::{READ_CHUNK, Scheduler, Segment, Speeds};
 use crate::store::{self, Allocation, PartFile, SharedMap};
@@ -67,6 +68,10 @@ pub struct Job {
     /// A range without progress for this long is taken over by a free connection (long
     /// before `--stall-timeout` gives up on the stalled one).
     pub straggler_timeout: Duration,
+    /// The server's connection budget and idle sessions, shared with the other files of a
+    /// batch (`crate::pool`): every connection takes a permit first, and hands its session back
+    /// when it is done. `None`: connect freely, log out at the end.
+    pub pool: Option<Arc<HostPool>>,
     /// Fetch only the first `limit` bytes of the file (`ftpseg bench --bytes`).
     pub limit: Option<u64>,
 }
@@ -89,6 +94,8 @@ pub struct Outcome {
     pub hash_from_chunks: bool,
     /// Connections that were opened.
     pub connections: usize,
+    /// The remote file's modification time from `MDTM` (`YYYYMMDDHHMMSS`, UTC), if known.
+    pub remote_mtime: Option<String>,
     /// From the start of the run to the first byte of file data.
     pub first_byte: Option<Duration>,
 }
@@ -130,7 +137,7 @@ pub async fn download(
 
     // Connecting and probing are bounded by the timeouts; Ctrl-C ends them at once.
     let mut stop_early = stop.clone();
-    let (addrs, mut first, size, mdtm) = tokio::select! {
+    let (addrs, mut first, size, mdtm, first_permit) = tokio::select! {
         r = startup(job, tls.as_ref()) => r?,
         _ = stop_early.wait_for(|s| *s) => return Err(Error::Interrupted(manifest_path)),
     };
@@ -165,6 +172,7 @@ pub async fn download(
                 }
                 _ => {
                     progress.note("the server reports no file size: streaming on one connection");
+                    let _held = first_permit;
                     return stream_unknown_size(job, progress, stop, first, transfer, mdtm).await;
                 }
             }
@@ -306,7 +314,10 @@ pub async fn download(
         setup: AtomicU64::new(0),
         opened: AtomicU64::new(1),
         release_every: (RELEASE_BUDGET / workers as u64).max(RELEASE_MIN),
+        pool: job.pool.clone(),
+        slots: (0..workers).map(|_| Mutex::new(None)).collect(),
     });
+    *shared.slots[0].lock().unwrap_or_else(|p| p.into_inner()) = first_permit;
     let part = Arc::new(part);
     let mut checkpoint = Checkpoint {
         sched,
@@ -335,6 +346,7 @@ pub async fn download(
     result?;
     saved?;
 
+    let checkpoint_mdtm = checkpoint.manifest.mdtm.clone();
     let fetched: u64 = shared
         .conns
         .iter()
@@ -360,6 +372,7 @@ pub async fn download(
         hash_time,
         hash_from_chunks,
         connections: shared.opened.load(Ordering::Relaxed) as usize,
+        remote_mtime: checkpoint_mdtm,
         first_byte: match shared.first_byte_us.load(Ordering::Relaxed) {
             u64::MAX => None,
             us => Some(Duration::from_micros(us)),
@@ -411,14 +424,35 @@ fn adopt_same_file(m: &mut Manifest, url: &FtpUrl) {
 }
 
 /// Resolves the host, opens and probes the first session, asks `SIZE` and `MDTM`.
+#[allow(clippy::type_complexity)]
 async fn startup(
     job: &Job,
     tls: Option<&Arc<TlsClient>>,
-) -> Result<(Vec<SocketAddr>, Session, Option<u64>, Option<String>), Error> {
+) -> Result<
+    (
+        Vec<SocketAddr>,
+        Session,
+        Option<u64>,
+        Option<String>,
+        Option<Permit>,
+    ),
+    Error,
+> {
     let addrs = resolve(&job.url, job.timeouts.connect).await?;
-    let mut first = Session::connect_with(&addrs, &job.creds, job.timeouts, tls)
-        .await
-        .map_err(|e| startup_error(&job.url, &job.creds, e))?;
+    // In a batch: a session another file left logged in, or a permit to open one.
+    let (permit, idle) = match &job.pool {
+        Some(pool) => {
+            let (p, s) = pool.acquire().await;
+            (Some(p), s)
+        }
+        None => (None, None),
+    };
+    let mut first = match idle {
+        Some(s) => s,
+        None => Session::connect_with(&addrs, &job.creds, job.timeouts, tls)
+            .await
+            .map_err(|e| startup_error(&job.url, &job.creds, e))?,
+    };
     first.set_use_pasv_address(job.use_pasv_address);
     first
         .probe()
@@ -433,7 +467,7 @@ async fn startup(
         .await
         .map_err(|e| startup_error(&job.url, &job.creds, e))?
         .map(|m| m.0);
-    Ok((addrs, first, size, mdtm))
+    Ok((addrs, first, size, mdtm, permit))
 }
 
 /// Resolves the URL's host to socket addresses, within the connect timeout.
@@ -699,6 +733,10 @@ struct Shared {
     opened: AtomicU64,
     /// Bytes a connection writes before releasing them from RSS.
     release_every: u64,
+    /// The batch's connection budget for this server (see [`Job::pool`]).
+    pool: Option<Arc<HostPool>>,
+    /// The permit each worker holds while it has (or may open) a connection, with a pool.
+    slots: Vec<Mutex<Option<Permit>>>,
 }
 
 /// Bytes read at a time when hashing chunks.
@@ -1065,6 +1103,10 @@ async fn worker(
         }
     }
     'ranges: loop {
+        if !hold_slot(&shared, id, &mut session).await {
+            shared.sched.retire();
+            break 'ranges;
+        }
         let Some(seg) = find_work(&shared, id) else {
             if shared.failed.load(Ordering::SeqCst) || !shared.sched.unfinished() {
                 shared.sched.retire();
@@ -1168,10 +1210,62 @@ async fn worker(
         }
     }
     stat.set(None, "done");
-    if let Some(s) = session {
-        s.quit().await;
+    let permit = shared.slots[id]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    match (&shared.pool, permit) {
+        (Some(pool), Some(permit)) => pool.give_back(session, permit),
+        _ => {
+            if let Some(s) = session {
+                s.quit().await;
+            }
+        }
     }
     Ok(())
+}
+
+/// With a connection budget ([`Job::pool`]): makes sure worker `id` holds a permit before it
+/// takes a range, waiting for one (or for an idle session of the same server, which becomes
+/// `session`). `false` when the download finished or failed while waiting. Without a budget:
+/// always `true`.
+async fn hold_slot(shared: &Shared, id: usize, session: &mut Option<Session>) -> bool {
+    let Some(pool) = &shared.pool else {
+        return true;
+    };
+    loop {
+        if shared.slots[id]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return true;
+        }
+        if shared.failed.load(Ordering::SeqCst) || !shared.sched.unfinished() {
+            return false;
+        }
+        shared.conns[id].set(None, "waiting for a connection slot");
+        tokio::select! {
+            (permit, idle) = pool.acquire() => {
+                *shared.slots[id].lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
+                if let Some(mut s) = idle {
+                    adopt(shared, &mut s);
+                    drop(session.replace(s));
+                }
+                return true;
+            }
+            _ = tokio::time::sleep(LINGER_POLL) => {}
+        }
+    }
+}
+
+/// Applies what this download learned about the server to a session opened for it or handed
+/// over from another file.
+fn adopt(shared: &Shared, s: &mut Session) {
+    s.set_rest_support(shared.rest);
+    s.set_rang(shared.rang.load(Ordering::Relaxed));
+    s.set_use_pasv_address(shared.use_pasv_address);
+    s.set_epsv(shared.epsv.load(Ordering::Relaxed));
 }
 
 /// Asks the scheduler for work with the connections' measured speeds.
@@ -1199,6 +1293,13 @@ const BUSY_RETRY_MAX: Duration = Duration::from_secs(120);
 /// (`true`) to try a connection again. `false` if the download ended (or failed) meanwhile.
 async fn park(shared: &Shared, id: usize, wait: Duration) -> bool {
     shared.conns[id].set(None, &format!("server busy: retry in {} s", wait.as_secs()));
+    // Another file of the batch may use this connection meanwhile.
+    drop(
+        shared.slots[id]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+    );
     let until = Instant::now() + wait;
     while Instant::now() < until {
         if shared.failed.load(Ordering::SeqCst) || shared.sched.remaining() == 0 {
@@ -1278,10 +1379,7 @@ async fn fetch_range(
         )
         .await?;
         shared.opened.fetch_add(1, Ordering::Relaxed);
-        s.set_rest_support(shared.rest);
-        s.set_rang(shared.rang.load(Ordering::Relaxed));
-        s.set_use_pasv_address(shared.use_pasv_address);
-        s.set_epsv(shared.epsv.load(Ordering::Relaxed));
+        adopt(shared, &mut s);
         *session = Some(s);
     }
     let s = session.as_mut().expect("connected above");
@@ -1613,6 +1711,7 @@ async fn stream_unknown_size(
         hash_time,
         hash_from_chunks: false,
         connections: 1,
+        remote_mtime: mdtm,
         first_byte: None,
     })
 }
