@@ -597,8 +597,8 @@ fn not_found_or(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
 
 /// Written bytes all connections together may keep in RSS before releasing them (each
 /// connection gets an equal share, at least [`RELEASE_MIN`]).
-const RELEASE_BUDGET: u64 = 32 << 20;
-const RELEASE_MIN: u64 = 1 << 20;
+const RELEASE_BUDGET: u64 = 16 << 20;
+const RELEASE_MIN: u64 = 512 << 10;
 
 /// Per-connection counters the progress view reads.
 #[derive(Default)]
@@ -1422,7 +1422,12 @@ async fn fetch_range(
     let mut stream = transfer.stream;
     stat.set(Some(seg.clone()), "reading");
     // Written pages are dropped from RSS every `release_every` bytes (see SharedMap::release).
-    let mut released = pos;
+    // Released however the attempt ends: finished, failed, or dropped by a take-over.
+    let mut unreleased = Unreleased {
+        map: &shared.map,
+        from: pos,
+        to: pos,
+    };
     loop {
         // A steal that was rolled back can leave `end` past a RANG transfer's end: that
         // transfer stops at its own end and the range goes on in a new one.
@@ -1479,12 +1484,13 @@ async fn fetch_range(
         seg.advance(pos);
         stat.bytes.fetch_add(n as u64, Ordering::Relaxed);
         shared.fetched.fetch_add(n as u64, Ordering::Relaxed);
-        if pos - released >= shared.release_every {
-            shared.map.release(released, pos);
-            released = pos;
+        unreleased.to = pos;
+        if pos - unreleased.from >= shared.release_every {
+            shared.map.release(unreleased.from, pos);
+            unreleased.from = pos;
         }
     }
-    shared.map.release(released, pos);
+    drop(unreleased);
     let to_eof = if pos == transfer_end {
         // The transfer reached its end (of the file, or of the RANG range): the server must
         // have nothing more to send, and then confirms with 226.
@@ -1514,6 +1520,20 @@ async fn fetch_range(
         shared.sched.rewind(seg, attempt_start);
     }
     ended
+}
+
+/// Written pages of the map not yet released from RSS (see `SharedMap::release`): released
+/// when dropped, so an attempt that fails or is taken over does not leave them mapped.
+struct Unreleased<'a> {
+    map: &'a SharedMap,
+    from: u64,
+    to: u64,
+}
+
+impl Drop for Unreleased<'_> {
+    fn drop(&mut self) {
+        self.map.release(self.from, self.to);
+    }
 }
 
 /// Longest piece asked for with `RANG` in one transfer: a free connection can then take over
