@@ -311,6 +311,7 @@ pub async fn download(
         durable_fetched: AtomicU64::new(0),
         stake_limit: resume_budget(size, workers),
         checkpointed: tokio::sync::Notify::new(),
+        local_error: Mutex::new(None),
         setup: AtomicU64::new(0),
         opened: AtomicU64::new(1),
         release_every: (RELEASE_BUDGET / workers as u64).max(RELEASE_MIN),
@@ -727,6 +728,8 @@ struct Shared {
     stake_limit: u64,
     /// Notified after each checkpoint.
     checkpointed: tokio::sync::Notify,
+    /// A local write failure met inside a transfer (see `local_failure`).
+    local_error: Mutex<Option<Error>>,
     /// Seconds from `REST`+`RETR` on an open session to the first byte (running average, as
     /// `f64` bits; 0: not measured yet).
     setup: AtomicU64,
@@ -1310,7 +1313,23 @@ async fn park(shared: &Shared, id: usize, wait: Duration) -> bool {
     shared.sched.rejoin()
 }
 
+/// A local failure inside a transfer (the disk refused a write): kept for the worker to report
+/// as it is (exit 8), and returned as a session error that is never retried.
+fn local_failure(shared: &Shared, e: Error) -> SessionError {
+    let text = e.to_string();
+    *shared.local_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    SessionError::Protocol(text)
+}
+
 fn range_error(shared: &Shared, e: SessionError) -> Error {
+    if let Some(local) = shared
+        .local_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return local;
+    }
     let host = shared
         .addrs
         .first()
@@ -1422,6 +1441,9 @@ async fn fetch_range(
     let mut stream = transfer.stream;
     stat.set(Some(seg.clone()), "reading");
     // Written pages are dropped from RSS every `release_every` bytes (see SharedMap::release).
+    // Bytes go socket -> this buffer -> the file's page cache (pwrite): measured cheaper than
+    // receiving straight into the memory map (docs/architecture.md, "Decisions").
+    let mut buf = vec![0u8; READ_CHUNK as usize];
     // Released however the attempt ends: finished, failed, or dropped by a take-over.
     let mut unreleased = Unreleased {
         map: &shared.map,
@@ -1441,10 +1463,18 @@ async fn fetch_range(
             wait_for_checkpoint(shared).await;
         }
         let limit = end.min(pos + READ_CHUNK);
-        // SAFETY: this worker owns [pos, end) of `seg`; the steal protocol in `sched` guarantees
-        // nobody else writes there, and no read reaches past a cut.
-        let buf = unsafe { shared.map.slice_mut(pos, limit) };
-        let n = s.read_data(&mut stream, buf).await?;
+        // This worker owns [pos, end) of `seg`: the steal protocol in `sched` guarantees nobody
+        // else writes there, and no read reaches past a cut.
+        let want = (limit - pos) as usize;
+        let n = s.read_data(&mut stream, &mut buf[..want]).await?;
+        if n > 0
+            && let Err(e) = shared.map.write_at(&buf[..n], pos)
+        {
+            return Err(local_failure(
+                shared,
+                Error::io("cannot write to", &shared.part_path, e),
+            ));
+        }
         if n == 0 {
             // The server ended the data early. Read its reply for the message.
             let why = match s.end_transfer(stream, true).await {
