@@ -32,6 +32,7 @@ use crate::manifest::{Manifest, RangeRecord};
 use crate::plan;
 use crate::pool::{HostPool, Permit};
 use crate::progress::{ConnView, Progress, View};
+use crate::ratelimit::RateLimit;
 use crate::sched::{READ_CHUNK, Scheduler, Segment, Speeds};
 use crate::store::{self, Allocation, PartFile, SharedMap};
 use crate::url::FtpUrl;
@@ -74,6 +75,10 @@ pub struct Job {
     pub pool: Option<Arc<HostPool>>,
     /// Fetch only the first `limit` bytes of the file (`ftpseg bench --bytes`).
     pub limit: Option<u64>,
+    /// Limits shared beyond this download (`--limit-rate`: one for every file of the run).
+    pub rate_limits: Vec<Arc<RateLimit>>,
+    /// `--limit-rate-per-file`: bytes per second for this file's connections together.
+    pub per_file_rate: Option<u64>,
 }
 
 /// What a finished download reports.
@@ -312,6 +317,12 @@ pub async fn download(
         stake_limit: resume_budget(size, workers),
         checkpointed: tokio::sync::Notify::new(),
         local_error: Mutex::new(None),
+        rate_limits: job
+            .rate_limits
+            .iter()
+            .cloned()
+            .chain(job.per_file_rate.map(|r| Arc::new(RateLimit::new(r))))
+            .collect(),
         setup: AtomicU64::new(0),
         opened: AtomicU64::new(1),
         release_every: (RELEASE_BUDGET / workers as u64).max(RELEASE_MIN),
@@ -730,6 +741,8 @@ struct Shared {
     checkpointed: tokio::sync::Notify,
     /// A local write failure met inside a transfer (see `local_failure`).
     local_error: Mutex<Option<Error>>,
+    /// Rate limits every read of this download obeys (`--limit-rate`, per file and total).
+    rate_limits: Vec<Arc<RateLimit>>,
     /// Seconds from `REST`+`RETR` on an open session to the first byte (running average, as
     /// `f64` bits; 0: not measured yet).
     setup: AtomicU64,
@@ -1465,8 +1478,15 @@ async fn fetch_range(
         let limit = end.min(pos + READ_CHUNK);
         // This worker owns [pos, end) of `seg`: the steal protocol in `sched` guarantees nobody
         // else writes there, and no read reaches past a cut.
-        let want = (limit - pos) as usize;
+        let want = shared
+            .rate_limits
+            .iter()
+            .map(|l| l.read_size())
+            .fold(limit - pos, u64::min) as usize;
         let n = s.read_data(&mut stream, &mut buf[..want]).await?;
+        for l in &shared.rate_limits {
+            l.take(n as u64).await;
+        }
         if n > 0
             && let Err(e) = shared.map.write_at(&buf[..n], pos)
         {
