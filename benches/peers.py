@@ -433,6 +433,7 @@ def run_measured(cmd, env, limit, hook=None, tag="run"):
         os.unlink(timef)
     logf = open(os.path.join(WORK, f"{tag}.log"), "wb")
     full = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", timef] + cmd
+    load = float(open("/proc/loadavg").read().split()[0])
     t0 = time.monotonic()
     p = subprocess.Popen(full, env=env, stdout=logf, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True, cwd=WORK)
@@ -469,7 +470,8 @@ def run_measured(cmd, env, limit, hook=None, tag="run"):
     tail = open(os.path.join(WORK, f"{tag}.log"), "rb").read()[-600:].decode("utf-8", "replace")
     return {"wall_s": round(wall, 3), "cpu_s": cpu, "max_rss_kib": rss,
             "rc": None if (timed_out or killed) else p.returncode,
-            "timed_out": timed_out, "killed": killed, "output_tail": tail.strip()[-400:]}
+            "timed_out": timed_out, "killed": killed, "load1_at_start": load,
+            "output_tail": tail.strip()[-400:]}
 
 
 def same_bytes(out, src):
@@ -500,7 +502,7 @@ def record(run):
 
 
 def one_run(scenario, tool, n, url, src, size, srv=None, case="", ideal=None, hook=None,
-            stall_tuned=False, extra=None):
+            stall_tuned=False, extra=None, after_run=None):
     out = os.path.join(WORK, "dl", f"{scenario}-{tool}.bin")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     clean_output(out)
@@ -508,6 +510,8 @@ def one_run(scenario, tool, n, url, src, size, srv=None, case="", ideal=None, ho
     mark = LogMark(srv) if srv else None
     limit = time_limit(ideal or 10)
     r = run_measured(cmd, tool_env(tool, stall_tuned), limit, hook, tag=f"{scenario}-{tool}")
+    if after_run:
+        after_run()
     r.update({"scenario": scenario, "case": case, "tool": tool, "n": n, "size": size,
               "command": shlex.join(cmd), "time_limit_s": limit, "ideal_s": ideal})
     if extra:
@@ -631,7 +635,7 @@ class Freezer:
         return None
 
     def release(self):
-        if self.pid:
+        if self.pid and self.pid in FROZEN:
             for sig in (signal.SIGKILL, signal.SIGCONT):
                 try:
                     os.kill(self.pid, sig)
@@ -654,7 +658,7 @@ def sc_stall(S, served):
             fr = Freezer(srv, at)
             try:
                 one_run("stall", tool, n, url, src, SIZE, srv, case="one session frozen",
-                        ideal=ideal, hook=fr, stall_tuned=True,
+                        ideal=ideal, hook=fr, stall_tuned=True, after_run=fr.release,
                         extra=lambda: {"frozen_pid": fr.pid, "frozen_at_s": fr.frozen_at})
             finally:
                 fr.release()
@@ -804,6 +808,87 @@ def table(headers, rows):
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
 
+def targets(S):
+    """Issue 4's targets, evaluated on this run's medians. Returns table rows."""
+    rows = []
+
+    def yn(ok):
+        return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+    def std(scenario, case, n, tool):
+        return S.get(f"{scenario}/{case}/{n}/{tool}")
+
+    def peers(scenario, case, n):
+        return {t: S[k] for t in ALL_TOOLS if t != "ftpseg"
+                for k in [f"{scenario}/{case}/{n}/{t}"] if k in S}
+
+    def complete(m):
+        return m and m["ok_runs"] == m["runs"]
+
+    for n in EVEN_NS:
+        f = std("even", "", n, "ftpseg")
+        if not f:
+            continue
+        p = {t: m for t, m in peers("even", "", n).items() if complete(m)}
+        best = min(p.items(), key=lambda kv: kv[1]["wall_s"]) if p else None
+        rows.append([f"even caps N={n}: >= 98 % of N x cap",
+                     f"{100 * f['of_ideal']:.1f} %", yn(f["of_ideal"] >= 0.98 and complete(f))])
+        if best:
+            rows.append([f"even caps N={n}: no slower than the best peer",
+                         f"{f['wall_s']:.2f} s vs {best[0]} {best[1]['wall_s']:.2f} s",
+                         yn(f["wall_s"] <= best[1]["wall_s"])])
+    f = std("uneven", "", UNEVEN_N, "ftpseg")
+    if f:
+        p = peers("uneven", "", UNEVEN_N)
+        rows.append(["uneven: >= 95 % of the sum of the rates", f"{100 * f['of_ideal']:.1f} %",
+                     yn(f["of_ideal"] >= 0.95 and complete(f))])
+        if p:
+            best = min(p.items(), key=lambda kv: kv[1]["wall_s"])
+            rows.append(["uneven: faster than every peer",
+                         f"{f['wall_s']:.2f} s vs best peer {best[0]} {best[1]['wall_s']:.2f} s",
+                         yn(f["wall_s"] < best[1]["wall_s"])])
+    f = S.get("stall/ftpseg")
+    if f:
+        rows.append(["one stalled connection: <= 1.15 x the time without",
+                     f"{f['ratio']:.2f} x ({f['stalled']['wall_s']:.2f} s vs "
+                     f"{f['no_stall']['wall_s']:.2f} s)",
+                     yn(f["ratio"] <= 1.15 and complete(f["stalled"]))])
+    f = std("limit", "", 8, "ftpseg")
+    if f:
+        rows.append(["per-IP limit: finishes at the speed of 3 connections (>= 95 % of 3 x cap)",
+                     f"{100 * f['of_ideal']:.1f} %", yn(f["of_ideal"] >= 0.95 and complete(f))])
+        rows.append(["per-IP limit: no error storm (refused logins, median)",
+                     f"{f['refused_logins']:.0f}", "see peers"])
+    f = S.get("resume/ftpseg")
+    if f:
+        allowed = max(0.01 * SIZE, 8 * 4 * MIB)
+        rows.append([f"resume: fetched twice <= max(1 % of file, N x 4 MiB) = {allowed / MIB:.1f} MiB",
+                     f"{f['twice_bytes'] / MIB:.1f} MiB", yn(f["twice_bytes"] <= allowed
+                                                            and f["ok_runs"] == f["runs"])])
+    for srv in ("proftpd", "vsftpd"):
+        f = std("overshoot", srv, 16, "ftpseg")
+        if f and f["sent_ratio"] is not None:
+            rows.append([f"overshoot N=16 on {srv}: <= 1 % of the file",
+                         f"{100 * (f['sent_ratio'] - 1):.2f} %", yn(f["sent_ratio"] <= 1.01)])
+    for size in [s for s in (SIZE, BIG_SIZE) if s]:
+        for n in (1, 8):
+            f = std("loopback", human(size), n, "ftpseg")
+            if not f:
+                continue
+            p = {t: m for t, m in peers("loopback", human(size), n).items() if complete(m)}
+            if p:
+                bt = max(p.items(), key=lambda kv: kv[1]["mib_s"])
+                rows.append([f"loopback {human(size)} N={n}: throughput >= best peer",
+                             f"{f['mib_s']:.0f} vs {bt[0]} {bt[1]['mib_s']:.0f} MiB/s",
+                             yn(f["mib_s"] >= bt[1]["mib_s"])])
+                bc = min(p.items(), key=lambda kv: kv[1]["cpu_s_per_gib"])
+                rows.append([f"loopback {human(size)} N={n}: CPU s/GiB <= best peer",
+                             f"{f['cpu_s_per_gib']:.2f} vs {bc[0]} {bc[1]['cpu_s_per_gib']:.2f}",
+                             yn(f["cpu_s_per_gib"] <= bc[1]["cpu_s_per_gib"])])
+            rows.append([f"loopback {human(size)} N={n}: peak RSS <= 64 MiB",
+                         f"{f['max_rss_mib']:.1f} MiB", yn(f["max_rss_mib"] <= 64)])
+    return rows
+
 
 def report(meta):
     md = []
@@ -825,19 +910,26 @@ def report(meta):
               "xferlog, or `ftpseg serve --stats-file`) / file size. Refused = logins the server "
               "refused (vsftpd.log \"too many sessions\" / serve's `connections_refused`).\n")
 
-    def std_rows(scenario, case=None, ideal_name="of ideal"):
+    def std_rows(scenario, case=None):
         rows = []
+        base = {}
+        for (c, n, tool), rs in group(scenario, case):
+            if tool == "ftpseg":
+                base[(c, n)] = summarize(rs)["wall_s"]
         for (c, n, tool), rs in group(scenario, case):
             m = summarize(rs)
             summaries[f"{scenario}/{c}/{n}/{tool}"] = m
-            rows.append([tool, n, fmt(m["wall_s"], ".2f"), fmt(m["mib_s"]),
+            b = base.get((c, n))
+            m["time_vs_ftpseg"] = m["wall_s"] / b if b and m["wall_s"] else None
+            rows.append([tool, n, fmt(m["wall_s"], ".2f"), fmt(m["time_vs_ftpseg"], ".2f") + " x"
+                         if m["time_vs_ftpseg"] else "-", fmt(m["mib_s"]),
                          fmt(m.get("of_ideal") and 100 * m["of_ideal"], ".1f") + " %"
                          if m.get("of_ideal") else "-",
                          fmt(m["cpu_s_per_gib"], ".2f"), fmt(m["max_rss_mib"], ".1f"),
                          fmt(m["sent_ratio"], ".4f"), fmt(m["refused_logins"], ".0f"), status(rs)])
         return rows
 
-    H = ["tool", "N", "time s", "MiB/s", "of ideal", "CPU s/GiB", "peak RSS MiB",
+    H = ["tool", "N", "time s", "time / ftpseg's", "MiB/s", "of ideal", "CPU s/GiB", "peak RSS MiB",
          "server bytes / size", "refused", "runs"]
     size_s = human(SIZE)
     if any(r["scenario"] == "even" for r in RUNS):
@@ -924,6 +1016,8 @@ def report(meta):
             md.append(f"\n### {sname}\n")
             md.append(table(H, std_rows("overshoot", sname)))
 
+    md.append("\n\n## Targets of issue 4 (ftpseg, this run)\n")
+    md.append(table(["target", "measured", "met"], targets(summaries)))
     md.append("\n\n## Commands\n")
     md.append("Reproduce: `cargo bench --bench peers` (as root; see docs/benchmarks.md). "
               "Per-tool settings and why:\n")
