@@ -571,11 +571,17 @@ def sc_uneven(S, served):
             port = free_port()
             scmd = [BIN, "serve", served, "--port", str(port), "--stats-file", stats,
                     "--session-rates", ",".join(str(r) for r in rates)]
-            sp = subprocess.Popen(scmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            serve_log = open(os.path.join(WORK, "serve.log"), "ab")
+            sp = subprocess.Popen(scmd, stdout=subprocess.PIPE, stderr=serve_log,
                                   start_new_session=True)
+            serve_log.close()
             LIVE_GROUPS.add(sp.pid)
             try:
-                sp.stdout.readline()  # the URL, once it listens
+                line = sp.stdout.readline().decode().strip()  # the URL, once it listens
+                if not line.startswith("ftp://"):
+                    sp.wait(5)
+                    raise RuntimeError(f"ftpseg serve did not start (exit {sp.returncode}): "
+                                       + open(os.path.join(WORK, "serve.log")).read()[-500:])
                 r = one_run("uneven", tool, UNEVEN_N, f"ftp://127.0.0.1:{port}/{served_name(SIZE)}",
                             src, SIZE, ideal=ideal,
                             extra={"session_rates": rates, "serve_command": shlex.join(scmd)})
@@ -966,11 +972,15 @@ def report(meta):
             ma, mb = summarize(a), summarize(b)
             summaries[f"stall/{tool}"] = {"no_stall": ma, "stalled": mb,
                                           "ratio": mb["wall_s"] / ma["wall_s"]}
+            frozen = [r.get("frozen_at_s") for r in b]
             rows.append([tool, 8, fmt(ma["wall_s"], ".2f"), fmt(mb["wall_s"], ".2f"),
                          fmt(mb["wall_s"] / ma["wall_s"], ".2f") + " x",
-                         fmt(mb["sent_ratio"], ".4f"), status(a), status(b)])
+                         fmt(ma["sent_ratio"], ".4f"), fmt(mb["sent_ratio"], ".4f"),
+                         ", ".join("-" if f is None else f"{f:.2f}" for f in frozen),
+                         status(a), status(b)])
         md.append(table(["tool", "N", "no stall s", "one frozen s", "ratio",
-                         "server bytes / size (frozen)", "runs (no stall)", "runs (frozen)"], rows))
+                         "server bytes / size (no stall)", "(frozen; without the frozen session's)",
+                         "frozen at s", "runs (no stall)", "runs (frozen)"], rows))
     if any(r["scenario"] == "limit" for r in RUNS):
         md.append(f"\n\n## 4. Per-IP limit: vsftpd `max_per_ip={MAX_PER_IP}`, "
                   f"{RATE // MIB} MiB/s per connection, tools asked for 8, {size_s}\n")
@@ -1050,6 +1060,7 @@ def main():
         sys.exit("benches/peers.py must run as root (it starts FTP servers that switch users)")
     if not os.access(BIN, os.X_OK):
         sys.exit(f"no ftpseg binary at {BIN} (set FTPSEG_PEERS_BIN or run cargo build --release)")
+    log(f"ftpseg binary: {BIN} (built {time.ctime(os.path.getmtime(BIN))})")
     ensure_tools()
     WORK = tempfile.mkdtemp(prefix="ftpseg-peers-")
     sizes = [SIZE] + ([BIG_SIZE] if "loopback" in SCENARIOS and BIG_SIZE else [])
