@@ -483,8 +483,15 @@ def same_bytes(out, src):
 RUNS = []
 
 
+PROGRESS = None  # (path, meta): every run is saved as it ends, so a crash loses nothing
+
+
 def record(run):
     RUNS.append(run)
+    if PROGRESS:
+        with open(PROGRESS[0] + ".tmp", "w") as f:
+            json.dump({"meta": PROGRESS[1], "summaries": None, "runs": RUNS}, f, indent=1)
+        os.replace(PROGRESS[0] + ".tmp", PROGRESS[0])
     bits = [f"{run['scenario']}", run.get("case", ""), f"{run['tool']}", f"N={run['n']}",
             f"{run['wall_s']:.2f}s"]
     if run.get("timed_out"):
@@ -1054,8 +1061,27 @@ def report(meta):
 
 # ---------------------------------------------------------------------------------------------
 
+def write_report(meta):
+    md, summaries = report(meta)
+    print(md)
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(os.path.join(OUT_DIR, "peers.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(OUT_DIR, "peers.json"), "w") as f:
+        json.dump({"meta": meta, "summaries": summaries, "runs": RUNS}, f, indent=1)
+
+
 def main():
-    global WORK
+    global WORK, PROGRESS, SIZE, BIG_SIZE, REPS, N1_REPS, TOOLS
+    if os.environ.get("FTPSEG_PEERS_REPORT_ONLY") == "1":
+        # Re-render peers.md from the runs saved in peers.json (e.g. after changing the report).
+        d = json.load(open(os.path.join(OUT_DIR, "peers.json")))
+        RUNS.extend(d["runs"])
+        st = d["meta"]["settings"]
+        SIZE, BIG_SIZE, REPS, N1_REPS, TOOLS = (st["size"], st["big_size"], st["reps"],
+                                                st["n1_reps"], st["tools"])
+        write_report(d["meta"])
+        return
     if os.geteuid() != 0:
         sys.exit("benches/peers.py must run as root (it starts FTP servers that switch users)")
     if not os.access(BIN, os.X_OK):
@@ -1081,6 +1107,8 @@ def main():
                      "servers_dir": SERVERS_DIR, "base_port": BASE_PORT,
                      "uneven_rates": uneven_rates(), "tool_settings": SETTINGS},
     }
+    os.makedirs(OUT_DIR, exist_ok=True)
+    PROGRESS = (os.path.join(OUT_DIR, "peers.json"), meta)
     t0 = time.monotonic()
     fns = {"even": sc_even, "uneven": sc_uneven, "stall": sc_stall, "limit": sc_limit,
            "resume": sc_resume, "loopback": sc_loopback, "overshoot": sc_overshoot}
@@ -1089,13 +1117,7 @@ def main():
         fns[s](S, served)
     meta["host"]["load_end"] = " ".join(open("/proc/loadavg").read().split()[:3])
     meta["duration_s"] = round(time.monotonic() - t0, 1)
-    md, summaries = report(meta)
-    print(md)
-    os.makedirs(OUT_DIR, exist_ok=True)
-    with open(os.path.join(OUT_DIR, "peers.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(OUT_DIR, "peers.json"), "w") as f:
-        json.dump({"meta": meta, "summaries": summaries, "runs": RUNS}, f, indent=1)
+    write_report(meta)
     log(f"wrote {OUT_DIR}/peers.md and peers.json ({meta['duration_s']} s)")
 
 
