@@ -55,6 +55,9 @@ FILES=(
   "sub dir/name with spaces.bin 3145735"
 )
 
+# Writable by the password user only (folder inside the served one); everything else read-only.
+UPLOAD_DIR=upload
+
 FILES_MTIME="2024-01-02 03:04:05 UTC"       # MDTM of every file: 20240102030405
 
 SERVED="$DIR/served"
@@ -298,6 +301,11 @@ ensure_files() {
   chown -R root:root "$SERVED"
   find "$SERVED" -type d -exec chmod 755 {} +
   chmod 755 "$DIR"
+  # The one writable place: upload/, owned by the password user (uploads by `ftpseg put` tests).
+  # Anonymous users cannot write there (unix permissions, and each server's own settings).
+  mkdir -p "$SERVED/$UPLOAD_DIR"
+  chown "$FTP_USER" "$SERVED/$UPLOAD_DIR"
+  chmod 755 "$SERVED/$UPLOAD_DIR"
 }
 
 files_ok() {
@@ -361,7 +369,9 @@ ftp_username=$ANON_SYSUSER
 local_enable=YES
 local_root=$SERVED
 chroot_local_user=YES
-write_enable=NO
+# Writes (STOR, APPE, REST+STOR, RNFR/RNTO, DELE) for the password user, only where unix
+# permissions allow: upload/. Anonymous uploads stay off (anon_upload_enable defaults to NO).
+write_enable=YES
 pam_service_name=$PAM_SERVICE
 secure_chroot_dir=$DIR/vsftpd-empty
 pasv_enable=YES
@@ -405,8 +415,8 @@ launch_proftpd() {
   CONF="$dir/proftpd.conf" LOG="$dir/proftpd.log" XFERLOG="$dir/xferlog"
   local limits=""
   if [[ $variant != plain ]]; then
-    # TransferRate is in KiB/s (1024 bytes); fractions allowed.
-    limits+="TransferRate RETR $(awk -v r="$RATE" 'BEGIN { printf "%.3f", r / 1024 }')"$'\n'
+    # TransferRate is in KiB/s (1024 bytes); fractions allowed. Uploads too (ftpseg put tests).
+    limits+="TransferRate RETR,STOR,APPE $(awk -v r="$RATE" 'BEGIN { printf "%.3f", r / 1024 }')"$'\n'
   fi
   if [[ $variant == limited ]]; then
     # proftpd counts sessions per host at login: the extra one gets 530 in reply to PASS.
@@ -441,6 +451,17 @@ AllowOverwrite off
 <Limit WRITE>
   DenyAll
 </Limit>
+# upload/: writable by the password user (unix permissions keep anonymous out), with REST+STOR.
+<Directory $SERVED/$UPLOAD_DIR>
+  AllowOverwrite on
+  AllowStoreRestart on
+  <Limit WRITE>
+    AllowAll
+  </Limit>
+</Directory>
+# HASH, XMD5, XSHA256 (mod_digest), for verifying uploads.
+ModulePath $PROFTPD_ROOT/usr/lib/proftpd
+LoadModule mod_digest.c
 $limits
 <Anonymous $SERVED>
   User $ANON_SYSUSER
@@ -490,7 +511,7 @@ launch_pyftpdlib() {
   local name=$1 variant=$2 port=$3 pmin=$4 pmax=$5 dir=$6
   CONF="(command line, see $dir/command)" LOG="$dir/console.log" XFERLOG="$dir/console.log"
   local args=(--host "$HOST" --port "$port" --root "$SERVED" --user "$FTP_USER"
-    --passive-ports "$pmin-$pmax" --state "$dir")
+    --passive-ports "$pmin-$pmax" --state "$dir" --upload "$SERVED/$UPLOAD_DIR")
   [[ $variant == plain ]] || args+=(--rate "$RATE")
   [[ $variant != limited ]] || args+=(--max-per-ip "$MAX_PER_IP")
   printf '%q ' "$VENV/bin/python" "$HERE/pyftpd.py" "${args[@]}" >"$dir/command"

@@ -40,6 +40,10 @@ pub enum Command {
     /// Start a built-in FTP server on 127.0.0.1 with a throttled test file, download it with 1
     /// and with N connections, show the speed-up and verify the bytes.
     Demo(DemoArgs),
+    /// Upload files resumably: under a temporary name renamed at the end, on several
+    /// connections where the server allows it, verified (SIZE, and the server's hash where it
+    /// offers one). Run the same command again after a crash to resume.
+    Put(PutArgs),
     /// Serve a folder with the built-in FTP server on loopback (for benchmarks and tests)
     #[command(hide = true)]
     Serve(ServeArgs),
@@ -170,6 +174,98 @@ pub struct GetArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  ftpseg put big.iso ftp://user@host/pub/big.iso\n  \
+                  ftpseg put -n 4 a.bin b.bin ftp://user@host/incoming/\n  \
+                  ftpseg put -r photos ftp://user@host/backup/"
+)]
+pub struct PutArgs {
+    /// Local files (folders with -r), then the remote URL: a file URL for one file, a folder
+    /// URL ending in / for several files or -r
+    #[arg(required = true, num_args = 2.., value_name = "LOCAL... URL")]
+    pub paths: Vec<String>,
+
+    /// Upload folders with everything in them
+    #[arg(short, long)]
+    pub recursive: bool,
+
+    /// Connections to use at once, where the server accepts parallel writes into one file
+    /// (probed first; otherwise one connection)
+    #[arg(short = 'n', long, default_value_t = 4, value_parser = parse_connections)]
+    pub connections: usize,
+
+    /// Suffix of the temporary remote name the file is written under before the rename
+    #[arg(long, default_value = crate::put::DEFAULT_TEMP_SUFFIX, value_name = "SUFFIX",
+          conflicts_with = "no_temp")]
+    pub temp_suffix: String,
+
+    /// Write the final remote name directly (no temporary name, no rename)
+    #[arg(long)]
+    pub no_temp: bool,
+
+    /// Replace an existing remote file
+    #[arg(long)]
+    pub force: bool,
+
+    /// Forget an earlier unfinished upload of these files and start over
+    #[arg(long)]
+    pub restart: bool,
+
+    /// Failed attempts in a row on one piece before giving up
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_tries: u32,
+
+    /// Seconds to wait for a TCP connection
+    #[arg(long, default_value_t = 15.0, value_name = "SECS", value_parser = parse_secs)]
+    pub connect_timeout: f64,
+
+    /// Seconds to wait for any reply from the server
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_secs)]
+    pub reply_timeout: f64,
+
+    /// Seconds in which a data connection accepts not a single byte before it counts as
+    /// stalled and is replaced
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_secs)]
+    pub stall_timeout: f64,
+
+    /// Seconds a connection refused as "too many connections" waits before trying again
+    #[arg(long, default_value_t = 15.0, value_name = "SECS", value_parser = parse_secs)]
+    pub busy_retry: f64,
+
+    /// Show no progress, only errors
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Plain progress lines instead of bars, even on a terminal
+    #[arg(long)]
+    pub plain: bool,
+
+    /// Read credentials from this netrc file [default: ~/.netrc, if it exists]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_netrc")]
+    pub netrc_file: Option<PathBuf>,
+
+    /// Do not read any netrc file
+    #[arg(long)]
+    pub no_netrc: bool,
+
+    /// Connect data connections to the address in the server's PASV reply
+    #[arg(long)]
+    pub use_pasv_address: bool,
+
+    /// Use explicit TLS (AUTH TLS) with an ftp:// URL
+    #[arg(long)]
+    pub ftps: bool,
+
+    /// Trust only the CA certificates in this PEM file for FTPS
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca_file: Option<PathBuf>,
+
+    /// FTPS without checking the server's certificate
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Size of the generated test file (K, M, G suffixes)
     #[arg(long, default_value = "48M", value_parser = parse_size)]
@@ -246,6 +342,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Some(Command::Demo(args)) => runtime.block_on(crate::demo::run(args)),
         Some(Command::Serve(args)) => runtime.block_on(crate::demo::serve(args)),
+        Some(Command::Put(args)) => runtime.block_on(put(args)),
         None => runtime.block_on(get(cli.get)),
     };
     match result {
@@ -261,26 +358,7 @@ pub fn run(cli: Cli) -> i32 {
 pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
     let raw = args.url.as_deref().unwrap_or_default();
     let mut url = FtpUrl::parse(raw)?;
-    if args.ftps && url.tls == crate::url::Tls::None {
-        url.tls = crate::url::Tls::Explicit;
-    }
-    let verify = match (&args.ca_file, args.insecure) {
-        (Some(path), _) => Verify::CaFile(path.clone()),
-        (None, true) => Verify::Insecure,
-        (None, false) => Verify::SystemRoots,
-    };
-    if verify != Verify::SystemRoots && !url.tls.is_tls() {
-        // Never let the user believe a plain connection is protected.
-        return Err(Error::Usage(format!(
-            "{} applies to FTPS only, and {} is plain FTP; add --ftps, or use an ftpes://              (explicit TLS) or ftps:// (implicit TLS) URL",
-            if args.insecure {
-                "--insecure"
-            } else {
-                "--ca-file"
-            },
-            url.redacted()
-        )));
-    }
+    let verify = tls_settings(&mut url, args.ftps, args.ca_file.as_ref(), args.insecure)?;
     let output = match &args.output {
         Some(p) => p.clone(),
         None => PathBuf::from(url.file_name()?),
@@ -309,6 +387,33 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
     })
 }
 
+/// The TLS settings from `--ftps`, `--ca-file` and `--insecure`: `--ftps` turns an ftp:// URL
+/// into explicit TLS; the certificate options on a plain URL are a usage error.
+fn tls_settings(
+    url: &mut FtpUrl,
+    ftps: bool,
+    ca_file: Option<&PathBuf>,
+    insecure: bool,
+) -> Result<Verify, Error> {
+    if ftps && url.tls == crate::url::Tls::None {
+        url.tls = crate::url::Tls::Explicit;
+    }
+    let verify = match (ca_file, insecure) {
+        (Some(path), _) => Verify::CaFile(path.clone()),
+        (None, true) => Verify::Insecure,
+        (None, false) => Verify::SystemRoots,
+    };
+    if verify != Verify::SystemRoots && !url.tls.is_tls() {
+        // Never let the user believe a plain connection is protected.
+        return Err(Error::Usage(format!(
+            "{} applies to FTPS only, and {} is plain FTP; add --ftps, or use an ftpes://              (explicit TLS) or ftps:// (implicit TLS) URL",
+            if insecure { "--insecure" } else { "--ca-file" },
+            url.redacted()
+        )));
+    }
+    Ok(verify)
+}
+
 /// An error whose message contains the password (a server that echoes it back in a reply,
 /// say) is rewritten with the password replaced: passwords never reach the terminal.
 pub fn scrub(e: Error, password: &str) -> Error {
@@ -325,8 +430,17 @@ pub fn scrub(e: Error, password: &str) -> Error {
 /// Who to log in as, and the password, from (in this order) the URL, `FTPSEG_PASSWORD`, the
 /// netrc file, or a prompt on the terminal. Without a user anywhere: anonymous.
 fn credentials(url: &FtpUrl, args: &GetArgs) -> Result<Credentials, Error> {
+    credentials_from(url, args.netrc_file.as_ref(), args.no_netrc)
+}
+
+/// [`credentials`] from the netrc options alone (shared by `get` and `put`).
+fn credentials_from(
+    url: &FtpUrl,
+    netrc_file: Option<&PathBuf>,
+    no_netrc: bool,
+) -> Result<Credentials, Error> {
     let host = url.host_for_connect();
-    let entries = read_netrc(args)?;
+    let entries = read_netrc(netrc_file, no_netrc)?;
     let entry = entries
         .as_deref()
         .and_then(|e| crate::netrc::lookup(e, &host, url.user.as_deref()));
@@ -358,11 +472,14 @@ fn credentials(url: &FtpUrl, args: &GetArgs) -> Result<Credentials, Error> {
 
 /// The netrc entries: from `--netrc-file` (which must be readable), else `~/.netrc` if it
 /// exists, else none.
-fn read_netrc(args: &GetArgs) -> Result<Option<Vec<crate::netrc::Entry>>, Error> {
-    if args.no_netrc {
+fn read_netrc(
+    netrc_file: Option<&PathBuf>,
+    no_netrc: bool,
+) -> Result<Option<Vec<crate::netrc::Entry>>, Error> {
+    if no_netrc {
         return Ok(None);
     }
-    let (path, required) = match &args.netrc_file {
+    let (path, required) = match netrc_file {
         Some(p) => (p.clone(), true),
         None => match std::env::var_os("HOME") {
             Some(home) => (PathBuf::from(home).join(".netrc"), false),
@@ -432,6 +549,84 @@ async fn get(args: GetArgs) -> Result<(), Error> {
         .map_err(|e| scrub(e, &job.creds.password))?;
     if !args.quiet {
         println!("{}", summary(&outcome));
+    }
+    Ok(())
+}
+
+/// Builds the upload job from `ftpseg put` arguments (pure apart from reading
+/// FTPSEG_PASSWORD and netrc).
+pub fn put_job_from_args(args: &PutArgs) -> Result<crate::put::PutJob, Error> {
+    let (raw, locals) = args
+        .paths
+        .split_last()
+        .ok_or_else(|| Error::Usage("give the local files, then the remote URL".into()))?;
+    let into_dir = raw.ends_with('/') || locals.len() > 1 || args.recursive;
+    let mut url = if raw.ends_with('/') {
+        // A folder URL: parse it with a placeholder file name, then keep the folder.
+        let mut u = FtpUrl::parse(&format!("{raw}_"))?;
+        u.path.pop();
+        u.path = u.path.trim_end_matches('/').to_owned();
+        u
+    } else {
+        FtpUrl::parse(raw)?
+    };
+    if into_dir && !raw.ends_with('/') && (locals.len() > 1 || args.recursive) {
+        return Err(Error::Usage(format!(
+            "several files or -r go into a folder: end the URL with / ({raw}/)"
+        )));
+    }
+    let verify = tls_settings(&mut url, args.ftps, args.ca_file.as_ref(), args.insecure)?;
+    let creds = credentials_from(&url, args.netrc_file.as_ref(), args.no_netrc)?;
+    Ok(crate::put::PutJob {
+        url,
+        creds,
+        locals: locals.iter().map(PathBuf::from).collect(),
+        into_dir,
+        recursive: args.recursive,
+        connections: args.connections,
+        timeouts: Timeouts {
+            connect: Duration::from_secs_f64(args.connect_timeout),
+            reply: Duration::from_secs_f64(args.reply_timeout),
+            data_idle: Duration::from_secs_f64(args.stall_timeout),
+        },
+        max_tries: args.max_tries,
+        force: args.force,
+        restart: args.restart,
+        temp_suffix: (!args.no_temp).then(|| args.temp_suffix.clone()),
+        use_pasv_address: args.use_pasv_address,
+        verify,
+        busy_retry: Duration::from_secs_f64(args.busy_retry),
+    })
+}
+
+async fn put(args: PutArgs) -> Result<(), Error> {
+    let job = put_job_from_args(&args)?;
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else if args.plain {
+        Mode::Plain
+    } else {
+        Mode::Auto
+    };
+    let mut progress = Progress::new(mode);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signals = tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+        }
+        let _ = tx.send(true);
+    });
+    let result = crate::put::put(&job, &mut progress, rx).await;
+    signals.abort();
+    progress.finish();
+    let outcomes = result.map_err(|e| scrub(e, &job.creds.password))?;
+    if !args.quiet {
+        for o in outcomes {
+            println!("{}", o.summary());
+        }
     }
     Ok(())
 }

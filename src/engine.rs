@@ -31,7 +31,7 @@ use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Transf
 use crate::manifest::{Manifest, RangeRecord};
 use crate::plan;
 use crate::progress::{ConnView, Progress, View};
-use crate::sched::{READ_CHUNK, Scheduler, Segment};
+use crate::sched::{READ_CHUNK, Scheduler, Segment, Speeds};
 use crate::store::{self, Allocation, PartFile, SharedMap};
 use crate::url::FtpUrl;
 use crate::verify;
@@ -277,6 +277,7 @@ pub async fn download(
             .then_some(job.straggler_timeout),
         failed: AtomicBool::new(false),
         conns: (0..workers).map(|_| ConnStat::default()).collect(),
+        setup: AtomicU64::new(0),
         opened: AtomicU64::new(1),
         release_every: (RELEASE_BUDGET / workers as u64).max(RELEASE_MIN),
     });
@@ -285,6 +286,8 @@ pub async fn download(
         sched,
         part: part.clone(),
         buf: vec![0u8; HASH_BUF],
+        early: Vec::new(),
+        early_rewinds: 0,
         manifest,
         path: manifest_path.clone(),
     };
@@ -355,7 +358,7 @@ fn fresh_manifest(
     Ok(Manifest::new(url, Some(size), mdtm, ranges)?)
 }
 
-fn remove_if_exists(path: &Path) -> Result<(), Error> {
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), Error> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -399,7 +402,7 @@ async fn startup(
 }
 
 /// Resolves the URL's host to socket addresses, within the connect timeout.
-async fn resolve(url: &FtpUrl, limit: Duration) -> Result<Vec<SocketAddr>, Error> {
+pub(crate) async fn resolve(url: &FtpUrl, limit: Duration) -> Result<Vec<SocketAddr>, Error> {
     let host = url.host_for_connect();
     let lookup = tokio::net::lookup_host((host.clone(), url.port));
     match tokio::time::timeout(limit, lookup).await {
@@ -426,7 +429,7 @@ async fn resolve(url: &FtpUrl, limit: Duration) -> Result<Vec<SocketAddr>, Error
 }
 
 /// Maps a failure of the first session (before any data) to the user-facing error.
-fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
+pub(crate) fn startup_error(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
     let host = url.host_for_connect();
     match e {
         SessionError::Connect { addr, source } => Error::Connect {
@@ -533,7 +536,73 @@ const RELEASE_MIN: u64 = 1 << 20;
 struct ConnStat {
     bytes: AtomicU64,
     view: Mutex<(Option<Arc<Segment>>, String)>,
+    /// Recent throughput while reading, bytes/s as `f64` bits (0: not measured yet). Updated
+    /// by [`measure_rates`]; the scheduler uses it to decide whom a free connection helps.
+    rate: AtomicU64,
 }
+
+/// A running average kept in an `AtomicU64` as `f64` bits (0.0: none yet).
+fn load_f64(a: &AtomicU64) -> f64 {
+    f64::from_bits(a.load(Ordering::Relaxed))
+}
+
+/// Moves the average in `a` a `weight` of the way towards `sample` (the first sample is taken
+/// as it is). Racing updates may lose one sample: harmless for an estimate.
+fn blend_f64(a: &AtomicU64, sample: f64, weight: f64) {
+    let old = load_f64(a);
+    let new = if old > 0.0 {
+        old + weight * (sample - old)
+    } else {
+        sample
+    };
+    a.store(new.to_bits(), Ordering::Relaxed);
+}
+
+/// How fast each connection reads now: every tick, each connection that is reading blends
+/// its bytes since the last tick into its rate (half weight: a stalled connection's rate
+/// halves every tick). Connections not reading keep their last rate.
+struct RateMeter {
+    last: Vec<u64>,
+    at: Instant,
+}
+
+impl RateMeter {
+    fn new(shared: &Shared) -> Self {
+        RateMeter {
+            last: shared
+                .conns
+                .iter()
+                .map(|c| c.bytes.load(Ordering::Relaxed))
+                .collect(),
+            at: Instant::now(),
+        }
+    }
+
+    fn measure_rates(&mut self, shared: &Shared) {
+        let dt = self.at.elapsed().as_secs_f64();
+        if dt < 0.05 {
+            return;
+        }
+        self.at = Instant::now();
+        for (c, last) in shared.conns.iter().zip(self.last.iter_mut()) {
+            let bytes = c.bytes.load(Ordering::Relaxed);
+            let delta = bytes.saturating_sub(*last);
+            *last = bytes;
+            let reading = c.view.lock().unwrap_or_else(|p| p.into_inner()).1 == "reading";
+            if !reading {
+                continue;
+            }
+            let sample = delta as f64 / dt;
+            if sample > 0.0 || load_f64(&c.rate) > 0.0 {
+                // Keep a measured rate positive: 0 means "not measured".
+                blend_f64(&c.rate, sample.max(1.0), 0.5);
+            }
+        }
+    }
+}
+
+/// First guess of the time from asking for a range to its first byte, until measured.
+const SETUP_GUESS: f64 = 0.05;
 
 impl ConnStat {
     fn set(&self, seg: Option<Arc<Segment>>, state: &str) {
@@ -571,6 +640,9 @@ struct Shared {
     /// Set when one worker hit a permanent error: the others stop.
     failed: AtomicBool,
     conns: Vec<ConnStat>,
+    /// Seconds from `REST`+`RETR` on an open session to the first byte (running average, as
+    /// `f64` bits; 0: not measured yet).
+    setup: AtomicU64,
     opened: AtomicU64,
     /// Bytes a connection writes before releasing them from RSS.
     release_every: u64,
@@ -587,6 +659,11 @@ struct Checkpoint {
     path: PathBuf,
     /// Buffer for reading chunks to hash, allocated once.
     buf: Vec<u8>,
+    /// Chaining values of chunks hashed from written bytes before they were durable (see
+    /// [`Checkpoint::hash_written_chunks`]), by chunk; moved into the manifest once durable.
+    early: Vec<Option<blake3::hazmat::ChainingValue>>,
+    /// The scheduler's rewind count when `early` was last checked.
+    early_rewinds: u64,
 }
 
 impl Checkpoint {
@@ -598,6 +675,7 @@ impl Checkpoint {
         }
         self.manifest.ranges = Scheduler::records(&snap);
         self.manifest.drop_stale_chunks();
+        self.check_rewinds();
         self.hash_durable_chunks()?;
         self.manifest.save(&self.path)?;
         self.sched.mark_durable(&snap);
@@ -618,11 +696,57 @@ impl Checkpoint {
             if !self.manifest.is_durable(from, to) {
                 continue;
             }
+            let cv = match self.early.get_mut(k).and_then(Option::take) {
+                Some(cv) => cv,
+                None => {
+                    let part = &self.part;
+                    verify::hash_chunk(from, to, &mut self.buf, |b, at| part.read_exact_at(b, at))?
+                }
+            };
+            self.manifest.chunks[k] = Some(verify::to_hex(&cv));
+        }
+        Ok(())
+    }
+
+    /// Forgets the early hashes if a range was rewound since they were taken (its bytes may
+    /// be written again).
+    fn check_rewinds(&mut self) {
+        let rewinds = self.sched.rewinds();
+        if rewinds != self.early_rewinds {
+            self.early.iter_mut().for_each(|cv| *cv = None);
+            self.early_rewinds = rewinds;
+        }
+    }
+
+    /// Between checkpoints: hashes the chunks whose bytes are all written but not yet durable,
+    /// so that the checkpoint that makes them durable (above all the last one, which the user
+    /// waits for) has little left to read and hash. The bytes hashed are the ones that will be
+    /// flushed: a range's written bytes change only through a rewind (see `check_rewinds`).
+    fn hash_written_chunks(&mut self) -> Result<(), Error> {
+        let (Some(size), cs) = (self.manifest.size, self.manifest.chunk_size) else {
+            return Ok(());
+        };
+        if cs == 0 {
+            return Ok(());
+        }
+        self.check_rewinds();
+        let snap = self.sched.snapshot();
+        self.early.resize(self.manifest.chunks.len(), None);
+        for k in 0..self.manifest.chunks.len() {
+            if self.manifest.chunks[k].is_some() || self.early[k].is_some() {
+                continue;
+            }
+            let (from, to) = verify::chunk_range(k as u64, cs, size);
+            if !Scheduler::written(&snap, from, to) {
+                continue;
+            }
             let part = &self.part;
             let cv =
                 verify::hash_chunk(from, to, &mut self.buf, |b, at| part.read_exact_at(b, at))?;
-            self.manifest.chunks[k] = Some(verify::to_hex(&cv));
+            self.early[k] = Some(cv);
         }
+        // A rewind during the pass: its hashes may predate the rewrite.
+        self.check_rewinds();
         Ok(())
     }
 
@@ -692,6 +816,7 @@ async fn run_workers(
         set.spawn(async move { worker(id, shared, session, preopened).await });
     }
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut meter = RateMeter::new(shared);
     let mut last_checkpoint = Instant::now();
     let mut result = Ok(());
     loop {
@@ -713,10 +838,17 @@ async fn run_workers(
                 }
             },
             _ = tick.tick() => {
+                meter.measure_rates(shared);
                 progress.update(&view(shared));
+                if let Err(e) = tokio::task::block_in_place(|| checkpoint.hash_written_chunks()) {
+                    set.abort_all();
+                    result = Err(e);
+                }
                 if last_checkpoint.elapsed() >= job.checkpoint_interval {
                     last_checkpoint = Instant::now();
+                    let t = Instant::now();
                     let r = tokio::task::block_in_place(|| checkpoint.save());
+                    crate::trace!("checkpoint took {:.3} s", t.elapsed().as_secs_f64());
                     if let Err(e) = r {
                         set.abort_all();
                         result = Err(e);
@@ -772,18 +904,18 @@ async fn worker(
     let stat = &shared.conns[id];
     let mut rejoin_after = shared.busy_retry;
     'ranges: loop {
-        let Some(seg) = shared.sched.try_acquire(id) else {
+        let Some(seg) = find_work(&shared, id) else {
             if shared.failed.load(Ordering::SeqCst) || !shared.sched.unfinished() {
                 shared.sched.retire();
                 break 'ranges;
             }
-            // Nothing to take now. Stay around: a connection may stall (then take over its
-            // range) or hand a range back.
-            if let Some(idle) = shared.straggler_timeout {
-                shared.sched.preempt_straggler(id, idle);
-            }
+            // Nothing to take now. Stay around: a connection may stall or fall far behind
+            // (then this one takes its range over), or hand a range back.
             stat.set(None, "idle");
-            tokio::time::sleep(LINGER_POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(LINGER_POLL) => {}
+                _ = shared.sched.freed() => {}
+            }
             continue 'ranges;
         };
         {
@@ -792,6 +924,7 @@ async fn worker(
                     return Ok(());
                 }
                 stat.set(Some(seg.clone()), "connecting");
+                crate::trace!("conn {id} starts [{}..{})", seg.pos(), seg.end());
                 let before = seg.pos();
                 // A free connection may take this range over if it stalls: dropping the
                 // attempt stops every write into the range before it is released.
@@ -800,6 +933,7 @@ async fn worker(
                     _ = seg.preempted() => None,
                 };
                 let Some(attempt) = attempt else {
+                    crate::trace!("conn {id} lets go of [{}..{})", seg.pos(), seg.end());
                     drop(session.take());
                     let tries = seg.attempt_ended(before, true);
                     shared.sched.release_preempted(&seg);
@@ -815,6 +949,11 @@ async fn worker(
                 };
                 let e = match attempt {
                     Ok(()) => {
+                        crate::trace!(
+                            "conn {id} read [{before}..{}) at {:.1} MiB/s",
+                            seg.pos(),
+                            load_f64(&stat.rate) / 1048576.0
+                        );
                         seg.attempt_ended(before, false);
                         rejoin_after = shared.busy_retry;
                         if shared.sched.complete(id, &seg) {
@@ -869,6 +1008,21 @@ async fn worker(
         s.quit().await;
     }
     Ok(())
+}
+
+/// Asks the scheduler for work with the connections' measured speeds.
+fn find_work(shared: &Shared, id: usize) -> Option<Arc<Segment>> {
+    let rates: Vec<f64> = shared.conns.iter().map(|c| load_f64(&c.rate)).collect();
+    let setup = match load_f64(&shared.setup) {
+        s if s > 0.0 => s,
+        _ => SETUP_GUESS,
+    };
+    let speeds = Speeds {
+        rates: &rates,
+        setup,
+        stall: shared.straggler_timeout,
+    };
+    shared.sched.try_acquire(id, &speeds)
 }
 
 /// How often a connection with nothing to do looks for a stalled range or a handed-back one.
@@ -933,7 +1087,7 @@ fn range_error(shared: &Shared, e: SessionError) -> Error {
 
 /// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... capped at 30 s, each scaled by a
 /// random factor in [0.5, 1.5) so that connections do not retry in lockstep.
-fn backoff(tries: u32) -> Duration {
+pub(crate) fn backoff(tries: u32) -> Duration {
     let base = 0.5 * 2f64.powi(tries.saturating_sub(1).min(6) as i32);
     let jitter = 0.5 + rand::random::<f64>();
     Duration::from_secs_f64((base * jitter).min(30.0))
@@ -973,6 +1127,8 @@ async fn fetch_range(
     }
     let mut pos = seg.pos();
     let attempt_start = pos;
+    let asked = Instant::now();
+    let mut first_byte = true;
     let transfer = match preopened {
         Some(t) if pos == 0 && pos < seg.end() => t,
         Some(t) => {
@@ -1035,6 +1191,12 @@ async fn fetch_range(
                     format!("data ended at byte {pos}, expected {end} ({why})"),
                 ),
             });
+        }
+        if first_byte {
+            first_byte = false;
+            let took = asked.elapsed().as_secs_f64();
+            blend_f64(&shared.setup, took, 0.3);
+            crate::trace!("conn {id} first byte at {pos} after {:.3} s", took);
         }
         pos += n as u64;
         seg.advance(pos);

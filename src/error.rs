@@ -38,6 +38,9 @@ pub mod exit {
     /// TLS failed: the server refused AUTH TLS, its certificate is not trusted, the handshake
     /// failed, or the TLS settings (`--ca-file`, the system's roots) cannot be used.
     pub const TLS: i32 = 13;
+    /// `ftpseg put`: the uploaded copy does not match the local file (remote SIZE or the
+    /// server's hash); it was kept under its temporary name, not renamed.
+    pub const VERIFY: i32 = 14;
     /// Interrupted by the user (Ctrl-C); progress was saved.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -118,6 +121,22 @@ pub enum Error {
         .part.display()
     )]
     CannotResume { part: PathBuf, done: String },
+    #[error("remote file {0} exists already; use --force to replace it")]
+    RemoteExists(String),
+    #[error("cannot write {path} on the server: {reply}; check the path and your permissions")]
+    UploadRefused { path: String, reply: String },
+    #[error("upload manifest {}: {why}", .path.display())]
+    UploadManifest { path: PathBuf, why: String },
+    #[error(
+        "{} changed since the upload started: {detail}; run with --restart to upload it from scratch",
+        .local.display()
+    )]
+    LocalChanged { local: PathBuf, detail: String },
+    #[error(
+        "upload verification failed: {detail}; the uploaded copy was kept as {temp} and not \
+         renamed. Run again with --restart to upload the file again"
+    )]
+    VerifyFailed { detail: String, temp: String },
     #[error("interrupted; progress is saved in {}: run the same command again to resume", .0.display())]
     Interrupted(PathBuf),
     /// Another error whose message had to be cleaned of a password; keeps its exit code.
@@ -142,7 +161,10 @@ impl Error {
             Error::Refused { .. } | Error::GaveUp { .. } => exit::SERVER,
             Error::Protocol { .. } => exit::PROTOCOL,
             Error::NoSpace { .. } | Error::Io { .. } => exit::LOCAL_IO,
-            Error::Exists(_) => exit::EXISTS,
+            Error::Exists(_) | Error::RemoteExists(_) => exit::EXISTS,
+            Error::UploadRefused { .. } => exit::NOT_FOUND,
+            Error::UploadManifest { .. } | Error::LocalChanged { .. } => exit::MANIFEST,
+            Error::VerifyFailed { .. } => exit::VERIFY,
             Error::Manifest(
                 crate::manifest::ManifestError::Io { .. }
                 | crate::manifest::ManifestError::RefusedSave { .. },

@@ -7,7 +7,9 @@
 //! * [`store`]: the preallocated, memory-mapped `.part` file; [`manifest`]: the on-disk
 //!   progress record.
 //! * [`engine`]: workers, retries, checkpoints, commit; [`progress`]: what the user sees.
+//! * [`put`]: `ftpseg put`, resumable, atomic, verified uploads (docs/upload.md).
 //! * [`testserver`]: an in-process FTP server with fault injection (demo, tests, benches).
+//! * [`trace`]: `FTPSEG_TRACE=1` prints each scheduling decision, for diagnosis.
 
 pub mod cli;
 pub mod demo;
@@ -18,9 +20,11 @@ pub mod manifest;
 pub mod netrc;
 pub mod plan;
 pub mod progress;
+pub mod put;
 pub mod sched;
 pub mod store;
 pub mod testserver;
+pub mod trace;
 pub mod url;
 pub mod verify;
 

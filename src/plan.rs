@@ -7,7 +7,12 @@
 //!   small, so that no range is below the minimum (tiny files use one connection).
 //! * [`split_point`]: where to cut the remaining part `[pos, end)` of a range so that a free
 //!   connection can take its upper half, or `None` when that half would be too small.
-//! * [`largest`]: which range to steal from (the one with the most bytes left).
+//! * [`largest`]: which range to steal from (the one with the most bytes left) while speeds are
+//!   not known yet.
+//! * [`finish_time`], [`balanced_cut`], [`worth_taking_over`]: once each connection's speed is
+//!   measured, a free connection helps the range that would finish last, takes as much of it as
+//!   makes both finish together, and takes a slow or stalled connection's last bytes over whole
+//!   when it would clearly finish them first (the end-game).
 
 use std::ops::Range;
 
@@ -77,6 +82,71 @@ pub fn largest(remaining: impl IntoIterator<Item = u64>) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
+/// Seconds a connection reading at `rate` bytes/s needs for `remaining` bytes (infinite at 0).
+pub fn finish_time(remaining: u64, rate: f64) -> f64 {
+    if remaining == 0 {
+        0.0
+    } else if rate > 0.0 {
+        remaining as f64 / rate
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// Where to cut the unfinished part `[pos, end)` of a range whose owner reads at `owner_rate`
+/// bytes/s, so that a free connection reading at `thief_rate`, whose first byte comes `setup`
+/// seconds after it asks, finishes `[cut, end)` when the owner finishes `[pos, cut)`.
+///
+/// The owner keeps `x` bytes with `x / owner_rate = setup + (remaining - x) / thief_rate`, that
+/// is `x = (remaining + setup * thief_rate) * owner_rate / (owner_rate + thief_rate)`: a slow or
+/// stalled owner keeps little, an equal one about half. The cut is rounded down to [`ALIGN`] and
+/// leaves at least `margin` bytes to the owner (a read under way cannot cross it). `None` when the
+/// thief's part would be below `min_range`, or when the owner finishes before the thief could
+/// start. Rates must be positive (a stalled owner: a tiny rate).
+pub fn balanced_cut(
+    pos: u64,
+    end: u64,
+    owner_rate: f64,
+    thief_rate: f64,
+    setup: f64,
+    min_range: u64,
+    margin: u64,
+) -> Option<u64> {
+    if end <= pos || !(owner_rate > 0.0 && thief_rate > 0.0) {
+        return None;
+    }
+    let remaining = (end - pos) as f64;
+    let keep = (remaining + setup.max(0.0) * thief_rate) * owner_rate / (owner_rate + thief_rate);
+    if keep >= remaining {
+        return None;
+    }
+    let raw = pos + keep as u64;
+    let aligned = raw - raw % ALIGN;
+    let cut = if aligned > pos { aligned } else { raw };
+    let cut = cut.max(pos.saturating_add(margin));
+    if cut >= end || end - cut < min_range.max(1) {
+        return None;
+    }
+    Some(cut)
+}
+
+/// How much sooner a free connection must expect to finish a range than its owner before it
+/// takes the whole range over (dropping the owner's transfer). Large enough that ordinary speed
+/// noise between equal connections never triggers it.
+pub const TAKEOVER_GAIN: f64 = 2.0;
+
+/// The end-game rule: a free connection takes over the last `remaining` bytes of a range whose
+/// owner reads at `owner_rate` when it expects to finish them (after `setup` seconds to its
+/// first byte) [`TAKEOVER_GAIN`] times sooner than the owner would.
+pub fn worth_taking_over(remaining: u64, owner_rate: f64, thief_rate: f64, setup: f64) -> bool {
+    if remaining == 0 || thief_rate <= 0.0 {
+        return false;
+    }
+    let owner = finish_time(remaining, owner_rate);
+    let thief = setup.max(0.0) + finish_time(remaining, thief_rate);
+    owner > TAKEOVER_GAIN * thief
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +204,72 @@ mod tests {
         assert_eq!(largest(Vec::<u64>::new()), None);
     }
 
+    #[test]
+    fn balanced_cut_gives_a_slow_owner_little() {
+        let m = |x: f64| x * MIB as f64;
+        // Equal speeds, no setup: about half.
+        let cut = balanced_cut(0, 64 * MIB, m(20.0), m(20.0), 0.0, MIB, 512 << 10).unwrap();
+        assert_eq!(cut, 32 * MIB);
+        // Owner at a tenth of the thief's speed keeps about 1/11.
+        let cut = balanced_cut(0, 55 * MIB, m(2.0), m(20.0), 0.0, MIB, 512 << 10).unwrap();
+        assert!((4 * MIB..=5 * MIB).contains(&cut), "{cut}");
+        // Setup time shifts work to the owner: 0.5 s at 20 MiB/s is 10 MiB the thief cannot do.
+        let cut = balanced_cut(0, 64 * MIB, m(20.0), m(20.0), 0.5, MIB, 0).unwrap();
+        assert_eq!(cut, 37 * MIB);
+        // A stalled owner keeps only the margin.
+        let cut = balanced_cut(MIB, 64 * MIB, 1.0, m(20.0), 0.01, MIB, 512 << 10).unwrap();
+        assert_eq!(cut, MIB + (512 << 10));
+        // The owner finishes before the thief would start: no cut.
+        assert_eq!(
+            balanced_cut(0, 4 * MIB, m(20.0), m(20.0), 1.0, MIB, 0),
+            None
+        );
+        // The thief's part would be too small.
+        assert_eq!(
+            balanced_cut(0, 3 * MIB, m(20.0), m(20.0), 0.0, 2 * MIB, 0),
+            None
+        );
+        assert_eq!(balanced_cut(0, 3 * MIB, 0.0, m(20.0), 0.0, MIB, 0), None);
+    }
+
+    #[test]
+    fn takeover_only_for_a_clearly_slower_owner() {
+        let m = |x: f64| x * MIB as f64;
+        assert!(!worth_taking_over(2 * MIB, m(20.0), m(20.0), 0.01));
+        assert!(!worth_taking_over(2 * MIB, m(15.0), m(20.0), 0.01));
+        assert!(worth_taking_over(2 * MIB, m(2.0), m(20.0), 0.01));
+        assert!(worth_taking_over(MIB, 0.0, m(20.0), 0.5), "stalled owner");
+        // Setup dominates a tiny remainder: not worth a new transfer.
+        assert!(!worth_taking_over(64 << 10, m(2.0), m(20.0), 0.5));
+        assert!(!worth_taking_over(0, 0.0, m(20.0), 0.0));
+        assert!(!worth_taking_over(MIB, 0.0, 0.0, 0.0));
+    }
+
     proptest! {
+        #[test]
+        fn balanced_cut_balances_finish_times(
+            pos in 0u64..(1 << 40), len in 1u64..(1 << 34),
+            owner in 1.0f64..1e9, thief in 1.0f64..1e9, setup in 0.0f64..2.0,
+            min in 1u64..(8 << 20), margin in 0u64..(4 << 20),
+        ) {
+            let end = pos + len;
+            if let Some(cut) = balanced_cut(pos, end, owner, thief, setup, min, margin) {
+                prop_assert!(cut >= pos + margin);
+                prop_assert!(cut < end);
+                prop_assert!(end - cut >= min);
+                // Finish times agree up to the rounding (ALIGN) and the margin.
+                let keep_ideal = (len as f64 + setup * thief) * owner / (owner + thief);
+                let keep = (cut - pos) as f64;
+                prop_assert!(keep <= keep_ideal.max(margin as f64) + 1.0);
+                prop_assert!(keep + ALIGN as f64 + 1.0 >= keep_ideal.min(len as f64));
+            }
+        }
+
+        #[test]
+        fn takeover_never_between_equal_connections(rate in 1.0f64..1e10, len in 0u64..(1 << 40), setup in 0.0f64..5.0) {
+            prop_assert!(!worth_taking_over(len, rate, rate, setup));
+        }
+
         #[test]
         fn ranges_cover_file_exactly(size in 0u64..(1 << 42), n in 0usize..100, min in 1u64..(64 << 20)) {
             let r = initial_ranges(size, n, min);

@@ -125,6 +125,38 @@ struct Entry {
     owner: Option<usize>,
     /// Offset up to which the bytes were flushed and recorded in the manifest.
     durable: u64,
+    /// The free connection that asked this segment's owner to let go: it gets the segment
+    /// once the owner has stopped, and nobody else does.
+    reserved: Option<usize>,
+}
+
+/// What a free connection knows about the connections' speeds when it looks for work.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Speeds<'a> {
+    /// Recent throughput of each worker while it was reading, in bytes/s, indexed by worker;
+    /// 0 (or missing) when not measured yet. Empty: choose by bytes left and halve.
+    pub rates: &'a [f64],
+    /// Seconds from asking for a range on an open session to its first byte.
+    pub setup: f64,
+    /// A range without any progress for this long is stalled: a free connection takes it over
+    /// whole. `None`: never by time alone.
+    pub stall: Option<std::time::Duration>,
+}
+
+impl Speeds<'_> {
+    fn rate(&self, worker: usize) -> Option<f64> {
+        self.rates.get(worker).copied().filter(|r| *r > 0.0)
+    }
+
+    /// The middle of the measured rates: the guess for a connection not measured yet.
+    fn typical(&self) -> Option<f64> {
+        let mut known: Vec<f64> = self.rates.iter().copied().filter(|r| *r > 0.0).collect();
+        if known.is_empty() {
+            return None;
+        }
+        known.sort_by(f64::total_cmp);
+        Some(known[known.len() / 2])
+    }
 }
 
 struct State {
@@ -138,6 +170,12 @@ struct State {
 pub struct Scheduler {
     inner: Mutex<State>,
     min_range: u64,
+    /// Notified when a range becomes free (a preempted owner let go, a refused one gave up), so
+    /// a waiting connection need not poll for it.
+    freed: tokio::sync::Notify,
+    /// How many times a range's position was moved back ([`Scheduler::rewind`]): bytes hashed
+    /// before a rewind may be written again, so such hashes are thrown away.
+    rewinds: AtomicU64,
 }
 
 /// What a checkpoint needs: every range with the offset written at the time of the snapshot.
@@ -158,6 +196,7 @@ impl Scheduler {
                 seg: Segment::new(r.start, r.end, r.done),
                 owner: None,
                 durable: r.done,
+                reserved: None,
             })
             .collect();
         Scheduler {
@@ -166,7 +205,20 @@ impl Scheduler {
                 live: workers,
             }),
             min_range,
+            freed: tokio::sync::Notify::new(),
+            rewinds: AtomicU64::new(0),
         }
+    }
+
+    /// The number of rewinds so far (see [`Scheduler::rewind`]).
+    pub fn rewinds(&self) -> u64 {
+        self.rewinds.load(SeqCst)
+    }
+
+    /// Completes when a range may have become free (or at once, if one was freed since the
+    /// last wait); callers also re-check on a timer.
+    pub async fn freed(&self) {
+        self.freed.notified().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -184,7 +236,7 @@ impl Scheduler {
     /// upper half of the largest range another connection is still reading. `None` when there
     /// is nothing left worth taking: the worker then retires (it must not call again).
     pub fn acquire(&self, worker: usize) -> Option<Arc<Segment>> {
-        let found = self.try_acquire(worker);
+        let found = self.try_acquire(worker, &Speeds::default());
         if found.is_none() {
             self.retire();
         }
@@ -193,9 +245,15 @@ impl Scheduler {
 
     /// Like [`Scheduler::acquire`], but a worker that finds nothing does not retire: it may
     /// wait for a straggler to be preempted, or for a range to be handed back.
-    pub fn try_acquire(&self, worker: usize) -> Option<Arc<Segment>> {
+    ///
+    /// With measured `speeds`, the worker helps the range that would finish last (not merely
+    /// the largest), takes as much as makes both finish together ([`plan::balanced_cut`]),
+    /// and when nothing can be split it takes over a range whose owner is stalled or clearly
+    /// slower ([`plan::worth_taking_over`]): the owner is asked to let go and the range is
+    /// reserved for this worker, which gets it on a later call (`None` meanwhile).
+    pub fn try_acquire(&self, worker: usize, speeds: &Speeds) -> Option<Arc<Segment>> {
         let mut state = self.lock();
-        let seg = Self::find_work(&mut state.entries, worker, self.min_range)?;
+        let seg = Self::find_work(&mut state.entries, worker, self.min_range, speeds)?;
         seg.touch();
         Some(seg)
     }
@@ -211,28 +269,6 @@ impl Scheduler {
         self.lock().entries.iter().any(|e| e.seg.remaining() > 0)
     }
 
-    /// A free worker's last resort: if another worker's segment has made no progress for
-    /// `idle` (a stalled connection), ask its owner to let go. Returns whether a preemption is
-    /// under way (the segment becomes free once its owner has stopped writing).
-    pub fn preempt_straggler(&self, worker: usize, idle: std::time::Duration) -> bool {
-        let state = self.lock();
-        let mut pending = false;
-        for e in &state.entries {
-            let Some(owner) = e.owner else { continue };
-            if owner == worker || e.seg.remaining() == 0 {
-                continue;
-            }
-            if e.seg.preempted.load(SeqCst) {
-                pending = true;
-            } else if e.seg.idle() >= idle {
-                e.seg.preempted.store(true, SeqCst);
-                e.seg.preempt.notify_one();
-                pending = true;
-            }
-        }
-        pending
-    }
-
     /// The owner of a preempted segment has stopped: the segment is free for the others.
     pub fn release_preempted(&self, seg: &Arc<Segment>) {
         let mut state = self.lock();
@@ -241,37 +277,150 @@ impl Scheduler {
         }
         seg.preempted.store(false, SeqCst);
         seg.touch();
+        self.freed.notify_waiters();
+        self.freed.notify_one();
     }
 
-    fn find_work(entries: &mut Vec<Entry>, worker: usize, min_range: u64) -> Option<Arc<Segment>> {
-        let free = plan::largest(entries.iter().map(|e| match e.owner {
-            None => e.seg.remaining(),
-            Some(_) => 0,
+    fn find_work(
+        entries: &mut Vec<Entry>,
+        worker: usize,
+        min_range: u64,
+        speeds: &Speeds,
+    ) -> Option<Arc<Segment>> {
+        // A range handed over to this worker, or one it is still waiting for.
+        for e in entries.iter_mut().filter(|e| e.reserved == Some(worker)) {
+            if e.seg.remaining() == 0 {
+                e.reserved = None;
+            } else if e.owner.is_none() {
+                e.reserved = None;
+                e.owner = Some(worker);
+                return Some(e.seg.clone());
+            } else {
+                return None;
+            }
+        }
+        let free = plan::largest(entries.iter().map(|e| match (e.owner, e.reserved) {
+            (None, None) => e.seg.remaining(),
+            _ => 0,
         }));
         if let Some(i) = free {
             entries[i].owner = Some(worker);
             return Some(entries[i].seg.clone());
         }
-        let busy = plan::largest(entries.iter().map(|e| match e.owner {
-            Some(w) if w != worker => e.seg.remaining(),
-            _ => 0,
-        }))?;
+        // Ranges other workers are reading (and not already being taken over).
+        let others = |e: &Entry| {
+            e.owner.is_some_and(|w| w != worker)
+                && e.reserved.is_none()
+                && e.seg.remaining() > 0
+                && !e.seg.preempted.load(SeqCst)
+        };
+        if let Some(stall) = speeds.stall {
+            let stalled = plan::largest(entries.iter().map(|e| {
+                if others(e) && e.seg.idle() >= stall {
+                    e.seg.remaining()
+                } else {
+                    0
+                }
+            }));
+            if let Some(i) = stalled {
+                Self::take_over(&mut entries[i], worker);
+                return None;
+            }
+        }
+        let typical = speeds.typical();
+        let thief_rate = speeds.rate(worker).or(typical);
+        let owner_rate = |e: &Entry| {
+            e.owner
+                .and_then(|w| speeds.rate(w))
+                .or(typical)
+                .unwrap_or(0.0)
+        };
+        let (busy, cut) = match thief_rate {
+            // Speeds measured: help the range that would finish last.
+            Some(thief_rate) => {
+                let mut best: Option<(usize, f64, u64)> = None;
+                for (i, e) in entries.iter().enumerate().filter(|(_, e)| others(e)) {
+                    let left = e.seg.remaining();
+                    let t = plan::finish_time(left, owner_rate(e));
+                    if best.is_none_or(|(_, bt, bl)| t > bt || (t == bt && left > bl)) {
+                        best = Some((i, t, left));
+                    }
+                }
+                let (i, _, left) = best?;
+                let v = &entries[i].seg;
+                // A stalled owner's rate decays towards 0; keep it positive for the split.
+                let owner = owner_rate(&entries[i]).max(1.0);
+                let cut = plan::balanced_cut(
+                    v.pos(),
+                    v.end(),
+                    owner,
+                    thief_rate,
+                    speeds.setup,
+                    min_range,
+                    2 * READ_CHUNK,
+                );
+                if cut.is_none() {
+                    // Nothing to split: the end-game. Take the rest over if clearly faster.
+                    if plan::worth_taking_over(
+                        left,
+                        owner_rate(&entries[i]),
+                        thief_rate,
+                        speeds.setup,
+                    ) {
+                        Self::take_over(&mut entries[i], worker);
+                    }
+                    return None;
+                }
+                (i, cut?)
+            }
+            None => {
+                let i = plan::largest(
+                    entries
+                        .iter()
+                        .map(|e| if others(e) { e.seg.remaining() } else { 0 }),
+                )?;
+                let v = &entries[i].seg;
+                (
+                    i,
+                    plan::split_point(v.pos(), v.end(), min_range, 2 * READ_CHUNK)?,
+                )
+            }
+        };
         let victim = entries[busy].seg.clone();
         let old_end = victim.end();
-        let cut = plan::split_point(victim.pos(), old_end, min_range, 2 * READ_CHUNK)?;
         victim.end.store(cut, SeqCst);
         if victim.pos() + READ_CHUNK > cut {
             // The owner got too close to the cut meanwhile: undo, take nothing this time.
             victim.end.store(old_end, SeqCst);
             return None;
         }
+        crate::trace!(
+            "conn {worker} splits conn {:?}'s range at {cut}: owner keeps [{}..{cut}), takes [{cut}..{old_end})",
+            entries[busy].owner,
+            victim.pos()
+        );
         let seg = Segment::new(cut, old_end, cut);
         entries.push(Entry {
             seg: seg.clone(),
             owner: Some(worker),
             durable: cut,
+            reserved: None,
         });
         Some(seg)
+    }
+
+    /// Asks the owner of `e` to stop; the segment is reserved for `thief`.
+    fn take_over(e: &mut Entry, thief: usize) {
+        crate::trace!(
+            "conn {thief} takes over [{}..{}) from conn {:?} (idle {:.2} s)",
+            e.seg.pos(),
+            e.seg.end(),
+            e.owner,
+            e.seg.idle().as_secs_f64()
+        );
+        e.reserved = Some(thief);
+        e.seg.preempted.store(true, SeqCst);
+        e.seg.preempt.notify_one();
     }
 
     /// Called by the owner when it has read up to the segment's end. Returns `true` if the
@@ -301,6 +450,8 @@ impl Scheduler {
             e.owner = None;
         }
         state.live -= 1;
+        self.freed.notify_waiters();
+        self.freed.notify_one();
         true
     }
 
@@ -319,6 +470,7 @@ impl Scheduler {
     /// again), and the durable mark with it, so the next checkpoint flushes them again.
     pub fn rewind(&self, seg: &Arc<Segment>, to: u64) {
         let mut state = self.lock();
+        self.rewinds.fetch_add(1, SeqCst);
         let to = to.max(seg.start).min(seg.pos());
         seg.advance(to);
         if let Some(e) = state.entries.iter_mut().find(|e| Arc::ptr_eq(&e.seg, seg)) {
@@ -354,6 +506,15 @@ impl Scheduler {
                 e.durable = e.durable.max(written.min(e.seg.pos()));
             }
         }
+    }
+
+    /// Whether every byte of `[from, to)` is written in `snapshot`.
+    pub fn written(snapshot: &Snapshot, from: u64, to: u64) -> bool {
+        snapshot
+            .ranges
+            .iter()
+            .filter(|&&(start, end, _)| start < to && end > from)
+            .all(|&(_, end, written)| written >= end.min(to))
     }
 
     /// The snapshot as manifest records: `done` is the written offset (durable once flushed).
@@ -463,6 +624,103 @@ mod tests {
         s.rewind(&a, MIB);
         a.advance(2 * MIB);
         assert_eq!(s.snapshot().to_flush, vec![(MIB, 2 * MIB)]);
+    }
+
+    fn speeds(rates: &[f64]) -> Speeds<'_> {
+        Speeds {
+            rates,
+            setup: 0.0,
+            stall: None,
+        }
+    }
+
+    #[test]
+    fn a_free_connection_helps_the_range_that_finishes_last() {
+        let s = Scheduler::new(
+            &[rec(0, 64 * MIB, 0), rec(64 * MIB, 72 * MIB, 64 * MIB)],
+            MIB,
+            3,
+        );
+        let rates = [20.0 * MIB as f64, 0.5 * MIB as f64, 20.0 * MIB as f64];
+        let big = s.try_acquire(0, &speeds(&rates)).unwrap();
+        let small = s.try_acquire(1, &speeds(&rates)).unwrap();
+        assert_eq!((big.start, small.start), (0, 64 * MIB));
+        // The 8 MiB range at 0.5 MiB/s (16 s) finishes after the 64 MiB one at 20 MiB/s (3.2 s).
+        let help = s.try_acquire(2, &speeds(&rates)).unwrap();
+        assert!(
+            help.start > 64 * MIB && help.end() == 72 * MIB,
+            "{}",
+            help.start
+        );
+        // ... and takes most of it: the slow owner keeps about 1/41.
+        assert!(
+            small.end() - small.start <= MIB,
+            "owner keeps {}",
+            small.end()
+        );
+        assert_eq!(big.end(), 64 * MIB, "the fast range is left whole");
+    }
+
+    #[test]
+    fn without_rates_the_largest_range_is_halved() {
+        let s = Scheduler::new(
+            &[rec(0, 64 * MIB, 0), rec(64 * MIB, 72 * MIB, 64 * MIB)],
+            MIB,
+            3,
+        );
+        s.try_acquire(0, &speeds(&[])).unwrap();
+        s.try_acquire(1, &speeds(&[])).unwrap();
+        let help = s.try_acquire(2, &speeds(&[])).unwrap();
+        assert_eq!((help.start, help.end()), (32 * MIB, 64 * MIB));
+    }
+
+    #[test]
+    fn a_slow_owner_s_last_bytes_are_taken_over_and_reserved() {
+        let s = Scheduler::new(&[rec(0, MIB, 0)], MIB, 3);
+        let rates = [0.1 * MIB as f64, 20.0 * MIB as f64, 20.0 * MIB as f64];
+        let a = s.try_acquire(0, &speeds(&rates)).unwrap();
+        // Too small to split; 10 s for the owner vs 0.05 s: worker 1 asks the owner to stop.
+        assert!(s.try_acquire(1, &speeds(&rates)).is_none());
+        assert!(a.preempted.load(SeqCst));
+        // Worker 1 waits for it; nobody else may take it, even once it is free.
+        assert!(s.try_acquire(1, &speeds(&rates)).is_none());
+        s.release_preempted(&a);
+        assert!(s.try_acquire(2, &speeds(&rates)).is_none());
+        assert!(s.try_acquire(0, &speeds(&rates)).is_none());
+        let b = s.try_acquire(1, &speeds(&rates)).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        // Equal speeds never take over.
+        let s = Scheduler::new(&[rec(0, MIB, 0)], MIB, 2);
+        let eq = [20.0 * MIB as f64; 2];
+        let a = s.try_acquire(0, &speeds(&eq)).unwrap();
+        assert!(s.try_acquire(1, &speeds(&eq)).is_none());
+        assert!(!a.preempted.load(SeqCst));
+    }
+
+    #[test]
+    fn a_stalled_range_is_taken_over_whole_after_the_stall_time() {
+        let s = Scheduler::new(&[rec(0, 64 * MIB, 0)], MIB, 2);
+        let stall = Speeds {
+            rates: &[],
+            setup: 0.0,
+            stall: Some(std::time::Duration::from_millis(30)),
+        };
+        let a = s.try_acquire(0, &stall).unwrap();
+        a.advance(MIB);
+        // Fresh progress: a plain split.
+        let b = s.try_acquire(1, &stall).unwrap();
+        assert_eq!(b.start, 32 * MIB + 512 * 1024);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        b.advance(b.start + MIB);
+        // Worker 1 finished its part; worker 0 has been idle for 60 ms: taken over whole.
+        b.advance(b.end());
+        assert!(s.complete(1, &b));
+        assert!(s.try_acquire(1, &stall).is_none());
+        assert!(a.preempted.load(SeqCst));
+        s.release_preempted(&a);
+        let again = s.try_acquire(1, &stall).unwrap();
+        assert!(Arc::ptr_eq(&again, &a));
+        assert_eq!(again.pos(), MIB);
     }
 
     #[test]

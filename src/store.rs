@@ -39,7 +39,7 @@ pub enum Allocation {
 /// The preallocated, memory-mapped `.part` file of one download.
 pub struct PartFile {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     len: u64,
     map: Option<Arc<MmapRaw>>,
     allocation: Allocation,
@@ -98,7 +98,7 @@ impl PartFile {
         };
         Ok(PartFile {
             path: path.to_owned(),
-            file,
+            file: Arc::new(file),
             len,
             map,
             allocation,
@@ -124,6 +124,7 @@ impl PartFile {
     pub fn shared(&self) -> SharedMap {
         SharedMap {
             map: self.map.clone(),
+            file: self.file.clone(),
         }
     }
 
@@ -251,6 +252,7 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 #[derive(Clone)]
 pub struct SharedMap {
     map: Option<Arc<MmapRaw>>,
+    file: Arc<File>,
 }
 
 // SAFETY: the map is plain shared memory; writers only ever receive disjoint slices (see
@@ -265,9 +267,11 @@ fn page_size() -> u64 {
 
 impl SharedMap {
     /// Drops the whole pages inside `[start, end)` from this process's memory (RSS). The bytes
-    /// stay in the page cache, dirty ones included, and are written back as usual: this is
-    /// `MADV_DONTNEED` on a shared file mapping, where a later access reads the file's current
-    /// contents. Only the writer of `[start, end)` calls it, after writing.
+    /// stay in the page cache, dirty ones included: this is `MADV_DONTNEED` on a shared file
+    /// mapping, where a later access reads the file's current contents. Their write-back to
+    /// disk starts now (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so the
+    /// next checkpoint's flush, and the last one before the file is renamed, find little left
+    /// to write. Only the writer of `[start, end)` calls it, after writing.
     pub fn release(&self, start: u64, end: u64) {
         let Some(map) = &self.map else { return };
         let page = page_size();
@@ -281,6 +285,19 @@ impl SharedMap {
                     memmap2::UncheckedAdvice::DontNeed,
                     from as usize,
                     (to - from) as usize,
+                )
+            };
+        }
+        if end > start {
+            use std::os::fd::AsRawFd;
+            // SAFETY: plain syscall on an open descriptor; a failure only means the kernel
+            // writes these pages back later, as it would anyway.
+            let _ = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    start as libc::off64_t,
+                    (end - start) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
                 )
             };
         }

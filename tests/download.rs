@@ -93,6 +93,46 @@ async fn work_stealing_does_not_wait_for_the_slow_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_connection_keeps_only_what_it_can_finish_in_time() {
+    // The second control connection is 64 times slower than the others for all its transfers
+    // (a slow path, not a slow first transfer). Halving its range (the old rule) would leave it
+    // at least 1 MiB (16 s); balancing by measured speed leaves it a few hundred KiB, and its
+    // last bytes are taken over by a fast connection.
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            session_rates: vec![8 * MIB, 128 << 10, 8 * MIB, 8 * MIB],
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 24 * MIB, 11);
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "4",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    let stats = fx.server.stats();
+    let slow = stats.bytes_by_connection[1];
+    assert!(
+        slow < MIB,
+        "the slow connection sent {slow} bytes: it kept too much of its range ({stats:?})"
+    );
+    assert_eq!(
+        stats.bytes_by_connection.iter().sum::<u64>(),
+        stats.bytes_sent
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_refused_falls_back_to_one_stream() {
     let fx = Fixture::new(|c| {
         c.with_faults(Faults {

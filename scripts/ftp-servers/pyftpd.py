@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """One pyftpdlib FTP server instance for ftpseg's tests (started by scripts/ftp-servers.sh).
 
-Serves one folder read-only to `anonymous` and to one user with a password, on one address,
+Serves one folder read-only to `anonymous` and to one user with a password (who may also write
+in the --upload folder), on one address,
 optionally with each data connection capped at RATE bytes/s and a per-IP connection limit.
 Runs in the foreground until SIGTERM; logs (commands, logins, transfers) go to stderr, which
 the caller redirects to the instance's log file.
@@ -68,6 +69,7 @@ def main():
     ap.add_argument("--max-per-ip", type=int, default=0, help="0 = unlimited")
     ap.add_argument("--throttle", choices=["paced", "stock"], default="paced")
     ap.add_argument("--state", required=True, help="instance folder (marks the process as ours)")
+    ap.add_argument("--upload", help="folder inside --root where the user (not anonymous) may write")
     args = ap.parse_args()
 
     password = os.environ.get("FTPSEG_FTP_PASSWORD")
@@ -78,6 +80,9 @@ def main():
     # "elr": change folder, list, read. Nothing can be written.
     authorizer.add_user(args.user, password, args.root, perm="elr")
     authorizer.add_anonymous(args.root, perm="elr")
+    if args.upload:
+        # Write, append, rename, delete, make folders, in the upload folder only.
+        authorizer.override_perm(args.user, args.upload, perm="elradfmw", recursive=True)
 
     handler = FTPHandler
     handler.authorizer = authorizer

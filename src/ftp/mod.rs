@@ -4,11 +4,13 @@
 //! so a change of FTP library touches nothing else. Everything the engine needs is in
 //! [`session::Session`]: connect and log in, probe capabilities, `SIZE`, `MDTM`, and ranged
 //! `REST`+`RETR` transfers that can be stopped early and the session reused. [`tls`] adds FTPS
-//! (explicit and implicit) with rustls.
+//! (explicit and implicit) with rustls. [`upload`] adds the commands of `ftpseg put` (`STOR` at
+//! an offset, `APPE`, `RNFR`/`RNTO`, `DELE`, server-side hashes).
 
 pub mod reply;
 pub mod session;
 pub mod tls;
+pub mod upload;
 
 pub use reply::{Features, Mdtm};
 pub use session::{Credentials, DataStream, Session, SessionError, Timeouts, Transfer};

@@ -157,7 +157,7 @@ impl SessionError {
         }
     }
 
-    fn from_ftp(command: &str, e: FtpError) -> SessionError {
+    pub(super) fn from_ftp(command: &str, e: FtpError) -> SessionError {
         match e {
             FtpError::UnexpectedResponse(r) => SessionError::from_reply(command, &r.body),
             FtpError::ConnectionError(source)
@@ -183,7 +183,7 @@ impl SessionError {
     /// (`999 what`). Such a reply is complete, so the channel is still in step: optional
     /// commands (FEAT, MDTM) ignore it, a worker retries on a new session, and at startup it
     /// is a protocol error.
-    fn from_reply(command: &str, body: &[u8]) -> SessionError {
+    pub(super) fn from_reply(command: &str, body: &[u8]) -> SessionError {
         SessionError::Reply {
             command: command.to_owned(),
             code: reply::reply_code(body).unwrap_or(0),
@@ -207,21 +207,21 @@ pub struct Transfer {
 
 /// A logged-in control session.
 pub struct Session {
-    ftp: Ftp,
+    pub(super) ftp: Ftp,
     /// This session's TLS, if it uses TLS: the client (for messages) and what its connector saw.
     tls: Option<(Arc<TlsClient>, Arc<TlsCounters>)>,
-    timeouts: Timeouts,
+    pub(super) timeouts: Timeouts,
     peer: SocketAddr,
-    features: Features,
-    rest: bool,
+    pub(super) features: Features,
+    pub(super) rest: bool,
     /// The server accepts `REST 0` (most do; NcFTPd is said not to).
-    rest0: bool,
+    pub(super) rest0: bool,
     /// The server sends exact byte ranges (`RANG start end` + `RETR`, FEAT `RANG STREAM`).
     rang: bool,
     /// A `REST n` may still be pending on a server that refuses `REST 0`: a transfer from byte
     /// 0 must not start on this session.
-    offset_dirty: bool,
-    epsv: bool,
+    pub(super) offset_dirty: bool,
+    pub(super) epsv: bool,
 }
 
 impl Session {
@@ -687,7 +687,7 @@ impl Session {
     /// The error for a failed TLS handshake on a data connection, with the server's explanation
     /// when it sends one at once (vsftpd: "522 SSL connection failed; session reuse required").
     /// The session is dropped after this, so waiting for that reply costs nothing else.
-    async fn data_tls_error(&mut self, detail: String) -> SessionError {
+    pub(super) async fn data_tls_error(&mut self, detail: String) -> SessionError {
         let Some((client, counters)) = self.tls.clone() else {
             return SessionError::Protocol(format!("TLS error on a plain session: {detail}"));
         };
@@ -852,7 +852,7 @@ impl Session {
     /// know (522, 554...) to `Unknown`, and when 211 is expected it returns after the first line
     /// of a multi-line reply, leaving the rest unread. Asking it for no code at all makes it read
     /// the whole reply and hand it back.
-    async fn raw(&mut self, command: &str, ok: &[u16]) -> Result<Vec<u8>, SessionError> {
+    pub(super) async fn raw(&mut self, command: &str, ok: &[u16]) -> Result<Vec<u8>, SessionError> {
         let reply = timeout(self.timeouts.reply, self.ftp.custom_command(command, &[]))
             .await
             .map_err(|_| late(command, self.timeouts.reply))?;
@@ -885,7 +885,7 @@ impl Session {
 }
 
 /// A step that took longer than `limit`.
-fn late(what: impl std::fmt::Display, limit: Duration) -> SessionError {
+pub(super) fn late(what: impl std::fmt::Display, limit: Duration) -> SessionError {
     SessionError::Timeout(format!(
         "{what} (no answer within {} s)",
         limit.as_secs_f64()

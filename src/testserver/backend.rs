@@ -8,6 +8,11 @@
 //! I/O error after K bytes (libunftp then closes the data connection and answers 451). Refusing
 //! `REST` is done by not advertising `FEATURE_RESTART`, which makes libunftp answer 502.
 //!
+//! Uploads (`put()`, one call per `STOR`/`APPE`) go through the same reader (throttle:
+//! [`super::Faults::upload_rate`]; counted as received bytes) and are written in place at the
+//! `REST` offset, unlike the filesystem back-end, which truncates there first (kept as the
+//! fault [`super::Faults::truncating_rest_store`]).
+//!
 //! Stalls are not truly endless: a stalled reader fails once its control connection has ended
 //! or the server is shutting down, so no data task outlives its server.
 
@@ -90,6 +95,35 @@ impl FaultyFs {
                 )),
             )
         })
+    }
+}
+
+impl FaultyFs {
+    /// Writes an upload at `start_pos` without truncating the file (from byte 0: replaces it).
+    async fn put_in_place(&self, input: FaultyReader, path: &Path, start_pos: u64) -> Result<u64> {
+        use std::path::Component;
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        let mut full = self.root.clone();
+        for c in path.components() {
+            match c {
+                Component::Normal(part) => full.push(part),
+                Component::RootDir | Component::CurDir => {}
+                Component::ParentDir | Component::Prefix(_) => {
+                    return Err(Error::from(ErrorKind::PermanentFileNotAvailable));
+                }
+            }
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(start_pos == 0)
+            .open(&full)
+            .await?;
+        file.seek(io::SeekFrom::Start(start_pos)).await?;
+        let mut reader = tokio::io::BufReader::with_capacity(RETR_COPY_BUFFER, input);
+        let n = tokio::io::copy_buf(&mut reader, &mut file).await?;
+        file.flush().await?;
+        Ok(n)
     }
 }
 
@@ -218,7 +252,25 @@ impl<U: UserDetail> StorageBackend<U> for FaultyFs {
         path: P,
         start_pos: u64,
     ) -> Result<u64> {
-        self.inner()?.put(user, input, path, start_pos).await
+        let state = self.shared.fault_state();
+        let faults = &state.faults;
+        self.shared.counters.stores.fetch_add(1, Ordering::Relaxed);
+        let plan = TransferFaults {
+            rate: faults.upload_rate,
+            ..TransferFaults::default()
+        };
+        let input = FaultyReader::new(
+            Box::new(input),
+            plan,
+            false,
+            self.shared.clone(),
+            self.conn.clone(),
+        )
+        .counting_uploads();
+        if faults.truncating_rest_store {
+            return self.inner()?.put(user, input, path, start_pos).await;
+        }
+        self.put_in_place(input, path.as_ref(), start_pos).await
     }
 
     async fn del<P: AsRef<Path> + Send + Debug>(&self, user: &U, path: P) -> Result<()> {
@@ -328,6 +380,8 @@ pub(super) struct FaultyReader {
     sleep: Option<Pin<Box<Sleep>>>,
     shared: Arc<Shared>,
     conn: Arc<ConnState>,
+    /// Reads an upload: counts into `bytes_received`, not `bytes_sent`.
+    upload: bool,
 }
 
 /// What a read round decided before touching the inner reader.
@@ -354,7 +408,14 @@ impl FaultyReader {
             sleep: None,
             shared,
             conn,
+            upload: false,
         }
+    }
+
+    /// The same reader for an upload's data stream (counted as received bytes).
+    pub(super) fn counting_uploads(mut self) -> Self {
+        self.upload = true;
+        self
     }
 
     fn server_stopping(&self) -> bool {
@@ -412,7 +473,12 @@ impl FaultyReader {
         let n = n as u64;
         self.sent += n;
         let counters = &self.shared.counters;
+        if self.upload {
+            counters.bytes_received.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
         counters.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        self.conn.bytes_sent.fetch_add(n, Ordering::Relaxed);
         if self.from_zero {
             counters
                 .bytes_sent_from_zero

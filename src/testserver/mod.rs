@@ -6,7 +6,9 @@
 //! `Server::service`; that also lets it enforce a connection limit (`421 Too many connections`),
 //! which libunftp lacks. Downloads can be degraded on purpose through [`Faults`]: per-transfer
 //! throttling, one slow transfer (the one starting at offset 0), stalls, I/O errors after a
-//! number of bytes, and refusal of `REST`. [`Stats`] tells what the server saw.
+//! number of bytes, and refusal of `REST`. Uploads are written in place at the `REST` offset
+//! (or, with [`Faults::truncating_rest_store`], truncated there first) and can be throttled.
+//! [`Stats`] tells what the server saw.
 //!
 //! Passive mode only (`PASV` for IPv4, `EPSV` for IPv4 and IPv6); data connections are bound
 //! on the control connection's local (loopback) address, ports 49152–65535.
@@ -190,6 +192,12 @@ pub struct Faults {
     pub faulty_transfers: Option<usize>,
     /// REST answered with 502.
     pub refuse_rest: bool,
+    /// Bytes/s cap applied to each upload (STOR/APPE data stream) separately.
+    pub upload_rate: Option<u64>,
+    /// `REST n` + `STOR` truncates the file at `n` before writing, as the stock libunftp
+    /// filesystem back-end (and pure-ftpd) do. Off: the bytes are written in place, past the
+    /// end too, as vsftpd does; only a `STOR` from byte 0 replaces the file.
+    pub truncating_rest_store: bool,
 }
 
 /// What the server has seen since it started.
@@ -213,6 +221,12 @@ pub struct Stats {
     pub tls_handshakes: u64,
     /// TLS handshakes that resumed a session of the same control connection.
     pub tls_resumed: u64,
+    /// Bytes sent by RETRs on each control connection, in order of acceptance.
+    pub bytes_by_connection: Vec<u64>,
+    /// Uploads (STOR and APPE data streams) started.
+    pub stores: u64,
+    /// Bytes received by all uploads.
+    pub bytes_received: u64,
 }
 
 /// Live counters behind [`Stats`].
@@ -229,6 +243,8 @@ struct Counters {
     login_attempts: Arc<AtomicU64>,
     tls_handshakes: AtomicU64,
     tls_resumed: AtomicU64,
+    stores: AtomicU64,
+    bytes_received: AtomicU64,
 }
 
 /// The current faults, with the number of RETRs started since they were set.
@@ -247,12 +263,15 @@ struct Shared {
     stopping: AtomicBool,
     /// Live control connections allowed (`u64::MAX`: no limit); changeable while running.
     max_connections: AtomicU64,
+    /// Every control connection accepted so far (for per-connection counters).
+    conns: std::sync::Mutex<Vec<Arc<ConnState>>>,
 }
 
 impl Shared {
     fn new(faults: Faults) -> Self {
         Shared {
             max_connections: AtomicU64::new(u64::MAX),
+            conns: std::sync::Mutex::new(Vec::new()),
             counters: Counters::default(),
             faults: RwLock::new(Arc::new(FaultState {
                 faults,
@@ -292,6 +311,17 @@ impl Shared {
             login_attempts: c.login_attempts.load(Ordering::Relaxed),
             tls_handshakes: c.tls_handshakes.load(Ordering::Relaxed),
             tls_resumed: c.tls_resumed.load(Ordering::Relaxed),
+            bytes_by_connection: {
+                let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+                let mut v: Vec<(u64, u64)> = conns
+                    .iter()
+                    .map(|c| (c.index, c.bytes_sent.load(Ordering::Relaxed)))
+                    .collect();
+                v.sort_unstable();
+                v.into_iter().map(|(_, b)| b).collect()
+            },
+            stores: c.stores.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
         }
     }
 }
@@ -303,6 +333,8 @@ struct ConnState {
     closed: AtomicBool,
     /// The connection's number in order of acceptance, from 0 (picks its `session_rates`).
     index: u64,
+    /// Bytes its RETRs sent.
+    bytes_sent: AtomicU64,
 }
 
 /// Settings the accept loop needs for each session.
@@ -335,10 +367,19 @@ impl LiveGuard {
         let index = c.connections_accepted.fetch_add(1, Ordering::Relaxed);
         Some(LiveGuard {
             shared: shared.clone(),
-            conn: Arc::new(ConnState {
-                closed: AtomicBool::new(false),
-                index,
-            }),
+            conn: {
+                let conn = Arc::new(ConnState {
+                    closed: AtomicBool::new(false),
+                    index,
+                    bytes_sent: AtomicU64::new(0),
+                });
+                shared
+                    .conns
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn.clone());
+                conn
+            },
         })
     }
 }
