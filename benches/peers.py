@@ -844,8 +844,11 @@ def targets(S):
             continue
         p = {t: m for t, m in peers("even", "", n).items() if complete(m)}
         best = min(p.items(), key=lambda kv: kv[1]["wall_s"]) if p else None
+        rel = f.get("of_single_stream_x_n")
         rows.append([f"even caps N={n}: >= 98 % of N x cap",
-                     f"{100 * f['of_ideal']:.1f} %", yn(f["of_ideal"] >= 0.98 and complete(f))])
+                     f"{100 * f['of_ideal']:.1f} %"
+                     + (f" ({100 * rel:.1f} % of N x the measured single stream)" if rel else ""),
+                     yn(f["of_ideal"] >= 0.98 and complete(f))])
         if best:
             rows.append([f"even caps N={n}: no slower than the best peer",
                          f"{f['wall_s']:.2f} s vs {best[0]} {best[1]['wall_s']:.2f} s",
@@ -948,8 +951,21 @@ def report(meta):
     if any(r["scenario"] == "even" for r in RUNS):
         md.append(f"\n## 1. Even caps: vsftpd, {RATE // MIB} MiB/s per connection "
                   f"(`use_sendfile=NO`), {size_s}\n")
-        md.append("Ideal: size / (N x cap).\n")
-        md.append(table(H, std_rows("even")))
+        n1 = [r for r in RUNS if r["scenario"] == "even" and r["n"] == 1 and r.get("ok")]
+        eff = max((r["size"] / r["wall_s"] for r in n1), default=None)
+        md.append("Ideal: size / (N x cap). vsftpd's throttle (it sleeps between writes) delivers a "
+                  "little less than the nominal cap; the fastest single stream (N = 1) of this run "
+                  + (f"reached {eff / MIB:.2f} MiB/s, so \"of 1-stream x N\" = time of N x that "
+                     "rate / time." if eff else "is the reference.") + "\n")
+        rows = std_rows("even")
+        if eff:
+            for row in rows:
+                m = summaries[f"even//{row[1]}/{row[0]}"]
+                m["of_single_stream_x_n"] = SIZE / (row[1] * eff) / m["wall_s"]
+                row.insert(6, f"{100 * m['of_single_stream_x_n']:.1f} %")
+            md.append(table(H[:6] + ["of 1-stream x N"] + H[6:], rows))
+        else:
+            md.append(table(H, rows))
     if any(r["scenario"] == "uneven" for r in RUNS):
         rates = uneven_rates()
         md.append(f"\n\n## 2. Uneven connections: `ftpseg serve --session-rates`, N = {UNEVEN_N}, "
