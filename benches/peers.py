@@ -627,7 +627,8 @@ class Freezer:
         self.sampled_at = None
 
     def __call__(self, el, _pg):
-        if self.pid or el < self.at:
+        # The first sample is taken 0.2 s early, so that the freeze lands at `at`.
+        if self.pid or el < self.at - 0.2:
             return None
         if self.sampled_at is not None and el - self.sampled_at < 0.2:
             return None
@@ -979,7 +980,8 @@ def report(meta):
         md.append(table(H, std_rows("uneven")))
     if any(r["scenario"] == "stall" for r in RUNS):
         md.append(f"\n\n## 3. One stalled connection: vsftpd, 8 x {RATE // MIB} MiB/s, {size_s}\n")
-        md.append("At 1.5 s (scaled to the file: 23 % of the ideal time) the newest vsftpd session "
+        md.append("At about 1.5 s (scaled to the file: 23 % of the ideal time; the column says when) "
+                  "the newest vsftpd session "
                   "process that is sending file data gets SIGSTOP and stays stopped until the "
                   "tool ends (then SIGKILL). Every tool's idle timeout is 30 s. "
                   "Ratio = median time with the freeze / median time without, same tool, "
