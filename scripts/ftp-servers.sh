@@ -53,6 +53,15 @@ FILES=(
   "mid.bin 67108864"
   "big.bin 268435456"
   "sub dir/name with spaces.bin 3145735"
+  # A small tree for batches (ftpseg -r, globs, --checksum-file auto): empty files, spaces,
+  # non-ASCII names, nesting; tree/SHA256SUMS lists the files at its top.
+  "tree/a.bin 1048583"
+  "tree/empty.bin 0"
+  "tree/b c.bin 70001"
+  "tree/sub dir/name with spaces.bin 200003"
+  "tree/ünïcødé/ö ä.bin 5003"
+  "tree/deep/er/one.bin 1"
+  "tree/deep/empty/zero.bin 0"
 )
 
 # Writable by the password user only (folder inside the served one); everything else read-only.
@@ -298,6 +307,9 @@ ensure_files() {
     gen_file "${entry% *}" "${entry##* }"
     touch -d "$FILES_MTIME" "$SERVED/${entry% *}"
   done
+  # Checksums of the tree's top-level files, as mirrors publish beside their ISOs.
+  (cd "$SERVED/tree" && sha256sum -- *.bin >SHA256SUMS.tmp && mv -f SHA256SUMS.tmp SHA256SUMS &&
+    chmod 644 SHA256SUMS && touch -d "$FILES_MTIME" SHA256SUMS)
   chown -R root:root "$SERVED"
   find "$SERVED" -type d -exec chmod 755 {} +
   chmod 755 "$DIR"
@@ -315,6 +327,7 @@ files_ok() {
     path="$SERVED/${entry% *}"
     [[ -f $path && $(stat -c %s.%Y "$path") == "${entry##* }.$mtime" ]] || return 1
   done
+  [[ -f $SERVED/tree/SHA256SUMS ]] || return 1
 }
 
 # ---------------------------------------------------------------------------------------------

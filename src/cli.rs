@@ -44,9 +44,67 @@ pub enum Command {
     /// connections where the server allows it, verified (SIZE, and the server's hash where it
     /// offers one). Run the same command again after a crash to resume.
     Put(PutArgs),
+    /// Measure a server: download one file with 1, 2, 4, 8, 16 connections (or --connections),
+    /// print throughput, time to first byte and CPU for each, and recommend the fewest
+    /// connections within 5% of the best. Nothing is kept on disk.
+    Bench(BenchArgs),
     /// Serve a folder with the built-in FTP server on loopback (for benchmarks and tests)
     #[command(hide = true)]
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on standard output
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on standard output: ftpseg man > ftpseg.1
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// ftp://[user[:password]@]host[:port]/path of a large file (ftpes:// or ftps:// for TLS)
+    pub url: String,
+    /// Connection counts to measure, in this order (comma-separated, each 1-64)
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16",
+          value_parser = parse_connections, value_name = "N,N,...")]
+    pub connections: Vec<usize>,
+    /// Fetch only the first SIZE bytes of the file in each run (K, M, G suffixes)
+    /// [default: the whole file]
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub bytes: Option<u64>,
+    /// Runs per connection count; the table shows each count's median run
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100),
+          value_name = "RUNS")]
+    pub repeat: u16,
+    /// Also write the results as JSON to FILE ("-": standard output; the table then goes to
+    /// standard error)
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw throughput against connections as an SVG chart
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Folder for the temporary download, removed after each run [default: the system's
+    /// temporary folder]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Use FTP over explicit TLS (AUTH TLS) with an ftp:// URL
+    #[arg(long)]
+    pub ftps: bool,
+    /// Trust the server certificates in this PEM file (FTPS)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify the server's certificate (FTPS)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Read credentials from this netrc file [default: ~/.netrc]
+    #[arg(long, value_name = "FILE")]
+    pub netrc_file: Option<PathBuf>,
+    /// Never read a netrc file
+    #[arg(long)]
+    pub no_netrc: bool,
+    /// Connect data connections to the address in the server's PASV reply
+    #[arg(long)]
+    pub use_pasv_address: bool,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +124,12 @@ pub struct ServeArgs {
     /// Control connections allowed at once; more are answered 421
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// A RETR stops sending (forever) after this many bytes (K, M, G suffixes)
+    #[arg(long, value_parser = parse_size, value_name = "BYTES")]
+    pub stall_after: Option<u64>,
+    /// --stall-after applies only to the first N RETRs
+    #[arg(long, value_name = "N")]
+    pub faulty_transfers: Option<usize>,
     /// On SIGINT or SIGTERM, write the server's counters here as JSON before exiting
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
@@ -76,17 +140,18 @@ pub struct GetArgs {
     /// ftp://[user[:password]@]host[:port]/path; ftpes:// for FTP over explicit TLS (AUTH TLS),
     /// ftps:// for implicit TLS (port 990). A password here is visible to other users of this
     /// machine: prefer FTPSEG_PASSWORD
-    #[arg(required = true)]
+    #[arg(required_unless_present = "input_file")]
     pub url: Option<String>,
 
     /// Where to save the file [default: the remote file's name, in the current folder]
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
-    /// Connections to use at once (1-64)
-    #[arg(short = 'n', long, default_value_t = plan::DEFAULT_CONNECTIONS,
-          value_parser = parse_connections)]
-    pub connections: usize,
+    /// Connections to use at once (1-64), or "auto": start with 2 and add connections while
+    /// each addition still raises the throughput by more than 5%, up to 16 or the server's limit
+    #[arg(short = 'n', long, default_value_t = Connections::Fixed(plan::DEFAULT_CONNECTIONS),
+          value_parser = parse_connections_or_auto, value_name = "N|auto")]
+    pub connections: Connections,
 
     /// Smallest range given to a connection, and smallest half a connection may take from
     /// another (K, M, G suffixes)
@@ -171,6 +236,10 @@ pub struct GetArgs {
     /// change the transfer and see the password)
     #[arg(long)]
     pub insecure: bool,
+
+    /// Many files: more URLs, -i, -d, -r, -j, budgets, checksums, --json (docs/bulk.md)
+    #[command(flatten)]
+    pub bulk: crate::batch::BulkArgs,
 }
 
 #[derive(Debug, Args)]
@@ -307,6 +376,31 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((v * mult as f64) as u64)
 }
 
+/// `-n`: a fixed number of connections, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connections {
+    Fixed(usize),
+    Auto,
+}
+
+impl std::fmt::Display for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connections::Fixed(n) => write!(f, "{n}"),
+            Connections::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+fn parse_connections_or_auto(s: &str) -> Result<Connections, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(Connections::Auto);
+    }
+    parse_connections(s)
+        .map(Connections::Fixed)
+        .map_err(|e| format!("{e}, or auto"))
+}
+
 fn parse_connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=plan::MAX_CONNECTIONS).contains(&n) => Ok(n),
@@ -343,6 +437,19 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Demo(args)) => runtime.block_on(crate::demo::run(args)),
         Some(Command::Serve(args)) => runtime.block_on(crate::demo::serve(args)),
         Some(Command::Put(args)) => runtime.block_on(put(args)),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "ftpseg", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::io("cannot write", "standard output", e))
+        }
+        Some(Command::Bench(args)) => runtime.block_on(crate::bench::run(args)),
         None => runtime.block_on(get(cli.get)),
     };
     match result {
@@ -356,11 +463,27 @@ pub fn run(cli: Cli) -> i32 {
 
 /// Builds the job from the arguments (pure apart from reading FTPSEG_PASSWORD).
 pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
-    let raw = args.url.as_deref().unwrap_or_default();
-    let mut url = FtpUrl::parse(raw)?;
+    job_for_url(
+        args,
+        args.url.as_deref().unwrap_or_default(),
+        args.output.clone(),
+    )
+}
+
+/// Builds the job for `raw` (a file URL, or a folder URL ending in `/` for a batch's
+/// template) with the options of `args`, saving to `output` [default: the remote name].
+pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result<Job, Error> {
+    let mut url = match raw.strip_suffix('/') {
+        Some(folder) => {
+            let mut u = FtpUrl::parse(&format!("{folder}/_"))?;
+            u.path.pop();
+            u
+        }
+        None => FtpUrl::parse(raw)?,
+    };
     let verify = tls_settings(&mut url, args.ftps, args.ca_file.as_ref(), args.insecure)?;
-    let output = match &args.output {
-        Some(p) => p.clone(),
+    let output = match output {
+        Some(p) => p,
         None => PathBuf::from(url.file_name()?),
     };
     let creds = credentials(&url, args)?;
@@ -368,7 +491,11 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
         url,
         creds,
         output,
-        connections: args.connections,
+        connections: match args.connections {
+            Connections::Fixed(n) => n,
+            Connections::Auto => crate::autotune::MAX,
+        },
+        auto_connections: args.connections == Connections::Auto,
         min_range: args.min_range.max(64 << 10),
         timeouts: Timeouts {
             connect: Duration::from_secs_f64(args.connect_timeout),
@@ -384,6 +511,8 @@ pub fn job_from_args(args: &GetArgs) -> Result<Job, Error> {
         no_rang: args.no_rang,
         straggler_timeout: Duration::from_secs_f64(args.straggler_timeout),
         verify,
+        pool: None,
+        limit: None,
     })
 }
 
@@ -535,6 +664,9 @@ fn prompt_password(user: &str, host: &str) -> Result<String, Error> {
 }
 
 async fn get(args: GetArgs) -> Result<(), Error> {
+    if args.bulk.wants_batch(args.url.as_deref()) {
+        return crate::batch::run(&args, &args.bulk).await;
+    }
     let job = job_from_args(&args)?;
     let mode = if args.quiet {
         Mode::Quiet
@@ -707,7 +839,14 @@ mod tests {
     fn cli_parses_get_and_demo() {
         let cli = Cli::try_parse_from(["ftpseg", "-n", "4", "ftp://h/f.iso"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.get.connections, 4);
+        assert_eq!(cli.get.connections, Connections::Fixed(4));
+        let cli = Cli::try_parse_from(["ftpseg", "-n", "auto", "ftp://h/f.iso"]).unwrap();
+        assert_eq!(cli.get.connections, Connections::Auto);
+        let cli = Cli::try_parse_from(["ftpseg", "ftp://h/f.iso"]).unwrap();
+        assert_eq!(
+            cli.get.connections,
+            Connections::Fixed(plan::DEFAULT_CONNECTIONS)
+        );
         let cli = Cli::try_parse_from(["ftpseg", "demo", "--size", "1M"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Demo(_))));
         assert!(Cli::try_parse_from(["ftpseg", "-n", "65", "ftp://h/f"]).is_err());

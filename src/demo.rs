@@ -71,7 +71,10 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             busy_retry: Duration::from_secs(15),
             no_rang: false,
             straggler_timeout: Duration::from_secs(3),
+            pool: None,
             verify: Default::default(),
+            limit: None,
+            auto_connections: false,
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());
         let mut progress = Progress::new(Mode::Auto);
@@ -110,6 +113,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     let mut cfg = ServerConfig::new(&args.root);
     cfg.faults.rate_per_transfer = args.rate;
     cfg.faults.session_rates = args.session_rates.clone();
+    cfg.faults.stall_after = args.stall_after;
+    cfg.faults.faulty_transfers = args.faulty_transfers;
     cfg.max_connections = args.max_connections;
     cfg.port = args.port;
     let server = TestServer::start(cfg)

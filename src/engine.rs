@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use crate::error::Error;
 use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Transfer, Verify};
 use crate::manifest::{Manifest, RangeRecord};
 use crate::plan;
+use crate::pool::{HostPool, Permit};
 use crate::progress::{ConnView, Progress, View};
 use crate::sched::{READ_CHUNK, Scheduler, Segment, Speeds};
 use crate::store::{self, Allocation, PartFile, SharedMap};
@@ -42,7 +43,11 @@ pub struct Job {
     pub url: FtpUrl,
     pub creds: Credentials,
     pub output: PathBuf,
+    /// Connections to use (with `auto_connections`, the most that may be used).
     pub connections: usize,
+    /// `-n auto`: start with few connections and add more while throughput still rises
+    /// ([`crate::autotune`]).
+    pub auto_connections: bool,
     pub min_range: u64,
     pub timeouts: Timeouts,
     /// Failed attempts in a row (without progress) on one range before giving up.
@@ -63,6 +68,12 @@ pub struct Job {
     /// A range without progress for this long is taken over by a free connection (long
     /// before `--stall-timeout` gives up on the stalled one).
     pub straggler_timeout: Duration,
+    /// The server's connection budget and idle sessions, shared with the other files of a
+    /// batch (`crate::pool`): every connection takes a permit first, and hands its session back
+    /// when it is done. `None`: connect freely, log out at the end.
+    pub pool: Option<Arc<HostPool>>,
+    /// Fetch only the first `limit` bytes of the file (`ftpseg bench --bytes`).
+    pub limit: Option<u64>,
 }
 
 /// What a finished download reports.
@@ -83,6 +94,10 @@ pub struct Outcome {
     pub hash_from_chunks: bool,
     /// Connections that were opened.
     pub connections: usize,
+    /// The remote file's modification time from `MDTM` (`YYYYMMDDHHMMSS`, UTC), if known.
+    pub remote_mtime: Option<String>,
+    /// From the start of the run to the first byte of file data.
+    pub first_byte: Option<Duration>,
 }
 
 /// Downloads `job.url` to `job.output`. `stop` turning true (Ctrl-C) ends the run after a final
@@ -122,7 +137,7 @@ pub async fn download(
 
     // Connecting and probing are bounded by the timeouts; Ctrl-C ends them at once.
     let mut stop_early = stop.clone();
-    let (addrs, mut first, size, mdtm) = tokio::select! {
+    let (addrs, mut first, size, mdtm, first_permit) = tokio::select! {
         r = startup(job, tls.as_ref()) => r?,
         _ = stop_early.wait_for(|s| *s) => return Err(Error::Interrupted(manifest_path)),
     };
@@ -157,11 +172,15 @@ pub async fn download(
                 }
                 _ => {
                     progress.note("the server reports no file size: streaming on one connection");
+                    let _held = first_permit;
                     return stream_unknown_size(job, progress, stop, first, transfer, mdtm).await;
                 }
             }
         }
     };
+    // `ftpseg bench --bytes`: only the first bytes of the file.
+    let remote_size = size;
+    let size = job.limit.map_or(size, |limit| limit.clamp(1, size));
 
     // The manifest: resume from it, or start fresh.
     let mut manifest = match Manifest::load(&manifest_path)? {
@@ -254,13 +273,22 @@ pub async fn download(
     let workers = connections
         .min(usize::try_from(remaining.div_ceil(job.min_range.max(1))).unwrap_or(1))
         .max(1);
-    let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range, workers));
+    // `-n auto` starts with few workers allowed; the others join (and count as live) later.
+    let allowed = if job.auto_connections {
+        crate::autotune::START.min(workers)
+    } else {
+        workers
+    };
+    let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range, allowed));
 
     let shared = Arc::new(Shared {
         sched: sched.clone(),
         map: part.shared(),
         path: path.clone(),
         size,
+        remote_size,
+        started,
+        first_byte_us: AtomicU64::new(u64::MAX),
         addrs,
         tls,
         creds: job.creds.clone(),
@@ -277,10 +305,19 @@ pub async fn download(
             .then_some(job.straggler_timeout),
         failed: AtomicBool::new(false),
         conns: (0..workers).map(|_| ConnStat::default()).collect(),
+        allowed: AtomicUsize::new(allowed),
+        refused: AtomicBool::new(false),
+        fetched: AtomicU64::new(0),
+        durable_fetched: AtomicU64::new(0),
+        stake_limit: resume_budget(size, workers),
+        checkpointed: tokio::sync::Notify::new(),
         setup: AtomicU64::new(0),
         opened: AtomicU64::new(1),
         release_every: (RELEASE_BUDGET / workers as u64).max(RELEASE_MIN),
+        pool: job.pool.clone(),
+        slots: (0..workers).map(|_| Mutex::new(None)).collect(),
     });
+    *shared.slots[0].lock().unwrap_or_else(|p| p.into_inner()) = first_permit;
     let part = Arc::new(part);
     let mut checkpoint = Checkpoint {
         sched,
@@ -309,6 +346,7 @@ pub async fn download(
     result?;
     saved?;
 
+    let checkpoint_mdtm = checkpoint.manifest.mdtm.clone();
     let fetched: u64 = shared
         .conns
         .iter()
@@ -334,6 +372,11 @@ pub async fn download(
         hash_time,
         hash_from_chunks,
         connections: shared.opened.load(Ordering::Relaxed) as usize,
+        remote_mtime: checkpoint_mdtm,
+        first_byte: match shared.first_byte_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
+        },
     })
 }
 
@@ -346,7 +389,12 @@ fn fresh_manifest(
     job: &Job,
     rest: bool,
 ) -> Result<Manifest, Error> {
-    let connections = if rest { job.connections } else { 1 };
+    let connections = match (rest, job.auto_connections) {
+        (false, _) => 1,
+        (true, false) => job.connections,
+        // The connections added later take their share by stealing.
+        (true, true) => crate::autotune::START.min(job.connections),
+    };
     let ranges = plan::initial_ranges(size, connections, job.min_range)
         .into_iter()
         .map(|r| RangeRecord {
@@ -376,14 +424,35 @@ fn adopt_same_file(m: &mut Manifest, url: &FtpUrl) {
 }
 
 /// Resolves the host, opens and probes the first session, asks `SIZE` and `MDTM`.
+#[allow(clippy::type_complexity)]
 async fn startup(
     job: &Job,
     tls: Option<&Arc<TlsClient>>,
-) -> Result<(Vec<SocketAddr>, Session, Option<u64>, Option<String>), Error> {
+) -> Result<
+    (
+        Vec<SocketAddr>,
+        Session,
+        Option<u64>,
+        Option<String>,
+        Option<Permit>,
+    ),
+    Error,
+> {
     let addrs = resolve(&job.url, job.timeouts.connect).await?;
-    let mut first = Session::connect_with(&addrs, &job.creds, job.timeouts, tls)
-        .await
-        .map_err(|e| startup_error(&job.url, &job.creds, e))?;
+    // In a batch: a session another file left logged in, or a permit to open one.
+    let (permit, idle) = match &job.pool {
+        Some(pool) => {
+            let (p, s) = pool.acquire().await;
+            (Some(p), s)
+        }
+        None => (None, None),
+    };
+    let mut first = match idle {
+        Some(s) => s,
+        None => Session::connect_with(&addrs, &job.creds, job.timeouts, tls)
+            .await
+            .map_err(|e| startup_error(&job.url, &job.creds, e))?,
+    };
     first.set_use_pasv_address(job.use_pasv_address);
     first
         .probe()
@@ -398,7 +467,7 @@ async fn startup(
         .await
         .map_err(|e| startup_error(&job.url, &job.creds, e))?
         .map(|m| m.0);
-    Ok((addrs, first, size, mdtm))
+    Ok((addrs, first, size, mdtm, permit))
 }
 
 /// Resolves the URL's host to socket addresses, within the connect timeout.
@@ -618,7 +687,13 @@ struct Shared {
     sched: Arc<Scheduler>,
     map: SharedMap,
     path: String,
+    /// Bytes to fetch: the file's size, or less with `Job::limit`.
     size: u64,
+    /// The file's size on the server (where a transfer without RANG ends by itself).
+    remote_size: u64,
+    /// When the download started, and the first data byte after it (µs; `u64::MAX`: none).
+    started: Instant,
+    first_byte_us: AtomicU64,
     addrs: Vec<SocketAddr>,
     /// The TLS client when the URL uses TLS: each new session gets its own config from it.
     tls: Option<Arc<TlsClient>>,
@@ -640,12 +715,28 @@ struct Shared {
     /// Set when one worker hit a permanent error: the others stop.
     failed: AtomicBool,
     conns: Vec<ConnStat>,
+    /// Workers with an id below this may work (`-n auto` raises it; otherwise all of them).
+    allowed: AtomicUsize,
+    /// Set when the server refused a connection as one too many.
+    refused: AtomicBool,
+    /// Bytes written into the map in this run, and how many of them the last checkpoint had
+    /// seen (all durable since). Readers pause while `stake_limit` bytes or more are not yet
+    /// covered by a checkpoint, so a kill never costs more than that fetched again.
+    fetched: AtomicU64,
+    durable_fetched: AtomicU64,
+    stake_limit: u64,
+    /// Notified after each checkpoint.
+    checkpointed: tokio::sync::Notify,
     /// Seconds from `REST`+`RETR` on an open session to the first byte (running average, as
     /// `f64` bits; 0: not measured yet).
     setup: AtomicU64,
     opened: AtomicU64,
     /// Bytes a connection writes before releasing them from RSS.
     release_every: u64,
+    /// The batch's connection budget for this server (see [`Job::pool`]).
+    pool: Option<Arc<HostPool>>,
+    /// The permit each worker holds while it has (or may open) a connection, with a pool.
+    slots: Vec<Mutex<Option<Permit>>>,
 }
 
 /// Bytes read at a time when hashing chunks.
@@ -817,7 +908,16 @@ async fn run_workers(
     }
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut meter = RateMeter::new(shared);
+    let t0 = Instant::now();
+    let mut tuner = (job.auto_connections && workers > crate::autotune::START)
+        .then(|| crate::autotune::AutoTuner::new(workers, 0.0));
     let mut last_checkpoint = Instant::now();
+    // A checkpoint also comes early once a third of the resume budget arrived since the last
+    // one; readers pause at the whole budget (see `Shared::stake_limit`).
+    let at_stake = shared.stake_limit / 3;
+    let mut fetched_at_checkpoint = 0u64;
+    let mut soon = tokio::time::interval(CHECKPOINT_POLL);
+    soon.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut result = Ok(());
     loop {
         tokio::select! {
@@ -839,19 +939,36 @@ async fn run_workers(
             },
             _ = tick.tick() => {
                 meter.measure_rates(shared);
+                if let Some(t) = tuner.as_mut() {
+                    auto_step(t, shared, t0, job.min_range, progress);
+                }
                 progress.update(&view(shared));
                 if let Err(e) = tokio::task::block_in_place(|| checkpoint.hash_written_chunks()) {
                     set.abort_all();
                     result = Err(e);
                 }
-                if last_checkpoint.elapsed() >= job.checkpoint_interval {
+            },
+            _ = soon.tick() => {
+                let fetched = shared.fetched.load(Ordering::SeqCst);
+                if last_checkpoint.elapsed() >= job.checkpoint_interval
+                    || fetched - fetched_at_checkpoint >= at_stake
+                {
                     last_checkpoint = Instant::now();
-                    let t = Instant::now();
+                    fetched_at_checkpoint = fetched;
                     let r = tokio::task::block_in_place(|| checkpoint.save());
-                    crate::trace!("checkpoint took {:.3} s", t.elapsed().as_secs_f64());
-                    if let Err(e) = r {
-                        set.abort_all();
-                        result = Err(e);
+                    crate::trace!(
+                        "checkpoint took {:.3} s",
+                        last_checkpoint.elapsed().as_secs_f64()
+                    );
+                    match r {
+                        Ok(()) => {
+                            shared.durable_fetched.store(fetched, Ordering::SeqCst);
+                            shared.checkpointed.notify_waiters();
+                        }
+                        Err(e) => {
+                            set.abort_all();
+                            result = Err(e);
+                        }
                     }
                 }
             },
@@ -872,6 +989,72 @@ async fn run_workers(
         ));
     }
     Ok(())
+}
+
+/// How often the run loop checks whether a checkpoint is due (by time or by bytes at stake).
+const CHECKPOINT_POLL: Duration = Duration::from_millis(25);
+
+/// The most bytes a kill may cost fetched again: 1% of the file, or 4 MiB per connection,
+/// whichever is larger (the issue's resume target).
+fn resume_budget(size: u64, workers: usize) -> u64 {
+    (size / 100).max(workers as u64 * (4 << 20))
+}
+
+/// Waits while the bytes not yet covered by a checkpoint reach the resume budget (a slow disk
+/// or a starved checkpoint): the next checkpoint lets the readers go on.
+async fn wait_for_checkpoint(shared: &Shared) {
+    loop {
+        let fetched = shared.fetched.load(Ordering::SeqCst);
+        let durable = shared.durable_fetched.load(Ordering::SeqCst);
+        if fetched.saturating_sub(durable) < shared.stake_limit
+            || shared.failed.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        tokio::select! {
+            _ = shared.checkpointed.notified() => {}
+            _ = tokio::time::sleep(CHECKPOINT_POLL) => {}
+        }
+    }
+}
+
+/// One `-n auto` tick: measure, maybe allow more connections, say when it settles.
+fn auto_step(
+    tuner: &mut crate::autotune::AutoTuner,
+    shared: &Shared,
+    t0: Instant,
+    min_range: u64,
+    progress: &mut Progress,
+) {
+    use crate::autotune::Decision;
+    let bytes = shared.fetched.load(Ordering::Relaxed);
+    let setup = match load_f64(&shared.setup) {
+        s if s > 0.0 => s,
+        _ => SETUP_GUESS,
+    };
+    let allowed = tuner.allowed() as u64;
+    // More connections are worth measuring only while each could get a few ranges.
+    let worth_more = shared.sched.remaining() > 4 * min_range.max(1) * (allowed + 1);
+    let refused = shared.refused.load(Ordering::SeqCst);
+    match tuner.tick(
+        t0.elapsed().as_secs_f64(),
+        bytes,
+        setup,
+        refused,
+        worth_more,
+    ) {
+        Decision::Wait => {}
+        Decision::Grow(n) => {
+            crate::trace!("-n auto: allowing {n} connections");
+            shared.allowed.store(n, Ordering::SeqCst);
+        }
+        Decision::Settled { connections, why } => {
+            crate::trace!("-n auto: settled on {connections}: {why}");
+            progress.note(&format!(
+                "-n auto: stopped adding connections at {connections} ({why})"
+            ));
+        }
+    }
 }
 
 fn view(shared: &Shared) -> View {
@@ -903,7 +1086,27 @@ async fn worker(
 ) -> Result<(), Error> {
     let stat = &shared.conns[id];
     let mut rejoin_after = shared.busy_retry;
+    // `-n auto`: wait until this connection is allowed (or the download no longer needs it).
+    // Such a worker is not counted live until it joins.
+    if id >= shared.allowed.load(Ordering::SeqCst) {
+        stat.set(None, "waiting (-n auto)");
+        while id >= shared.allowed.load(Ordering::SeqCst) {
+            if shared.failed.load(Ordering::SeqCst) || !shared.sched.unfinished() {
+                stat.set(None, "not needed");
+                return Ok(());
+            }
+            tokio::time::sleep(LINGER_POLL).await;
+        }
+        if !shared.sched.rejoin() {
+            stat.set(None, "not needed");
+            return Ok(());
+        }
+    }
     'ranges: loop {
+        if !hold_slot(&shared, id, &mut session).await {
+            shared.sched.retire();
+            break 'ranges;
+        }
         let Some(seg) = find_work(&shared, id) else {
             if shared.failed.load(Ordering::SeqCst) || !shared.sched.unfinished() {
                 shared.sched.retire();
@@ -968,6 +1171,9 @@ async fn worker(
                 // The first session logged in with these credentials, so a 530 now means
                 // "too many users" however the server words it.
                 let busy = e.is_busy() || e.code() == Some(530);
+                if busy {
+                    shared.refused.store(true, Ordering::SeqCst);
+                }
                 if !busy && !e.is_transient() {
                     return Err(range_error(&shared, e));
                 }
@@ -1004,10 +1210,62 @@ async fn worker(
         }
     }
     stat.set(None, "done");
-    if let Some(s) = session {
-        s.quit().await;
+    let permit = shared.slots[id]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    match (&shared.pool, permit) {
+        (Some(pool), Some(permit)) => pool.give_back(session, permit),
+        _ => {
+            if let Some(s) = session {
+                s.quit().await;
+            }
+        }
     }
     Ok(())
+}
+
+/// With a connection budget ([`Job::pool`]): makes sure worker `id` holds a permit before it
+/// takes a range, waiting for one (or for an idle session of the same server, which becomes
+/// `session`). `false` when the download finished or failed while waiting. Without a budget:
+/// always `true`.
+async fn hold_slot(shared: &Shared, id: usize, session: &mut Option<Session>) -> bool {
+    let Some(pool) = &shared.pool else {
+        return true;
+    };
+    loop {
+        if shared.slots[id]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return true;
+        }
+        if shared.failed.load(Ordering::SeqCst) || !shared.sched.unfinished() {
+            return false;
+        }
+        shared.conns[id].set(None, "waiting for a connection slot");
+        tokio::select! {
+            (permit, idle) = pool.acquire() => {
+                *shared.slots[id].lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
+                if let Some(mut s) = idle {
+                    adopt(shared, &mut s);
+                    drop(session.replace(s));
+                }
+                return true;
+            }
+            _ = tokio::time::sleep(LINGER_POLL) => {}
+        }
+    }
+}
+
+/// Applies what this download learned about the server to a session opened for it or handed
+/// over from another file.
+fn adopt(shared: &Shared, s: &mut Session) {
+    s.set_rest_support(shared.rest);
+    s.set_rang(shared.rang.load(Ordering::Relaxed));
+    s.set_use_pasv_address(shared.use_pasv_address);
+    s.set_epsv(shared.epsv.load(Ordering::Relaxed));
 }
 
 /// Asks the scheduler for work with the connections' measured speeds.
@@ -1035,6 +1293,13 @@ const BUSY_RETRY_MAX: Duration = Duration::from_secs(120);
 /// (`true`) to try a connection again. `false` if the download ended (or failed) meanwhile.
 async fn park(shared: &Shared, id: usize, wait: Duration) -> bool {
     shared.conns[id].set(None, &format!("server busy: retry in {} s", wait.as_secs()));
+    // Another file of the batch may use this connection meanwhile.
+    drop(
+        shared.slots[id]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+    );
     let until = Instant::now() + wait;
     while Instant::now() < until {
         if shared.failed.load(Ordering::SeqCst) || shared.sched.remaining() == 0 {
@@ -1114,10 +1379,7 @@ async fn fetch_range(
         )
         .await?;
         shared.opened.fetch_add(1, Ordering::Relaxed);
-        s.set_rest_support(shared.rest);
-        s.set_rang(shared.rang.load(Ordering::Relaxed));
-        s.set_use_pasv_address(shared.use_pasv_address);
-        s.set_epsv(shared.epsv.load(Ordering::Relaxed));
+        adopt(shared, &mut s);
         *session = Some(s);
     }
     let s = session.as_mut().expect("connected above");
@@ -1130,19 +1392,22 @@ async fn fetch_range(
     let asked = Instant::now();
     let mut first_byte = true;
     let transfer = match preopened {
-        Some(t) if pos == 0 && pos < seg.end() => t,
+        Some(t) if pos == 0 && pos < seg.end() => {
+            seg.set_transfer_end(None);
+            t
+        }
         Some(t) => {
             s.end_transfer(t.stream, false).await?;
             if pos >= seg.end() {
                 return Ok(());
             }
-            s.retr_range(&shared.path, pos, Some(seg.end())).await?
+            retr_piece(shared, s, seg, pos).await?
         }
         None => {
             if pos >= seg.end() {
                 return Ok(());
             }
-            s.retr_range(&shared.path, pos, Some(seg.end())).await?
+            retr_piece(shared, s, seg, pos).await?
         }
     };
     if !s.uses_epsv() {
@@ -1153,7 +1418,7 @@ async fn fetch_range(
     }
     // Where the server ends this transfer by itself: the end of the file, or the end of the
     // range it was asked for with RANG.
-    let transfer_end = transfer.ends_at.unwrap_or(shared.size);
+    let transfer_end = transfer.ends_at.unwrap_or(shared.remote_size);
     let mut stream = transfer.stream;
     stat.set(Some(seg.clone()), "reading");
     // Written pages are dropped from RSS every `release_every` bytes (see SharedMap::release).
@@ -1164,6 +1429,11 @@ async fn fetch_range(
         let end = seg.end().min(transfer_end);
         if pos >= end {
             break;
+        }
+        if shared.fetched.load(Ordering::Relaxed)
+            >= shared.durable_fetched.load(Ordering::Relaxed) + shared.stake_limit
+        {
+            wait_for_checkpoint(shared).await;
         }
         let limit = end.min(pos + READ_CHUNK);
         // SAFETY: this worker owns [pos, end) of `seg`; the steal protocol in `sched` guarantees
@@ -1194,6 +1464,13 @@ async fn fetch_range(
         }
         if first_byte {
             first_byte = false;
+            let since_start = shared.started.elapsed().as_micros() as u64;
+            let _ = shared.first_byte_us.compare_exchange(
+                u64::MAX,
+                since_start,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             let took = asked.elapsed().as_secs_f64();
             blend_f64(&shared.setup, took, 0.3);
             crate::trace!("conn {id} first byte at {pos} after {:.3} s", took);
@@ -1201,6 +1478,7 @@ async fn fetch_range(
         pos += n as u64;
         seg.advance(pos);
         stat.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        shared.fetched.fetch_add(n as u64, Ordering::Relaxed);
         if pos - released >= shared.release_every {
             shared.map.release(released, pos);
             released = pos;
@@ -1213,7 +1491,7 @@ async fn fetch_range(
         let mut probe = [0u8; 1];
         match s.read_data(&mut stream, &mut probe).await? {
             0 => true,
-            _ if transfer_end < shared.size => {
+            _ if transfer_end < shared.remote_size => {
                 // The server did not honour RANG's end: stop early as usual, and use REST.
                 shared.rang.store(false, Ordering::Relaxed);
                 false
@@ -1222,7 +1500,7 @@ async fn fetch_range(
                 return Err(SessionError::Changed(format!(
                     "the server sent more than the {} bytes SIZE announced: the file is \
                      changing on the server",
-                    shared.size
+                    shared.remote_size
                 )));
             }
         }
@@ -1236,6 +1514,36 @@ async fn fetch_range(
         shared.sched.rewind(seg, attempt_start);
     }
     ended
+}
+
+/// Longest piece asked for with `RANG` in one transfer: a free connection can then take over
+/// the rest of a range where the owner's piece ends, without stopping it early.
+const RANG_PIECE: u64 = 8 << 20;
+
+/// Starts the transfer of `seg` from `pos`: with RANG, the next piece of at most
+/// [`RANG_PIECE`] (announced on the segment before any byte is read); otherwise from `pos` to
+/// the end of the file, to be stopped early at the range's end.
+async fn retr_piece(
+    shared: &Shared,
+    s: &mut Session,
+    seg: &Arc<Segment>,
+    pos: u64,
+) -> Result<Transfer, SessionError> {
+    let end = seg.end();
+    // Pieces shrink towards the range's end (half of what is left, at least 1 MiB), so that a
+    // free connection can still find a piece end to cut at in the end-game.
+    let left = end.saturating_sub(pos);
+    let piece = RANG_PIECE.min((left / 2).max(1 << 20));
+    let ask = if s.uses_rang() {
+        end.min(pos.saturating_add(piece))
+    } else {
+        end
+    };
+    seg.set_transfer_end(s.uses_rang().then_some(ask));
+    let t = s.retr_range(&shared.path, pos, Some(ask)).await;
+    // RANG refused (the session then uses REST): no end of its own.
+    seg.set_transfer_end(t.as_ref().ok().and_then(|t| t.ends_at));
+    t
 }
 
 /// Servers that report no size at all: one connection streams the file to its end, written in
@@ -1403,6 +1711,8 @@ async fn stream_unknown_size(
         hash_time,
         hash_from_chunks: false,
         connections: 1,
+        remote_mtime: mdtm,
+        first_byte: None,
     })
 }
 

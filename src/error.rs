@@ -41,6 +41,9 @@ pub mod exit {
     /// `ftpseg put`: the uploaded copy does not match the local file (remote SIZE or the
     /// server's hash); it was kept under its temporary name, not renamed.
     pub const VERIFY: i32 = 14;
+    /// A downloaded file does not match its expected checksum (`--checksum`,
+    /// `--checksum-file`) or the server's own hash (`--verify-remote`); the file was kept.
+    pub const CHECKSUM: i32 = 15;
     /// Interrupted by the user (Ctrl-C); progress was saved.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -137,6 +140,18 @@ pub enum Error {
          renamed. Run again with --restart to upload the file again"
     )]
     VerifyFailed { detail: String, temp: String },
+    #[error(
+        "checksum mismatch for {}: {detail}; the downloaded file was kept (not marked complete): \
+         check the source, then delete it or run again with --force to fetch it again",
+        .path.display()
+    )]
+    ChecksumMismatch { path: PathBuf, detail: String },
+    #[error("{failed} of {total} file(s) failed (listed above)")]
+    BatchFailed {
+        failed: usize,
+        total: usize,
+        code: i32,
+    },
     #[error("interrupted; progress is saved in {}: run the same command again to resume", .0.display())]
     Interrupted(PathBuf),
     /// Another error whose message had to be cleaned of a password; keeps its exit code.
@@ -165,6 +180,8 @@ impl Error {
             Error::UploadRefused { .. } => exit::NOT_FOUND,
             Error::UploadManifest { .. } | Error::LocalChanged { .. } => exit::MANIFEST,
             Error::VerifyFailed { .. } => exit::VERIFY,
+            Error::ChecksumMismatch { .. } => exit::CHECKSUM,
+            Error::BatchFailed { code, .. } => *code,
             Error::Manifest(
                 crate::manifest::ManifestError::Io { .. }
                 | crate::manifest::ManifestError::RefusedSave { .. },

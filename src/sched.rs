@@ -43,6 +43,10 @@ pub struct Segment {
     /// Failed attempts in a row without progress, whoever owned the segment: a range that
     /// stalls on every connection must still run out of tries (`--max-tries`).
     failures: std::sync::atomic::AtomicU32,
+    /// Where the owner's current transfer ends by itself (a `RANG` piece), `u64::MAX` when it
+    /// does not (a `REST` transfer runs to the end of the file and is stopped early). A thief
+    /// that cuts exactly there causes no early stop, so nothing is sent past the cut.
+    transfer_end: AtomicU64,
 }
 
 impl Segment {
@@ -56,7 +60,14 @@ impl Segment {
             preempted: std::sync::atomic::AtomicBool::new(false),
             preempt: tokio::sync::Notify::new(),
             failures: std::sync::atomic::AtomicU32::new(0),
+            transfer_end: AtomicU64::new(u64::MAX),
         })
+    }
+
+    /// The owner announces where its next transfer will end by itself (`None`: it will not),
+    /// before it reads any byte of that transfer.
+    pub fn set_transfer_end(&self, end: Option<u64>) {
+        self.transfer_end.store(end.unwrap_or(u64::MAX), SeqCst);
     }
 
     /// Records the end of an attempt that started at `before`: progress clears the failure
@@ -388,8 +399,24 @@ impl Scheduler {
         };
         let victim = entries[busy].seg.clone();
         let old_end = victim.end();
+        // Cut where the owner's current RANG piece ends, if that is about where we would cut
+        // anyway: the owner's transfer then ends by itself, and nothing is sent twice.
+        let pos = victim.pos();
+        let piece_end = victim.transfer_end.load(SeqCst);
+        let exact = pos < piece_end
+            && piece_end < old_end
+            && piece_end - pos <= 2 * (cut - pos).max(2 * READ_CHUNK)
+            && old_end - piece_end >= min_range;
+        let cut = if exact { piece_end } else { cut };
         victim.end.store(cut, SeqCst);
-        if victim.pos() + READ_CHUNK > cut {
+        let unsafe_cut = if exact {
+            // Reads of that transfer stop at its end whatever `end` they loaded; unless the
+            // owner has meanwhile announced another transfer (then undo, as below).
+            victim.transfer_end.load(SeqCst) != cut
+        } else {
+            victim.pos() + READ_CHUNK > cut
+        };
+        if unsafe_cut {
             // The owner got too close to the cut meanwhile: undo, take nothing this time.
             victim.end.store(old_end, SeqCst);
             return None;
@@ -721,6 +748,97 @@ mod tests {
         let again = s.try_acquire(1, &stall).unwrap();
         assert!(Arc::ptr_eq(&again, &a));
         assert_eq!(again.pos(), MIB);
+    }
+
+    #[test]
+    fn a_thief_cuts_where_the_owner_s_rang_piece_ends() {
+        let s = Scheduler::new(&[rec(0, 64 * MIB, 0)], MIB, 2);
+        let a = s.acquire(0).unwrap();
+        a.advance(MIB);
+        // The owner's transfer asks for [1 MiB, 9 MiB) and ends there by itself.
+        a.set_transfer_end(Some(9 * MIB));
+        let rates = [20.0 * MIB as f64; 2];
+        let b = s.try_acquire(1, &speeds(&rates)).unwrap();
+        // Halfway would be 32.5 MiB; the piece end is well within twice the owner's share.
+        assert_eq!((a.end(), b.start), (9 * MIB, 9 * MIB));
+        // No piece end (a REST transfer): the usual cut with its margin.
+        let s = Scheduler::new(&[rec(0, 64 * MIB, 0)], MIB, 2);
+        let a = s.acquire(0).unwrap();
+        a.set_transfer_end(None);
+        let b = s.try_acquire(1, &speeds(&rates)).unwrap();
+        assert_eq!(b.start, 32 * MIB);
+        // A piece end beyond twice the owner's fair share is not used (a slow owner).
+        let s = Scheduler::new(&[rec(0, 64 * MIB, 0)], MIB, 2);
+        let a = s.acquire(0).unwrap();
+        a.set_transfer_end(Some(8 * MIB));
+        let slow = [0.2 * MIB as f64, 20.0 * MIB as f64];
+        let b = s.try_acquire(1, &speeds(&slow)).unwrap();
+        assert!(b.start < 2 * MIB, "{}", b.start);
+    }
+
+    #[test]
+    fn concurrent_pieces_and_exact_cuts_never_overlap() {
+        // As below, but owners read in announced pieces (as with RANG), so thieves cut at
+        // piece ends without a margin: the announce/cut handshake must still keep every byte
+        // written exactly once.
+        for round in 0..20u64 {
+            let size = 64 * MIB;
+            let s = Arc::new(Scheduler::new(&[rec(0, size, 0)], 256 << 10, 4));
+            let writes = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
+            let mut handles = Vec::new();
+            for w in 0..4usize {
+                let (s, writes) = (s.clone(), writes.clone());
+                handles.push(std::thread::spawn(move || {
+                    let rates = [20.0 * MIB as f64; 4];
+                    let sp = Speeds {
+                        rates: &rates,
+                        setup: 0.0,
+                        stall: None,
+                    };
+                    let mut idle = 0;
+                    while idle < 200 {
+                        let Some(seg) = s.try_acquire(w, &sp) else {
+                            if s.remaining() == 0 {
+                                break;
+                            }
+                            idle += 1;
+                            std::thread::yield_now();
+                            continue;
+                        };
+                        loop {
+                            let mut pos = seg.pos();
+                            // Announce the piece before reading any of it.
+                            let piece_end = seg.end().min(pos + (512 << 10) * (1 + round % 3));
+                            seg.set_transfer_end(Some(piece_end));
+                            loop {
+                                let end = seg.end().min(piece_end);
+                                if pos >= end {
+                                    break;
+                                }
+                                let lim = end.min(pos + READ_CHUNK / 4);
+                                writes.lock().unwrap().push((pos, lim));
+                                pos = lim;
+                                seg.advance(pos);
+                            }
+                            if pos >= seg.end() && s.complete(w, &seg) {
+                                break;
+                            }
+                        }
+                    }
+                }));
+            }
+            for h in handles {
+                h.join().unwrap();
+            }
+            let mut w = writes.lock().unwrap().clone();
+            w.sort_unstable();
+            let mut at = 0;
+            for (a, b) in w {
+                assert_eq!(a, at, "gap or overlap at {a} (round {round})");
+                at = b;
+            }
+            assert_eq!(at, size);
+        }
     }
 
     #[test]

@@ -133,6 +133,66 @@ async fn a_slow_connection_keeps_only_what_it_can_finish_in_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_connections_grow_on_a_capped_server_and_stop_at_its_limit() {
+    // 4 MiB/s per connection: every added connection pays, so -n auto keeps adding.
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            rate_per_transfer: Some(4 * MIB),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 40 * MIB, 12);
+    let out = fx.out("f.bin");
+    let args = ["-n", "auto", "--plain", "-o", out.to_str().unwrap()];
+    let o = run(
+        &[&args[..], &[fx.url("f.bin").as_str()]].concat(),
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    let stats = fx.server.stats();
+    assert!(
+        stats.max_live_connections > 2,
+        "-n auto starts with 2 and must add more on a per-connection cap: {stats:?}"
+    );
+    assert!(
+        stderr(&o).contains("-n auto: stopped adding connections at"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The same with a server that allows 3 connections: no storm of refused logins.
+    let fx = Fixture::new(|c| {
+        c.with_max_connections(3).with_faults(Faults {
+            rate_per_transfer: Some(4 * MIB),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 64 * MIB, 13);
+    let out = fx.out("f.bin");
+    let args = ["-n", "auto", "--plain", "-o", out.to_str().unwrap()];
+    let o = run(
+        &[&args[..], &[fx.url("f.bin").as_str()]].concat(),
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    let stats = fx.server.stats();
+    assert_eq!(stats.max_live_connections, 3);
+    assert!(
+        stats.connections_refused <= 2,
+        "auto stops at the first refusal: {stats:?}"
+    );
+    assert!(
+        stderr(&o).contains("refused a connection"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_refused_falls_back_to_one_stream() {
     let fx = Fixture::new(|c| {
         c.with_faults(Faults {

@@ -324,3 +324,60 @@ async fn damaged_part_is_caught_on_resume_and_only_bad_chunks_refetched() {
         "only the damaged chunk and the missing bytes were fetched: sent {sent}, needed {needed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_40_percent_costs_at_most_the_resume_budget() {
+    // 4 connections at 8 MiB/s. Killed when the server has sent 40 % of the file (at no
+    // particular moment of the checkpoint cycle), the rerun may fetch again at most
+    // max(1 % of the file, 4 MiB per connection) = 16 MiB. With checkpoints only once a second
+    // up to 32 MiB were at stake. (The server's count includes what sat in socket buffers at
+    // the kill; the throttle keeps that small.)
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            rate_per_transfer: Some(8 * MIB),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let size = 128 * MIB;
+    let data = fx.serve("f.bin", size, 21);
+    let out = fx.out("f.bin");
+    let args = [
+        "-q",
+        "-n",
+        "4",
+        "-o",
+        out.to_str().unwrap(),
+        &fx.url("f.bin"),
+    ];
+    let mut child = ftpseg().args(args).current_dir(&fx.local).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while fx.server.stats().bytes_sent < size * 4 / 10 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let at_kill = fx.server.stats().bytes_sent;
+    let durable = Manifest::load(&Manifest::path_for(&out))
+        .unwrap()
+        .map_or(0, |m| m.bytes_done());
+    let o = run(&args, &fx.local).await;
+    assert_ok_and_equal(&o, &out, &data);
+    eprintln!(
+        "sent before the kill {} MiB, durable {} MiB, resumed run sent {} MiB",
+        at_kill / MIB,
+        durable / MIB,
+        (fx.server.stats().bytes_sent - at_kill) / MIB
+    );
+    let refetched = fx.server.stats().bytes_sent.saturating_sub(size);
+    assert!(
+        refetched <= 16 * MIB,
+        "{} MiB fetched twice (budget 16 MiB)",
+        refetched as f64 / MIB as f64
+    );
+}

@@ -424,3 +424,38 @@ async fn recursive_upload_of_a_folder() {
     .await;
     assert_eq!(code(&o), 2, "{}", stderr(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_upload_under_a_connection_limit_still_completes() {
+    // The server allows 2 control connections; `-n 6` asks for more. Refused connections
+    // ("421 too many") must hand their pieces to the others, not fail the upload.
+    let fx = Fixture::new(|c| {
+        c.with_max_connections(2).with_faults(Faults {
+            upload_rate: Some(8 * MIB),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = local_file(&fx, "l.bin", 9 * MIB + 17, 8);
+    let o = put(
+        &[
+            "-n",
+            "6",
+            "--busy-retry",
+            "1",
+            "l.bin",
+            &alice_url(&fx, "l.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok(&o);
+    assert_same(&fx.served.join("l.bin"), &data);
+    let st = fx.server.stats();
+    assert!(st.max_live_connections <= 2, "{st:?}");
+    assert!(st.connections_refused > 0, "the limit was reached: {st:?}");
+    assert!(
+        !fx.served.join("l.bin.ftpseg-part").exists(),
+        "temporary file left behind"
+    );
+}

@@ -221,7 +221,7 @@ async fn kill_and_resume(sv: &Servers, kind: &str, tmp: &Path) -> Result<(), Str
     let s = sv.get(kind, "capped");
     let name = format!("kill-{kind}-{}.bin", std::process::id());
     let local = tmp.join(&name);
-    write_pattern_file(&local, 8 * MIB + 5, 22).unwrap();
+    write_pattern_file(&local, 24 * MIB + 5, 22).unwrap();
     let mut data = std::fs::read(&local).unwrap();
     let fin = sv.upload.join(&name);
     let temp = sv.upload.join(format!("{name}.ftpseg-part"));

@@ -7,6 +7,7 @@
 //! (explicit and implicit) with rustls. [`upload`] adds the commands of `ftpseg put` (`STOR` at
 //! an offset, `APPE`, `RNFR`/`RNTO`, `DELE`, server-side hashes).
 
+pub mod dir;
 pub mod reply;
 pub mod session;
 pub mod tls;

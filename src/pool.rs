@@ -1,0 +1,127 @@
+//! One server's connection budget, shared by every file of a batch in flight
+//! (`--max-connections-per-host`), and its idle logged-in sessions, reused across files.
+//!
+//! A connection to the server is opened only with a permit; the permit is held as long as the
+//! session lives, so the server never sees more than `limit` control connections from us, across
+//! all files (listings included). A download's connection that finishes hands its session, with
+//! its permit, back to the pool: the next file (or another file's worker) takes it instead of
+//! logging in again. A session is reused only if it ended cleanly and answers `NOOP`.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::ftp::Session;
+
+/// The right to hold one connection to the server.
+pub type Permit = OwnedSemaphorePermit;
+
+/// A server's connection budget and its idle sessions.
+pub struct HostPool {
+    limit: usize,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<(Session, Permit)>>,
+    returned: Notify,
+    /// Sessions handed out again instead of a new login.
+    reused: AtomicU64,
+}
+
+impl std::fmt::Debug for HostPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostPool")
+            .field("limit", &self.limit)
+            .field("available", &self.permits.available_permits())
+            .finish()
+    }
+}
+
+impl HostPool {
+    /// A budget of `limit` connections (at least 1).
+    pub fn new(limit: usize) -> Arc<HostPool> {
+        let limit = limit.max(1);
+        Arc::new(HostPool {
+            limit,
+            permits: Arc::new(Semaphore::new(limit)),
+            idle: Mutex::new(Vec::new()),
+            returned: Notify::new(),
+            reused: AtomicU64::new(0),
+        })
+    }
+
+    /// The budget.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// How many sessions were reused instead of logging in again.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the right to a connection: an idle session that still answers `NOOP` (with its
+    /// permit), or a free permit to open a new one. Idle sessions come first.
+    pub async fn acquire(&self) -> (Permit, Option<Session>) {
+        loop {
+            if let Some(got) = self.take_idle().await {
+                return got;
+            }
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(got) = self.take_idle().await {
+                return got;
+            }
+            tokio::select! {
+                p = self.permits.clone().acquire_owned() => {
+                    // The semaphore is never closed.
+                    if let Ok(p) = p {
+                        return (p, None);
+                    }
+                }
+                _ = returned => {}
+            }
+        }
+    }
+
+    /// A permit without waiting, if one is free (idle sessions are left alone).
+    pub fn try_permit(&self) -> Option<Permit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    async fn take_idle(&self) -> Option<(Permit, Option<Session>)> {
+        let popped = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let (mut s, p) = popped?;
+        if s.noop().await.is_ok() {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+            return Some((p, Some(s)));
+        }
+        // Dead (the server timed it out): its permit is free for a new connection.
+        Some((p, None))
+    }
+
+    /// Hands a connection back: a healthy session stays logged in for the next file; without
+    /// one, only the permit is returned.
+    pub fn give_back(&self, session: Option<Session>, permit: Permit) {
+        match session {
+            Some(s) => {
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((s, permit));
+                self.returned.notify_waiters();
+            }
+            None => drop(permit),
+        }
+    }
+
+    /// Logs out of every idle session (at the end of a batch).
+    pub async fn close_idle(&self) {
+        let idle: Vec<(Session, Permit)> =
+            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for (s, _p) in idle {
+            s.quit().await;
+        }
+    }
+}

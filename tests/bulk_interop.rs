@@ -1,0 +1,195 @@
+//! Batches against the real servers of the interop suite (vsftpd, proftpd, pure-ftpd,
+//! pyftpdlib; `scripts/ftp-servers.sh start`): the served `tree/` (empty files, spaces,
+//! non-ASCII, nesting) downloaded with `-r` byte-exact and checked against the `SHA256SUMS`
+//! found beside the files (`--checksum-file auto`); MLSD where the server has it, LIST on
+//! vsftpd; proftpd's own `HASH` (mod_digest) with `--verify-remote`; a glob; a per-IP limit of
+//! 3 (`-limited` instances) with `-j 3 -n 8` and a budget of 3.
+//!
+//! pure-ftpd serves the home folder of its users from /etc/passwd, which the instance started
+//! last sets; with the single default instance (CI) that is this instance's folder.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+struct Server {
+    kind: String,
+    variant: String,
+    port: u16,
+}
+
+fn servers() -> (PathBuf, Vec<Server>) {
+    let dir = std::env::var("FTPSEG_SERVERS_DIR").unwrap_or_else(|_| "/tmp/ftpseg-servers".into());
+    let path = PathBuf::from(&dir).join("servers.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the real FTP servers are not running ({}: {e}); start them with \
+             `bash scripts/ftp-servers.sh start` (scripts/test.sh does)",
+            path.display()
+        )
+    });
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let list = v["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| Server {
+            kind: s["kind"].as_str().unwrap().into(),
+            variant: s["variant"].as_str().unwrap().into(),
+            port: s["port"].as_u64().unwrap() as u16,
+        })
+        .collect();
+    (PathBuf::from(v["served"].as_str().unwrap()), list)
+}
+
+/// The files of `root`, relative, sorted.
+fn files_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(root).unwrap().to_owned();
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn events(o: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+async fn run_long(args: &[&str], cwd: &Path) -> std::process::Output {
+    let child = ftpseg().args(args).current_dir(cwd).spawn().unwrap();
+    tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .expect("ftpseg did not finish within 180 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_tree_with_auto_checksums_on_every_server() {
+    let (served, list) = servers();
+    let tree = served.join("tree");
+    let want = files_under(&tree);
+    assert!(
+        want.len() >= 8,
+        "tree/ is missing from {}",
+        served.display()
+    );
+    for s in list.iter().filter(|s| s.variant == "plain") {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("ftp://127.0.0.1:{}/tree/", s.port);
+        let mut args = vec![
+            "-r",
+            "-d",
+            "out",
+            "--json",
+            "--checksum-file",
+            "auto",
+            "-j",
+            "3",
+        ];
+        if s.kind == "proftpd" {
+            args.push("--verify-remote");
+        }
+        args.push(&url);
+        let o = run_long(&args, dir.path()).await;
+        assert_eq!(code(&o), 0, "{}: {}", s.kind, stderr(&o));
+        let got_root = dir.path().join("out/tree");
+        assert_eq!(
+            files_under(&got_root),
+            want,
+            "{}: not the same files",
+            s.kind
+        );
+        for rel in &want {
+            let a = std::fs::read(tree.join(rel)).unwrap();
+            let b = std::fs::read(got_root.join(rel)).unwrap();
+            assert!(a == b, "{}: {rel} differs", s.kind);
+        }
+        let ev = events(&o);
+        let summary = ev.last().unwrap();
+        assert_eq!(summary["event"], "summary");
+        assert_eq!(summary["done"], want.len() as u64, "{}: {ev:?}", s.kind);
+        // Every top-level .bin was checked against tree/SHA256SUMS found on the server.
+        for e in ev.iter().filter(|e| e["event"] == "file_done") {
+            let path = e["path"].as_str().unwrap();
+            let top_bin =
+                path.ends_with(".bin") && Path::new(path).parent() == Some(Path::new("out/tree"));
+            let checks = e["checks"].to_string();
+            if top_bin {
+                assert!(
+                    checks.contains("sha256 matches SHA256SUMS on the server"),
+                    "{}: {path}: {checks}",
+                    s.kind
+                );
+            }
+            if s.kind == "proftpd" {
+                assert!(
+                    checks.contains("the server's HASH (SHA-256)"),
+                    "{}: {path}: {checks}",
+                    s.kind
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glob_and_per_ip_limit_on_the_limited_servers() {
+    let (served, list) = servers();
+    for s in list.iter().filter(|s| s.variant == "limited") {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("ftp://127.0.0.1:{}/tree/*.bin", s.port);
+        // The -limited instances allow 3 connections per IP: a budget of 3 across -j 3 -n 8.
+        let o = run_long(
+            &[
+                "-j",
+                "3",
+                "-n",
+                "8",
+                "--max-connections-per-host",
+                "3",
+                "--min-range",
+                "64K",
+                "-d",
+                "g",
+                "--json",
+                &url,
+            ],
+            dir.path(),
+        )
+        .await;
+        assert_eq!(code(&o), 0, "{}: {}", s.kind, stderr(&o));
+        let ev = events(&o);
+        let summary = ev.last().unwrap();
+        assert_eq!(summary["failed"], 0, "{}: {ev:?}", s.kind);
+        let mut got = files_under(&dir.path().join("g"));
+        got.sort();
+        assert_eq!(
+            got,
+            vec!["a.bin", "b c.bin", "empty.bin"],
+            "{}: the glob took other files",
+            s.kind
+        );
+        for name in &got {
+            let a = std::fs::read(served.join("tree").join(name)).unwrap();
+            let b = std::fs::read(dir.path().join("g").join(name)).unwrap();
+            assert!(a == b, "{}: {name} differs", s.kind);
+        }
+    }
+}
