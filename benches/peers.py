@@ -810,6 +810,7 @@ def summarize(rs):
         "sent_ratio": med((r["bytes_sent"] / size) if r.get("bytes_sent") is not None else None
                           for r in rs),
         "refused_logins": med(r.get("refused_logins") for r in rs),
+        "transfers": med(r.get("transfers") for r in rs),
         "ideal_s": rs[0].get("ideal_s"),
     }
     if m["ideal_s"] and wall:
@@ -924,7 +925,9 @@ def report(meta):
     md.append(f"Repetitions: {REPS} (even caps at N = 1: {N1_REPS}); times are medians; every "
               "result is checked byte-exact with `cmp` against the served file. "
               "Server bytes = bytes the server logged as sent for the file (vsftpd/proftpd "
-              "xferlog, or `ftpseg serve --stats-file`) / file size. Refused = logins the server "
+              "xferlog, or `ftpseg serve --stats-file`) / file size; RETRs = transfers the server logged "
+              "(median; lftp `pget` on a fast link often finishes with the main stream before "
+              "starting its chunks). Refused = logins the server "
               "refused (vsftpd.log \"too many sessions\" / serve's `connections_refused`).\n")
 
     def std_rows(scenario, case=None):
@@ -943,11 +946,12 @@ def report(meta):
                          fmt(m.get("of_ideal") and 100 * m["of_ideal"], ".1f") + " %"
                          if m.get("of_ideal") else "-",
                          fmt(m["cpu_s_per_gib"], ".2f"), fmt(m["max_rss_mib"], ".1f"),
-                         fmt(m["sent_ratio"], ".4f"), fmt(m["refused_logins"], ".0f"), status(rs)])
+                         fmt(m["sent_ratio"], ".4f"), fmt(m["transfers"], ".0f"),
+                         fmt(m["refused_logins"], ".0f"), status(rs)])
         return rows
 
     H = ["tool", "N", "time s", "time / ftpseg's", "MiB/s", "of ideal", "CPU s/GiB", "peak RSS MiB",
-         "server bytes / size", "refused", "runs"]
+         "server bytes / size", "RETRs", "refused", "runs"]
     size_s = human(SIZE)
     if any(r["scenario"] == "even" for r in RUNS):
         md.append(f"\n## 1. Even caps: vsftpd, {RATE // MIB} MiB/s per connection "
