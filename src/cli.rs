@@ -153,6 +153,15 @@ pub struct GetArgs {
           value_parser = parse_connections_or_auto, value_name = "N|auto")]
     pub connections: Connections,
 
+    /// Download at most RATE bytes per second in all (all connections, and all files of a
+    /// batch, together; K, M, G suffixes)
+    #[arg(long, value_parser = parse_rate, value_name = "RATE")]
+    pub limit_rate: Option<u64>,
+
+    /// Download each file at most at RATE bytes per second (its connections together)
+    #[arg(long, value_parser = parse_rate, value_name = "RATE")]
+    pub limit_rate_per_file: Option<u64>,
+
     /// Smallest range given to a connection, and smallest half a connection may take from
     /// another (K, M, G suffixes)
     #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
@@ -401,6 +410,17 @@ fn parse_connections_or_auto(s: &str) -> Result<Connections, String> {
         .map_err(|e| format!("{e}, or auto"))
 }
 
+/// A rate in bytes per second: a size (K, M, G suffixes) of at least 1 KiB.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let v = parse_size(s)?;
+    if v < 1024 {
+        return Err(format!(
+            "'{s}' is below the smallest rate, 1K (bytes per second)"
+        ));
+    }
+    Ok(v)
+}
+
 fn parse_connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=plan::MAX_CONNECTIONS).contains(&n) => Ok(n),
@@ -513,6 +533,12 @@ pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result
         verify,
         pool: None,
         limit: None,
+        rate_limits: args
+            .limit_rate
+            .map(|r| std::sync::Arc::new(crate::ratelimit::RateLimit::new(r)))
+            .into_iter()
+            .collect(),
+        per_file_rate: args.limit_rate_per_file,
     })
 }
 

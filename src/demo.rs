@@ -75,6 +75,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             verify: Default::default(),
             limit: None,
             auto_connections: false,
+            rate_limits: Vec::new(),
+            per_file_rate: None,
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());
         let mut progress = Progress::new(Mode::Auto);

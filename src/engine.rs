@@ -32,6 +32,7 @@ use crate::manifest::{Manifest, RangeRecord};
 use crate::plan;
 use crate::pool::{HostPool, Permit};
 use crate::progress::{ConnView, Progress, View};
+use crate::ratelimit::RateLimit;
 use crate::sched::{READ_CHUNK, Scheduler, Segment, Speeds};
 use crate::store::{self, Allocation, PartFile, SharedMap};
 use crate::url::FtpUrl;
@@ -74,6 +75,10 @@ pub struct Job {
     pub pool: Option<Arc<HostPool>>,
     /// Fetch only the first `limit` bytes of the file (`ftpseg bench --bytes`).
     pub limit: Option<u64>,
+    /// Limits shared beyond this download (`--limit-rate`: one for every file of the run).
+    pub rate_limits: Vec<Arc<RateLimit>>,
+    /// `--limit-rate-per-file`: bytes per second for this file's connections together.
+    pub per_file_rate: Option<u64>,
 }
 
 /// What a finished download reports.
@@ -311,6 +316,13 @@ pub async fn download(
         durable_fetched: AtomicU64::new(0),
         stake_limit: resume_budget(size, workers),
         checkpointed: tokio::sync::Notify::new(),
+        local_error: Mutex::new(None),
+        rate_limits: job
+            .rate_limits
+            .iter()
+            .cloned()
+            .chain(job.per_file_rate.map(|r| Arc::new(RateLimit::new(r))))
+            .collect(),
         setup: AtomicU64::new(0),
         opened: AtomicU64::new(1),
         release_every: (RELEASE_BUDGET / workers as u64).max(RELEASE_MIN),
@@ -597,8 +609,8 @@ fn not_found_or(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
 
 /// Written bytes all connections together may keep in RSS before releasing them (each
 /// connection gets an equal share, at least [`RELEASE_MIN`]).
-const RELEASE_BUDGET: u64 = 32 << 20;
-const RELEASE_MIN: u64 = 1 << 20;
+const RELEASE_BUDGET: u64 = 16 << 20;
+const RELEASE_MIN: u64 = 512 << 10;
 
 /// Per-connection counters the progress view reads.
 #[derive(Default)]
@@ -727,6 +739,10 @@ struct Shared {
     stake_limit: u64,
     /// Notified after each checkpoint.
     checkpointed: tokio::sync::Notify,
+    /// A local write failure met inside a transfer (see `local_failure`).
+    local_error: Mutex<Option<Error>>,
+    /// Rate limits every read of this download obeys (`--limit-rate`, per file and total).
+    rate_limits: Vec<Arc<RateLimit>>,
     /// Seconds from `REST`+`RETR` on an open session to the first byte (running average, as
     /// `f64` bits; 0: not measured yet).
     setup: AtomicU64,
@@ -1310,7 +1326,23 @@ async fn park(shared: &Shared, id: usize, wait: Duration) -> bool {
     shared.sched.rejoin()
 }
 
+/// A local failure inside a transfer (the disk refused a write): kept for the worker to report
+/// as it is (exit 8), and returned as a session error that is never retried.
+fn local_failure(shared: &Shared, e: Error) -> SessionError {
+    let text = e.to_string();
+    *shared.local_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    SessionError::Protocol(text)
+}
+
 fn range_error(shared: &Shared, e: SessionError) -> Error {
+    if let Some(local) = shared
+        .local_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return local;
+    }
     let host = shared
         .addrs
         .first()
@@ -1422,7 +1454,15 @@ async fn fetch_range(
     let mut stream = transfer.stream;
     stat.set(Some(seg.clone()), "reading");
     // Written pages are dropped from RSS every `release_every` bytes (see SharedMap::release).
-    let mut released = pos;
+    // Bytes go socket -> this buffer -> the file's page cache (pwrite): measured cheaper than
+    // receiving straight into the memory map (docs/architecture.md, "Decisions").
+    let mut buf = vec![0u8; READ_CHUNK as usize];
+    // Released however the attempt ends: finished, failed, or dropped by a take-over.
+    let mut unreleased = Unreleased {
+        map: &shared.map,
+        from: pos,
+        to: pos,
+    };
     loop {
         // A steal that was rolled back can leave `end` past a RANG transfer's end: that
         // transfer stops at its own end and the range goes on in a new one.
@@ -1436,10 +1476,25 @@ async fn fetch_range(
             wait_for_checkpoint(shared).await;
         }
         let limit = end.min(pos + READ_CHUNK);
-        // SAFETY: this worker owns [pos, end) of `seg`; the steal protocol in `sched` guarantees
-        // nobody else writes there, and no read reaches past a cut.
-        let buf = unsafe { shared.map.slice_mut(pos, limit) };
-        let n = s.read_data(&mut stream, buf).await?;
+        // This worker owns [pos, end) of `seg`: the steal protocol in `sched` guarantees nobody
+        // else writes there, and no read reaches past a cut.
+        let want = shared
+            .rate_limits
+            .iter()
+            .map(|l| l.read_size())
+            .fold(limit - pos, u64::min) as usize;
+        let n = s.read_data(&mut stream, &mut buf[..want]).await?;
+        for l in &shared.rate_limits {
+            l.take(n as u64).await;
+        }
+        if n > 0
+            && let Err(e) = shared.map.write_at(&buf[..n], pos)
+        {
+            return Err(local_failure(
+                shared,
+                Error::io("cannot write to", &shared.part_path, e),
+            ));
+        }
         if n == 0 {
             // The server ended the data early. Read its reply for the message.
             let why = match s.end_transfer(stream, true).await {
@@ -1479,12 +1534,13 @@ async fn fetch_range(
         seg.advance(pos);
         stat.bytes.fetch_add(n as u64, Ordering::Relaxed);
         shared.fetched.fetch_add(n as u64, Ordering::Relaxed);
-        if pos - released >= shared.release_every {
-            shared.map.release(released, pos);
-            released = pos;
+        unreleased.to = pos;
+        if pos - unreleased.from >= shared.release_every {
+            shared.map.release(unreleased.from, pos);
+            unreleased.from = pos;
         }
     }
-    shared.map.release(released, pos);
+    drop(unreleased);
     let to_eof = if pos == transfer_end {
         // The transfer reached its end (of the file, or of the RANG range): the server must
         // have nothing more to send, and then confirms with 226.
@@ -1514,6 +1570,20 @@ async fn fetch_range(
         shared.sched.rewind(seg, attempt_start);
     }
     ended
+}
+
+/// Written pages of the map not yet released from RSS (see `SharedMap::release`): released
+/// when dropped, so an attempt that fails or is taken over does not leave them mapped.
+struct Unreleased<'a> {
+    map: &'a SharedMap,
+    from: u64,
+    to: u64,
+}
+
+impl Drop for Unreleased<'_> {
+    fn drop(&mut self) {
+        self.map.release(self.from, self.to);
+    }
 }
 
 /// Longest piece asked for with `RANG` in one transfer: a free connection can then take over

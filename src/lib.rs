@@ -34,6 +34,7 @@ pub mod plan;
 pub mod pool;
 pub mod progress;
 pub mod put;
+pub mod ratelimit;
 pub mod sched;
 pub mod store;
 pub mod testserver;

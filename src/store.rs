@@ -303,6 +303,15 @@ impl SharedMap {
         }
     }
 
+    /// Writes `buf` at offset `at` of the file (`pwrite`), into the page cache like a write
+    /// through the map, but without a page fault per page, without zeroing each new page of a
+    /// preallocated extent before it is overwritten, and with an error instead of SIGBUS if the
+    /// disk fails. Only the owner of `[at, at + buf.len())` calls it.
+    pub fn write_at(&self, buf: &[u8], at: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(buf, at)
+    }
+
     /// The bytes `[start, end)` of the file, to write into.
     ///
     /// # Safety

@@ -193,6 +193,33 @@ async fn auto_connections_grow_on_a_capped_server_and_stop_at_its_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_rate_holds_all_connections_together_to_the_rate() {
+    // 6 MiB at 2 MiB/s over 4 connections: at least about 3 s (a lower bound only, so a slow
+    // machine cannot make it fail), and the bytes intact.
+    let fx = Fixture::new(|c| c).await;
+    let data = fx.serve("f.bin", 6 * MIB, 14);
+    let out = fx.out("f.bin");
+    let started = std::time::Instant::now();
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "4",
+            "--limit-rate",
+            "2M",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    let took = started.elapsed().as_secs_f64();
+    assert_ok_and_equal(&o, &out, &data);
+    assert!(took >= 2.5, "6 MiB at 2 MiB/s took only {took:.2} s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_refused_falls_back_to_one_stream() {
     let fx = Fixture::new(|c| {
         c.with_faults(Faults {

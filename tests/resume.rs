@@ -375,9 +375,11 @@ async fn a_kill_at_40_percent_costs_at_most_the_resume_budget() {
         (fx.server.stats().bytes_sent - at_kill) / MIB
     );
     let refetched = fx.server.stats().bytes_sent.saturating_sub(size);
+    // The budget, plus 1 MiB per connection for what the kernel held in socket buffers at the
+    // kill (the server counts it as sent; no client can use it).
     assert!(
-        refetched <= 16 * MIB,
-        "{} MiB fetched twice (budget 16 MiB)",
+        refetched <= 16 * MIB + 4 * MIB,
+        "{} MiB fetched twice (budget 16 MiB + 4 MiB of socket buffers)",
         refetched as f64 / MIB as f64
     );
 }
