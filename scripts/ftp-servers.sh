@@ -2,7 +2,7 @@
 # Four real FTP servers on 127.0.0.1 for ftpseg's integration tests and benchmarks:
 # vsftpd, proftpd, pure-ftpd (Debian 12 packages) and pyftpdlib (PyPI), three instances each.
 #
-#   scripts/ftp-servers.sh start [--rate BYTES_PER_SEC] [--max-per-ip N]
+#   scripts/ftp-servers.sh start [--rate BYTES_PER_SEC] [--max-per-ip N] [--file NAME SIZE]...
 #   scripts/ftp-servers.sh stop
 #   scripts/ftp-servers.sh status
 #
@@ -85,7 +85,7 @@ die() { echo "ftp-servers: error: $*" >&2; exit 1; }
 
 usage() {
   cat >&2 <<EOF
-usage: $0 start [--rate BYTES_PER_SEC] [--max-per-ip N]
+usage: $0 start [--rate BYTES_PER_SEC] [--max-per-ip N] [--file NAME SIZE]...
        $0 stop
        $0 status
 Runs vsftpd, proftpd, pure-ftpd and pyftpdlib on $HOST, three instances each (<name>,
@@ -637,6 +637,10 @@ cmd_start() {
         RATE=$2; shift 2 ;;
       --max-per-ip) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "--max-per-ip needs a positive number"
         MAX_PER_IP=$2; shift 2 ;;
+      # An extra served file (benches/peers.py: 1 GiB, 4 GiB), generated like the others.
+      --file) [[ ${2:-} =~ ^[A-Za-z0-9._-]+$ && ${3:-} =~ ^[0-9]+$ ]] ||
+        die "--file needs a plain NAME and a SIZE in bytes"
+        FILES+=("$2 $3"); shift 3 ;;
       *) usage ;;
     esac
   done
