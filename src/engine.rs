@@ -34,7 +34,7 @@ use crate::pool::{HostPool, Permit};
 use crate::progress::{ConnView, Progress, View};
 use crate::ratelimit::RateLimit;
 use crate::sched::{READ_CHUNK, Scheduler, Segment, Speeds};
-use crate::store::{self, Allocation, PartFile, SharedMap};
+use crate::store::{self, Allocation, PartFile, PartWriter};
 use crate::url::FtpUrl;
 use crate::verify;
 
@@ -288,7 +288,7 @@ pub async fn download(
 
     let shared = Arc::new(Shared {
         sched: sched.clone(),
-        map: part.shared(),
+        writer: part.writer(),
         path: path.clone(),
         size,
         remote_size,
@@ -325,7 +325,7 @@ pub async fn download(
             .collect(),
         setup: AtomicU64::new(0),
         opened: AtomicU64::new(1),
-        release_every: (RELEASE_BUDGET / workers as u64).max(RELEASE_MIN),
+        write_back_every: (WRITE_BACK_BUDGET / workers as u64).max(WRITE_BACK_MIN),
         pool: job.pool.clone(),
         slots: (0..workers).map(|_| Mutex::new(None)).collect(),
     });
@@ -607,10 +607,10 @@ fn not_found_or(url: &FtpUrl, creds: &Credentials, e: SessionError) -> Error {
     }
 }
 
-/// Written bytes all connections together may keep in RSS before releasing them (each
-/// connection gets an equal share, at least [`RELEASE_MIN`]).
-const RELEASE_BUDGET: u64 = 16 << 20;
-const RELEASE_MIN: u64 = 512 << 10;
+/// Written bytes all connections together leave to the kernel's own write-back before starting
+/// it themselves (each connection gets an equal share, at least [`WRITE_BACK_MIN`]).
+const WRITE_BACK_BUDGET: u64 = 16 << 20;
+const WRITE_BACK_MIN: u64 = 512 << 10;
 
 /// Per-connection counters the progress view reads.
 #[derive(Default)]
@@ -697,7 +697,7 @@ impl ConnStat {
 /// State shared by the workers of one download.
 struct Shared {
     sched: Arc<Scheduler>,
-    map: SharedMap,
+    writer: PartWriter,
     path: String,
     /// Bytes to fetch: the file's size, or less with `Job::limit`.
     size: u64,
@@ -748,7 +748,7 @@ struct Shared {
     setup: AtomicU64,
     opened: AtomicU64,
     /// Bytes a connection writes before releasing them from RSS.
-    release_every: u64,
+    write_back_every: u64,
     /// The batch's connection budget for this server (see [`Job::pool`]).
     pool: Option<Arc<HostPool>>,
     /// The permit each worker holds while it has (or may open) a connection, with a pool.
@@ -1107,6 +1107,10 @@ async fn worker(
 ) -> Result<(), Error> {
     let stat = &shared.conns[id];
     let mut rejoin_after = shared.busy_retry;
+    // Bytes go socket -> this buffer -> the file's page cache (pwrite): measured cheaper than
+    // receiving straight into a memory map (docs/architecture.md, "Decisions"). One per
+    // connection, reused by every attempt.
+    let mut buf = vec![0u8; READ_CHUNK as usize];
     // `-n auto`: wait until this connection is allowed (or the download no longer needs it).
     // Such a worker is not counted live until it joins.
     if id >= shared.allowed.load(Ordering::SeqCst) {
@@ -1153,7 +1157,7 @@ async fn worker(
                 // A free connection may take this range over if it stalls: dropping the
                 // attempt stops every write into the range before it is released.
                 let attempt = tokio::select! {
-                    r = fetch_range(&shared, id, &mut session, preopened.take(), &seg) => Some(r),
+                    r = fetch_range(&shared, id, &mut session, preopened.take(), &seg, &mut buf) => Some(r),
                     _ = seg.preempted() => None,
                 };
                 let Some(attempt) = attempt else {
@@ -1405,6 +1409,7 @@ async fn fetch_range(
     session: &mut Option<Session>,
     preopened: Option<Transfer>,
     seg: &Arc<Segment>,
+    buf: &mut [u8],
 ) -> Result<(), SessionError> {
     let stat = &shared.conns[id];
     if session.is_none() {
@@ -1458,13 +1463,9 @@ async fn fetch_range(
     let transfer_end = transfer.ends_at.unwrap_or(shared.remote_size);
     let mut stream = transfer.stream;
     stat.set(Some(seg.clone()), "reading");
-    // Written pages are dropped from RSS every `release_every` bytes (see SharedMap::release).
-    // Bytes go socket -> this buffer -> the file's page cache (pwrite): measured cheaper than
-    // receiving straight into the memory map (docs/architecture.md, "Decisions").
-    let mut buf = vec![0u8; READ_CHUNK as usize];
-    // Released however the attempt ends: finished, failed, or dropped by a take-over.
-    let mut unreleased = Unreleased {
-        map: &shared.map,
+    // Written back however the attempt ends: finished, failed, or dropped by a take-over.
+    let mut pending = WriteBack {
+        writer: &shared.writer,
         from: pos,
         to: pos,
     };
@@ -1495,7 +1496,7 @@ async fn fetch_range(
             l.take(n as u64).await;
         }
         if n > 0
-            && let Err(e) = shared.map.write_at(&buf[..n], pos)
+            && let Err(e) = shared.writer.write_at(&buf[..n], pos)
         {
             return Err(local_failure(
                 shared,
@@ -1541,13 +1542,13 @@ async fn fetch_range(
         seg.advance(pos);
         stat.bytes.fetch_add(n as u64, Ordering::Relaxed);
         shared.fetched.fetch_add(n as u64, Ordering::Relaxed);
-        unreleased.to = pos;
-        if pos - unreleased.from >= shared.release_every {
-            shared.map.release(unreleased.from, pos);
-            unreleased.from = pos;
+        pending.to = pos;
+        if pos - pending.from >= shared.write_back_every {
+            shared.writer.write_back(pending.from, pos);
+            pending.from = pos;
         }
     }
-    drop(unreleased);
+    drop(pending);
     let to_eof = if pos == transfer_end {
         // The transfer reached its end (of the file, or of the RANG range): the server must
         // have nothing more to send, and then confirms with 226.
@@ -1579,17 +1580,17 @@ async fn fetch_range(
     ended
 }
 
-/// Written pages of the map not yet released from RSS (see `SharedMap::release`): released
-/// when dropped, so an attempt that fails or is taken over does not leave them mapped.
-struct Unreleased<'a> {
-    map: &'a SharedMap,
+/// Bytes an attempt wrote whose write-back it has not started yet (see
+/// `PartWriter::write_back`): started when dropped, however the attempt ends.
+struct WriteBack<'a> {
+    writer: &'a PartWriter,
     from: u64,
     to: u64,
 }
 
-impl Drop for Unreleased<'_> {
+impl Drop for WriteBack<'_> {
     fn drop(&mut self) {
-        self.map.release(self.from, self.to);
+        self.writer.write_back(self.from, self.to);
     }
 }
 

@@ -1,13 +1,14 @@
-//! The output file: `<out>.part`, truly preallocated, memory-mapped, flushed in order.
+//! The output file: `<out>.part`, truly preallocated, written at offsets, flushed in order.
 //!
-//! * Space is checked first ("need X, have Y"), then reserved with `fallocate(2)`, so a write
-//!   through the map can never fault with SIGBUS on a full disk. Only where the filesystem does
-//!   not support `fallocate` (EOPNOTSUPP) does the file fall back to a sparse file, after the same
-//!   space check, with a warning.
-//! * Connections write their ranges straight from the socket into the map ([`SharedMap`]); the
-//!   engine guarantees that no two writers ever hold overlapping slices.
-//! * [`PartFile::flush_range`] makes a range durable (`msync`); the engine calls it before the
-//!   manifest claims those bytes.
+//! * Space is checked first ("need X, have Y"), then reserved with `fallocate(2)`, so no write
+//!   runs out of space halfway. Only where the filesystem does not support `fallocate`
+//!   (EOPNOTSUPP) does the file fall back to a sparse file, after the same space check, with a
+//!   warning.
+//! * Connections write their ranges with `pwrite` through a [`PartWriter`] and start their
+//!   write-back early; the engine guarantees that no two writers ever write overlapping bytes.
+//! * [`PartFile::flush_range`] makes a range durable (`msync(MS_SYNC)` of a memory map kept
+//!   only for this: a data sync of that range of the file, however its pages were dirtied); the
+//!   engine calls it before the manifest claims those bytes.
 //! * [`PartFile::commit`] flushes everything, renames `<out>.part` to `<out>` and syncs the folder.
 
 use std::fs::{File, OpenOptions};
@@ -120,10 +121,9 @@ impl PartFile {
         self.allocation
     }
 
-    /// A handle writers use to reach the map. Cheap to clone.
-    pub fn shared(&self) -> SharedMap {
-        SharedMap {
-            map: self.map.clone(),
+    /// The handle the connections write through. Cheap to clone.
+    pub fn writer(&self) -> PartWriter {
+        PartWriter {
             file: self.file.clone(),
         }
     }
@@ -248,91 +248,42 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
     File::open(parent)?.sync_all()
 }
 
-/// Writers' view of the map: hands out mutable slices of disjoint byte ranges.
+/// The writers' handle on the `.part` file: each connection writes its own byte ranges at
+/// their offsets and starts their write-back. Shared by all connections (cheap to clone).
 #[derive(Clone)]
-pub struct SharedMap {
-    map: Option<Arc<MmapRaw>>,
+pub struct PartWriter {
     file: Arc<File>,
 }
 
-// SAFETY: the map is plain shared memory; writers only ever receive disjoint slices (see
-// `slice_mut`), and `MmapRaw` itself is Send + Sync.
-unsafe impl Send for SharedMap {}
-unsafe impl Sync for SharedMap {}
-
-/// Size of a memory page, for [`SharedMap::release`].
-fn page_size() -> u64 {
-    rustix::param::page_size() as u64
-}
-
-impl SharedMap {
-    /// Drops the whole pages inside `[start, end)` from this process's memory (RSS). The bytes
-    /// stay in the page cache, dirty ones included: this is `MADV_DONTNEED` on a shared file
-    /// mapping, where a later access reads the file's current contents. Their write-back to
-    /// disk starts now (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so the
-    /// next checkpoint's flush, and the last one before the file is renamed, find little left
-    /// to write. Only the writer of `[start, end)` calls it, after writing.
-    pub fn release(&self, start: u64, end: u64) {
-        let Some(map) = &self.map else { return };
-        let page = page_size();
-        let from = start.div_ceil(page) * page;
-        let to = (end.min(map.len() as u64) / page) * page;
-        if to > from {
-            // SAFETY: shared file mapping: DONTNEED only unmaps the pages; their contents remain
-            // in the page cache (see above). No slice into these pages is alive in the caller.
-            let _ = unsafe {
-                map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    from as usize,
-                    (to - from) as usize,
-                )
-            };
-        }
-        if end > start {
-            use std::os::fd::AsRawFd;
-            // SAFETY: plain syscall on an open descriptor; a failure only means the kernel
-            // writes these pages back later, as it would anyway.
-            let _ = unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    start as libc::off64_t,
-                    (end - start) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
-        }
-    }
-
-    /// Writes `buf` at offset `at` of the file (`pwrite`), into the page cache like a write
-    /// through the map, but without a page fault per page, without zeroing each new page of a
-    /// preallocated extent before it is overwritten, and with an error instead of SIGBUS if the
-    /// disk fails. Only the owner of `[at, at + buf.len())` calls it.
+impl PartWriter {
+    /// Writes `buf` at offset `at` of the file (`pwrite`) into the page cache. Compared with
+    /// receiving into a memory map (ftpseg before session 2): no page fault per 4 KiB page, no
+    /// zeroing of each new page of a preallocated extent before it is overwritten, and an error
+    /// instead of SIGBUS if the disk fails (docs/architecture.md, "Decisions"). Only the owner
+    /// of `[at, at + buf.len())` calls it.
     pub fn write_at(&self, buf: &[u8], at: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         self.file.write_all_at(buf, at)
     }
 
-    /// The bytes `[start, end)` of the file, to write into.
-    ///
-    /// # Safety
-    /// No other slice overlapping `[start, end)` may be alive at the same time. The engine's
-    /// range protocol guarantees this: a range's bytes are written only by the connection that
-    /// owns it, and a steal never hands out bytes the owner may still be writing.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice_mut(&self, start: u64, end: u64) -> &mut [u8] {
-        let map = self.map.as_ref().expect("slice of an empty file");
-        assert!(
-            start <= end && end <= map.len() as u64,
-            "slice out of bounds"
-        );
-        // SAFETY: in bounds (checked above), disjoint by the caller's contract, and the Arc keeps
-        // the mapping alive for the slice's lifetime (tied to &self).
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                map.as_mut_ptr().add(start as usize),
-                (end - start) as usize,
-            )
+    /// Starts writing `[start, end)` back to disk without waiting
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so the next checkpoint's flush, and the last
+    /// one before the file is renamed, find little left to write. A failure only means the
+    /// kernel writes these pages back later, as it would anyway.
+    pub fn write_back(&self, start: u64, end: u64) {
+        if end <= start {
+            return;
         }
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on an open descriptor, no memory passed.
+        let _ = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                start as libc::off64_t,
+                (end - start) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
     }
 }
 
@@ -350,11 +301,10 @@ mod tests {
         let meta = std::fs::metadata(&part).unwrap();
         assert_eq!(meta.len(), 3 << 20);
         assert!(meta.blocks() * 512 >= 3 << 20, "blocks really allocated");
-        let shared = pf.shared();
-        unsafe { shared.slice_mut(0, 3) }.copy_from_slice(b"abc");
-        let last = unsafe { shared.slice_mut((3 << 20) - 1, 3 << 20) };
-        last[0] = b'z';
-        shared.release(0, 3 << 20);
+        let w = pf.writer();
+        w.write_at(b"abc", 0).unwrap();
+        w.write_at(b"z", (3 << 20) - 1).unwrap();
+        w.write_back(0, 3 << 20);
         pf.flush_range(0, 3 << 20).unwrap();
         let hash = pf.blake3().unwrap();
         pf.commit(&out, false).unwrap();
