@@ -618,8 +618,13 @@ struct ConnStat {
     bytes: AtomicU64,
     view: Mutex<(Option<Arc<Segment>>, String)>,
     /// Recent throughput while reading, bytes/s as `f64` bits (0: not measured yet). Updated
-    /// by [`measure_rates`]; the scheduler uses it to decide whom a free connection helps.
+    /// by the worker itself ([`RateProbe`]) and, for a reader that gets nothing, decayed by
+    /// [`RateMeter`]; the scheduler uses it to decide whom a free connection helps.
     rate: AtomicU64,
+    /// When `rate` last took a sample, µs since the download started.
+    sampled_at: AtomicU64,
+    /// Since when the connection has been reading its current transfer (its first byte).
+    reading_since: Mutex<Option<Instant>>,
 }
 
 /// A running average kept in an `AtomicU64` as `f64` bits (0.0: none yet).
@@ -639,9 +644,49 @@ fn blend_f64(a: &AtomicU64, sample: f64, weight: f64) {
     a.store(new.to_bits(), Ordering::Relaxed);
 }
 
-/// How fast each connection reads now: every tick, each connection that is reading blends
-/// its bytes since the last tick into its rate (half weight: a stalled connection's rate
-/// halves every tick). Connections not reading keep their last rate.
+/// Interval of a reader's own rate samples ([`RateProbe`]).
+const RATE_SAMPLE: Duration = Duration::from_millis(100);
+
+/// A reader measures its own throughput over its reading time only: bytes per second from its
+/// first byte on, a sample every [`RATE_SAMPLE`] and one for the rest when the transfer ends.
+/// (Sampling connections from outside at fixed ticks missed fast transfers that began and
+/// ended between two ticks, and counted setup time as slowness: a loaded server's connection
+/// looked 100 times slower than it was, and others took its ranges over.)
+struct RateProbe {
+    at: Instant,
+    bytes: u64,
+}
+
+impl RateProbe {
+    fn start(shared: &Shared, stat: &ConnStat, pos: u64) -> RateProbe {
+        stat.sampled_at.store(
+            shared.started.elapsed().as_micros() as u64,
+            Ordering::Relaxed,
+        );
+        RateProbe {
+            at: Instant::now(),
+            bytes: pos,
+        }
+    }
+
+    /// Called after each read with the reader's position; `last`: the transfer ends here.
+    fn sample(&mut self, shared: &Shared, stat: &ConnStat, pos: u64, last: bool) {
+        let dt = self.at.elapsed();
+        if dt < RATE_SAMPLE && !(last && dt >= RATE_SAMPLE / 10) {
+            return;
+        }
+        let rate = pos.saturating_sub(self.bytes) as f64 / dt.as_secs_f64();
+        // A short last piece counts for less than a whole sample.
+        let weight = 0.5 * (dt.as_secs_f64() / RATE_SAMPLE.as_secs_f64()).min(1.0);
+        blend_f64(&stat.rate, rate.max(1.0), weight);
+        *self = RateProbe::start(shared, stat, pos);
+    }
+}
+
+/// Decays the rate of a connection that is reading but got nothing for a while (a stalled
+/// server): every tick, a reader whose own last sample is older than two sample intervals
+/// blends in its bytes since the last tick (half weight: a stalled connection's rate halves
+/// every tick). Connections not reading keep their last rate.
 struct RateMeter {
     last: Vec<u64>,
     at: Instant,
@@ -670,9 +715,13 @@ impl RateMeter {
             let delta = bytes.saturating_sub(*last);
             *last = bytes;
             let reading = c.view.lock().unwrap_or_else(|p| p.into_inner()).1 == "reading";
-            if !reading {
+            let now = shared.started.elapsed().as_micros() as u64;
+            let quiet = now.saturating_sub(c.sampled_at.load(Ordering::Relaxed))
+                >= 2 * RATE_SAMPLE.as_micros() as u64;
+            if !reading || !quiet {
                 continue;
             }
+            c.sampled_at.store(now, Ordering::Relaxed);
             let sample = delta as f64 / dt;
             if sample > 0.0 || load_f64(&c.rate) > 0.0 {
                 // Keep a measured rate positive: 0 means "not measured".
@@ -691,6 +740,16 @@ impl ConnStat {
         v.0 = seg;
         v.1.clear();
         v.1.push_str(state);
+        *self.reading_since.lock().unwrap_or_else(|p| p.into_inner()) =
+            (state == "reading").then(Instant::now);
+    }
+
+    /// Seconds this connection has been reading its current transfer (0 when not reading).
+    fn reading_for(&self) -> f64 {
+        self.reading_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(0.0, |t| t.elapsed().as_secs_f64())
     }
 }
 
@@ -1296,12 +1355,14 @@ fn adopt(shared: &Shared, s: &mut Session) {
 /// Asks the scheduler for work with the connections' measured speeds.
 fn find_work(shared: &Shared, id: usize) -> Option<Arc<Segment>> {
     let rates: Vec<f64> = shared.conns.iter().map(|c| load_f64(&c.rate)).collect();
+    let reading: Vec<f64> = shared.conns.iter().map(ConnStat::reading_for).collect();
     let setup = match load_f64(&shared.setup) {
         s if s > 0.0 => s,
         _ => SETUP_GUESS,
     };
     let speeds = Speeds {
         rates: &rates,
+        reading: &reading,
         setup,
         stall: shared.straggler_timeout,
     };
@@ -1462,7 +1523,11 @@ async fn fetch_range(
     // range it was asked for with RANG.
     let transfer_end = transfer.ends_at.unwrap_or(shared.remote_size);
     let mut stream = transfer.stream;
-    stat.set(Some(seg.clone()), "reading");
+    let mut probe: Option<RateProbe> = None;
+    // "reading" (the state whose throughput is measured) begins with the first byte: a rate
+    // that decayed while a loaded server was still starting the transfer would make this
+    // connection look slow, and others would take its range over just as its data came.
+    stat.set(Some(seg.clone()), "starting");
     // Written back however the attempt ends: finished, failed, or dropped by a take-over.
     let mut pending = WriteBack {
         writer: &shared.writer,
@@ -1525,8 +1590,14 @@ async fn fetch_range(
                 ),
             });
         }
+        if let Some(p) = probe.as_mut() {
+            p.sample(shared, stat, pos + n as u64, false);
+        }
         if first_byte {
             first_byte = false;
+            // The first read holds what queued up during the setup: measure from here.
+            probe = Some(RateProbe::start(shared, stat, pos + n as u64));
+            stat.set(Some(seg.clone()), "reading");
             let since_start = shared.started.elapsed().as_micros() as u64;
             let _ = shared.first_byte_us.compare_exchange(
                 u64::MAX,
@@ -1549,6 +1620,9 @@ async fn fetch_range(
         }
     }
     drop(pending);
+    if let Some(p) = probe.as_mut() {
+        p.sample(shared, stat, pos, true);
+    }
     let to_eof = if pos == transfer_end {
         // The transfer reached its end (of the file, or of the RANG range): the server must
         // have nothing more to send, and then confirms with 226.

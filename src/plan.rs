@@ -101,8 +101,9 @@ pub fn finish_time(remaining: u64, rate: f64) -> f64 {
 /// is `x = (remaining + setup * thief_rate) * owner_rate / (owner_rate + thief_rate)`: a slow or
 /// stalled owner keeps little, an equal one about half. The cut is rounded down to [`ALIGN`] and
 /// leaves at least `margin` bytes to the owner (a read under way cannot cross it). `None` when the
-/// thief's part would be below `min_range`, or when the owner finishes before the thief could
-/// start. Rates must be positive (a stalled owner: a tiny rate).
+/// thief's part would be below `min_range` or below [`MIN_PIECE_SETUPS`] setups' worth of the
+/// thief's bytes, or when the owner finishes before the thief could start. Rates must be
+/// positive (a stalled owner: a tiny rate).
 pub fn balanced_cut(
     pos: u64,
     end: u64,
@@ -124,10 +125,26 @@ pub fn balanced_cut(
     let aligned = raw - raw % ALIGN;
     let cut = if aligned > pos { aligned } else { raw };
     let cut = cut.max(pos.saturating_add(margin));
-    if cut >= end || end - cut < min_range.max(1) {
+    if cut >= end || end - cut < min_piece(min_range, thief_rate, setup) {
         return None;
     }
     Some(cut)
+}
+
+/// A thief must spend at least this many times its setup time (asking to first byte) reading
+/// the piece it takes. Every cut ends the owner's transfer early, and a server without `RANG`
+/// keeps sending until the close reaches it: measured on loopback vsftpd, about 3.5-4.5 MiB
+/// per early stop, which is roughly what a connection reads in one setup time there. Pieces
+/// of fewer setups were mostly waste: on a fast link many end-game steals of 1-10 MiB cost
+/// more in resent bytes and new transfers than they saved (docs/benchmarks.md, overshoot).
+pub const MIN_PIECE_SETUPS: f64 = 4.0;
+
+/// The smallest piece a thief reading at `thief_rate` with `setup` seconds to its first byte
+/// may cut off: `min_range`, or [`MIN_PIECE_SETUPS`] setups' worth of its bytes if more.
+pub fn min_piece(min_range: u64, thief_rate: f64, setup: f64) -> u64 {
+    let by_setup = MIN_PIECE_SETUPS * setup.max(0.0) * thief_rate.max(0.0);
+    // `as` saturates: an absurd product cannot wrap.
+    min_range.max(1).max(by_setup as u64)
 }
 
 /// How much sooner a free connection must expect to finish a range than its owner before it
@@ -214,8 +231,19 @@ mod tests {
         let cut = balanced_cut(0, 55 * MIB, m(2.0), m(20.0), 0.0, MIB, 512 << 10).unwrap();
         assert!((4 * MIB..=5 * MIB).contains(&cut), "{cut}");
         // Setup time shifts work to the owner: 0.5 s at 20 MiB/s is 10 MiB the thief cannot do.
-        let cut = balanced_cut(0, 64 * MIB, m(20.0), m(20.0), 0.5, MIB, 0).unwrap();
-        assert_eq!(cut, 37 * MIB);
+        let cut = balanced_cut(0, 128 * MIB, m(20.0), m(20.0), 0.5, MIB, 0).unwrap();
+        assert_eq!(cut, 69 * MIB);
+        // ... and a piece must be worth 4 setups of the thief's reading (40 MiB here).
+        assert_eq!(
+            balanced_cut(0, 64 * MIB, m(20.0), m(20.0), 0.5, MIB, 0),
+            None
+        );
+        // A fast link with a slow setup: 100 MiB/s and 20 ms make 8 MiB the smallest piece.
+        assert!(balanced_cut(0, 20 * MIB, m(100.0), m(100.0), 0.02, MIB, 0).is_some());
+        assert_eq!(
+            balanced_cut(0, 12 * MIB, m(100.0), m(100.0), 0.02, MIB, 0),
+            None
+        );
         // A stalled owner keeps only the margin.
         let cut = balanced_cut(MIB, 64 * MIB, 1.0, m(20.0), 0.01, MIB, 512 << 10).unwrap();
         assert_eq!(cut, MIB + (512 << 10));
@@ -257,6 +285,7 @@ mod tests {
                 prop_assert!(cut >= pos + margin);
                 prop_assert!(cut < end);
                 prop_assert!(end - cut >= min);
+                prop_assert!((end - cut) as f64 >= MIN_PIECE_SETUPS * setup * thief - 1.0);
                 // Finish times agree up to the rounding (ALIGN) and the margin.
                 let keep_ideal = (len as f64 + setup * thief) * owner / (owner + thief);
                 let keep = (cut - pos) as f64;

@@ -147,6 +147,8 @@ pub struct Speeds<'a> {
     /// Recent throughput of each worker while it was reading, in bytes/s, indexed by worker;
     /// 0 (or missing) when not measured yet. Empty: choose by bytes left and halve.
     pub rates: &'a [f64],
+    /// Seconds each worker has been reading its current transfer (0 or missing: not reading).
+    pub reading: &'a [f64],
     /// Seconds from asking for a range on an open session to its first byte.
     pub setup: f64,
     /// A range without any progress for this long is stalled: a free connection takes it over
@@ -159,6 +161,14 @@ impl Speeds<'_> {
         self.rates.get(worker).copied().filter(|r| *r > 0.0)
     }
 
+    /// Whether `worker`'s rate was measured over its current transfer long enough to judge it
+    /// slow: [`TAKEOVER_MIN_READ`] setups. A loaded server starts and pauses its connections
+    /// unevenly; a rate of a few tenths of a second says little there, and a take-over costs
+    /// a new transfer (and, without RANG, the bytes the server sends past the old one's stop).
+    fn judged(&self, worker: usize) -> bool {
+        self.reading.get(worker).copied().unwrap_or(0.0) >= TAKEOVER_MIN_READ * self.setup
+    }
+
     /// The middle of the measured rates: the guess for a connection not measured yet.
     fn typical(&self) -> Option<f64> {
         let mut known: Vec<f64> = self.rates.iter().copied().filter(|r| *r > 0.0).collect();
@@ -169,6 +179,11 @@ impl Speeds<'_> {
         Some(known[known.len() / 2])
     }
 }
+
+/// Setups' worth of reading after which a connection may be judged too slow and its range
+/// taken over (see [`Speeds::judged`]). Stalled connections are taken over by
+/// [`Speeds::stall`] whatever their state.
+pub const TAKEOVER_MIN_READ: f64 = 4.0;
 
 struct State {
     entries: Vec<Entry>,
@@ -372,12 +387,14 @@ impl Scheduler {
                 );
                 if cut.is_none() {
                     // Nothing to split: the end-game. Take the rest over if clearly faster.
-                    if plan::worth_taking_over(
-                        left,
-                        owner_rate(&entries[i]),
-                        thief_rate,
-                        speeds.setup,
-                    ) {
+                    if entries[i].owner.is_some_and(|w| speeds.judged(w))
+                        && plan::worth_taking_over(
+                            left,
+                            owner_rate(&entries[i]),
+                            thief_rate,
+                            speeds.setup,
+                        )
+                    {
                         Self::take_over(&mut entries[i], worker);
                     }
                     return None;
@@ -656,6 +673,7 @@ mod tests {
     fn speeds(rates: &[f64]) -> Speeds<'_> {
         Speeds {
             rates,
+            reading: &[],
             setup: 0.0,
             stall: None,
         }
@@ -725,10 +743,35 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_owner_is_judged_only_after_reading_a_few_setups() {
+        let s = Scheduler::new(&[rec(0, MIB, 0)], MIB, 2);
+        let rates = [0.1 * MIB as f64, 20.0 * MIB as f64];
+        let reading = |owner: f64| [owner, 1.0];
+        let at = |reading: &'_ [f64; 2]| {
+            let sp = Speeds {
+                rates: &rates,
+                reading,
+                setup: 0.05,
+                stall: None,
+            };
+            s.try_acquire(1, &sp)
+        };
+        let a = s.try_acquire(0, &speeds(&rates)).expect("the free range");
+        // Not reading yet (still starting its transfer), then reading for 3 setups: too soon.
+        assert!(at(&reading(0.0)).is_none());
+        assert!(at(&reading(0.15)).is_none());
+        assert!(!a.preempted.load(SeqCst));
+        // Four setups of reading at a fiftieth of the speed: taken over.
+        assert!(at(&reading(0.2)).is_none());
+        assert!(a.preempted.load(SeqCst));
+    }
+
+    #[test]
     fn a_stalled_range_is_taken_over_whole_after_the_stall_time() {
         let s = Scheduler::new(&[rec(0, 64 * MIB, 0)], MIB, 2);
         let stall = Speeds {
             rates: &[],
+            reading: &[],
             setup: 0.0,
             stall: Some(std::time::Duration::from_millis(30)),
         };
@@ -792,6 +835,7 @@ mod tests {
                     let rates = [20.0 * MIB as f64; 4];
                     let sp = Speeds {
                         rates: &rates,
+                        reading: &[],
                         setup: 0.0,
                         stall: None,
                     };
