@@ -814,6 +814,7 @@ async fn session(ctx: &Ctx, host: usize) -> Result<(Permit, Session), Error> {
                 .await
                 .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
             s.set_use_pasv_address(t.use_pasv_address);
+            s.set_active(t.active);
             s.probe()
                 .await
                 .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;

@@ -68,6 +68,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             restart: true,
             checkpoint_interval: Duration::from_secs(1),
             use_pasv_address: false,
+            active: false,
             busy_retry: Duration::from_secs(15),
             no_rang: false,
             straggler_timeout: Duration::from_secs(3),

@@ -59,6 +59,8 @@ pub struct Job {
     /// Connect PASV data connections to the address in the server's reply (off: the control
     /// connection's peer, so a hostile server cannot aim our connections elsewhere).
     pub use_pasv_address: bool,
+    /// Active mode (`--active`): the server connects to us for data (`PORT`/`EPRT`).
+    pub active: bool,
     /// How the server's certificate is checked, when the URL uses TLS (`job.url.tls`).
     pub verify: Verify,
     /// How long a connection the server refused as "too many" waits before trying again
@@ -304,6 +306,7 @@ pub async fn download(
         rang: AtomicBool::new(first.uses_rang() && !job.no_rang),
         part_path: part_path.clone(),
         use_pasv_address: job.use_pasv_address,
+        active: job.active,
         busy_retry: job.busy_retry,
         // Taking over pays only well before the stall timeout would replace the connection.
         straggler_timeout: (job.straggler_timeout * 2 <= job.timeouts.data_idle)
@@ -466,6 +469,7 @@ async fn startup(
             .map_err(|e| startup_error(&job.url, &job.creds, e))?,
     };
     first.set_use_pasv_address(job.use_pasv_address);
+    first.set_active(job.active);
     first
         .probe()
         .await
@@ -719,6 +723,7 @@ struct Shared {
     rang: AtomicBool,
     part_path: PathBuf,
     use_pasv_address: bool,
+    active: bool,
     /// First wait before a connection refused as "too many" tries again (doubles each time).
     busy_retry: Duration,
     /// No progress for this long, while another connection is free: that one takes over.
@@ -1290,6 +1295,7 @@ fn adopt(shared: &Shared, s: &mut Session) {
     s.set_rest_support(shared.rest);
     s.set_rang(shared.rang.load(Ordering::Relaxed));
     s.set_use_pasv_address(shared.use_pasv_address);
+    s.set_active(shared.active);
     s.set_epsv(shared.epsv.load(Ordering::Relaxed));
 }
 
