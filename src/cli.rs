@@ -553,6 +553,7 @@ pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result
             .into_iter()
             .collect(),
         per_file_rate: args.limit_rate_per_file,
+        digest: None,
     })
 }
 

@@ -78,6 +78,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             auto_connections: false,
             rate_limits: Vec::new(),
             per_file_rate: None,
+            digest: None,
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());
         let mut progress = Progress::new(Mode::Auto);

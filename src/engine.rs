@@ -81,6 +81,9 @@ pub struct Job {
     pub rate_limits: Vec<Arc<RateLimit>>,
     /// `--limit-rate-per-file`: bytes per second for this file's connections together.
     pub per_file_rate: Option<u64>,
+    /// Sequential digests (`--checksum` SHA-2/SHA-1/MD5) that follow the written prefix
+    /// during the download ([`crate::digest`]); the caller finishes them.
+    pub digest: Option<Arc<crate::digest::PrefixDigest>>,
 }
 
 /// What a finished download reports.
@@ -968,6 +971,7 @@ async fn run_workers(
                     set.abort_all();
                     result = Err(e);
                 }
+                offer_prefix(job, shared);
             },
             _ = soon.tick() => {
                 let fetched = shared.fetched.load(Ordering::SeqCst);
@@ -1004,12 +1008,26 @@ async fn run_workers(
     }
     progress.update(&view(shared));
     result?;
+    // The last prefix: the digest thread hashes the rest while the file is committed.
+    offer_prefix(job, shared);
     if shared.sched.remaining() > 0 {
         return Err(Error::Internal(
             "every connection ended but bytes are missing".into(),
         ));
     }
     Ok(())
+}
+
+/// Tells the job's sequential digests, if any, how far from byte 0 the file is written
+/// ([`crate::digest`]): one snapshot; the hashing runs on the digest's own thread.
+fn offer_prefix(job: &Job, shared: &Shared) {
+    if let Some(d) = &job.digest {
+        // The rewind count first: a rewind after it shows in the next offer.
+        let rewinds = shared.sched.rewinds();
+        let snap = shared.sched.snapshot();
+        let prefix = crate::digest::written_prefix(&snap.ranges);
+        d.offer(&shared.part_path, prefix, rewinds);
+    }
 }
 
 /// How often the run loop checks whether a checkpoint is due (by time or by bytes at stake).
@@ -1324,13 +1342,14 @@ const BUSY_RETRY_MAX: Duration = Duration::from_secs(120);
 /// (`true`) to try a connection again. `false` if the download ended (or failed) meanwhile.
 async fn park(shared: &Shared, id: usize, wait: Duration) -> bool {
     shared.conns[id].set(None, &format!("server busy: retry in {} s", wait.as_secs()));
-    // Another file of the batch may use this connection meanwhile.
-    drop(
-        shared.slots[id]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(),
-    );
+    // The batch's budget for this server shrinks by this connection (crate::pool).
+    let permit = shared.slots[id]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let (Some(pool), Some(permit)) = (&shared.pool, permit) {
+        pool.shrink(permit);
+    }
     let until = Instant::now() + wait;
     while Instant::now() < until {
         if shared.failed.load(Ordering::SeqCst) || shared.sched.remaining() == 0 {
