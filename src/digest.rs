@@ -19,6 +19,7 @@
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,8 @@ struct Offer {
 struct Shared {
     offer: Mutex<Offer>,
     wake: Condvar,
+    /// Where the hashing thread has got to (for [`Finished::during`]).
+    hashed: AtomicU64,
 }
 
 impl Shared {
@@ -92,9 +95,10 @@ struct Progress {
 pub struct Finished {
     /// Hex digests, in the order of the algorithms given to [`PrefixDigest::new`].
     pub hex: Vec<String>,
-    /// Bytes hashed while the download ran (or its final commit did).
+    /// Bytes hashed before [`PrefixDigest::finish`] was called: while the download ran and
+    /// its file was committed.
     pub during: u64,
-    /// Bytes read at the end.
+    /// Bytes hashed after that: what the caller waited for.
     pub after: u64,
 }
 
@@ -158,6 +162,7 @@ impl PrefixDigest {
     /// the thread to hash the last prefix offered, then reads what is left of `path`. Blocking
     /// (run it on a blocking thread).
     pub fn finish(&self, path: &Path) -> std::io::Result<Finished> {
+        let hashed_before = self.shared.hashed.load(Ordering::Relaxed);
         self.shared.lock().finishing = true;
         self.shared.wake.notify_all();
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -179,9 +184,10 @@ impl PrefixDigest {
             hashers = self.algos.iter().map(|&a| Hasher::new(a)).collect();
             pos = 0;
         }
-        let during = pos;
+        // What the thread had hashed when we were called (none if its work is not used).
+        let during = if pos > 0 { hashed_before.min(pos) } else { 0 };
         let mut buf = vec![0u8; STEP];
-        let after = len - pos;
+        let after = len - during;
         while pos < len {
             let n = STEP.min((len - pos) as usize);
             file.read_exact_at(&mut buf[..n], pos)?;
@@ -238,6 +244,7 @@ fn follow(shared: &Shared, algos: &[Algo]) -> Progress {
                     p.rewinds = o.rewinds;
                     p.pos = 0;
                     p.hashers = fresh();
+                    shared.hashed.store(0, Ordering::Relaxed);
                 }
                 if o.prefix > p.pos {
                     break;
@@ -275,6 +282,7 @@ fn follow(shared: &Shared, algos: &[Algo]) -> Progress {
             h.update(&buf[..n]);
         }
         p.pos += n as u64;
+        shared.hashed.store(p.pos, Ordering::Relaxed);
     }
 }
 
