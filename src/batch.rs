@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::checksum::{self, Algo, Expected, SumLine};
 use crate::cli::GetArgs;
+use crate::digest::PrefixDigest;
 use crate::engine::{self, Job, Outcome};
 use crate::error::{Error, exit, human_bytes};
 use crate::events::Events;
@@ -814,6 +815,7 @@ async fn session(ctx: &Ctx, host: usize) -> Result<(Permit, Session), Error> {
                 .await
                 .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
             s.set_use_pasv_address(t.use_pasv_address);
+            s.set_active(t.active);
             s.probe()
                 .await
                 .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
@@ -946,12 +948,18 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
         "file_start",
         json!({"url": f.url.redacted(), "path": f.output.display().to_string()}),
     );
+    // Known before the download, so the sequential digests can follow it (crate::digest).
+    let expected = expected_for(ctx, f).await?;
+    let stream = streamed_algos(expected.as_ref().map(|(e, _)| e.algo), ctx.verify_remote);
+    let digest = (!stream.is_empty()).then(|| Arc::new(PrefixDigest::new(&stream)));
     let mut job = h.template.clone();
     job.url = f.url.clone();
     job.output = f.output.clone();
     job.pool = Some(h.pool.clone());
+    job.digest = digest.clone();
     let mut progress = Progress::new(ctx.mode);
     let outcome = engine::download(&job, &mut progress, ctx.stop.clone()).await?;
+    crate::trace!("{}: downloaded", f.output.display());
     let remote_time = outcome.remote_mtime.as_deref().and_then(mdtm_to_time);
     let set_time = |t: SystemTime| {
         let _ = std::fs::File::options()
@@ -959,7 +967,7 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
             .open(&f.output)
             .and_then(|file| file.set_modified(t));
     };
-    let checks = match verify(ctx, f, &outcome).await {
+    let checks = match verify(ctx, f, &outcome, expected, digest).await {
         Ok(checks) => checks,
         Err(e) => {
             // Kept, but never taken for complete by a later run: its time differs from the
@@ -1044,10 +1052,30 @@ async fn expected_for(ctx: &Ctx, f: &FileJob) -> Result<Option<(Expected, String
     }))
 }
 
-/// Checks a downloaded file: its expected digest and the server's own hash. Returns one line
-/// per check that passed; a mismatch is an error (the file is kept).
-async fn verify(ctx: &Ctx, f: &FileJob, outcome: &Outcome) -> Result<Vec<String>, Error> {
-    let expected = expected_for(ctx, f).await?;
+/// The digests worth taking during the download: the expected one's algorithm (BLAKE3 comes
+/// free from the engine), and SHA-256 with `--verify-remote` (the hash most servers offer;
+/// one that answers with MD5 gets its digest from a read of the file at the end).
+fn streamed_algos(expected: Option<Algo>, verify_remote: bool) -> Vec<Algo> {
+    let mut algos: Vec<Algo> = expected
+        .into_iter()
+        .filter(|&a| a != Algo::Blake3)
+        .collect();
+    if verify_remote && !algos.contains(&Algo::Sha256) {
+        algos.push(Algo::Sha256);
+    }
+    algos
+}
+
+/// Checks a downloaded file: its expected digest (`expected`, found before the download) and
+/// the server's own hash. Returns one line per check that passed; a mismatch is an error (the
+/// file is kept). `digest` has followed the download; what it lacks is read from the file.
+async fn verify(
+    ctx: &Ctx,
+    f: &FileJob,
+    outcome: &Outcome,
+    expected: Option<(Expected, String)>,
+    digest: Option<Arc<PrefixDigest>>,
+) -> Result<Vec<String>, Error> {
     let remote = if ctx.verify_remote {
         let (permit, mut s) = session(ctx, f.host).await?;
         let commands: Vec<HashCommand> =
@@ -1096,10 +1124,30 @@ async fn verify(ctx: &Ctx, f: &FileJob, outcome: &Outcome) -> Result<Vec<String>
         Vec::new()
     } else {
         let a = algos.clone();
-        tokio::task::spawn_blocking(move || checksum::hash_file(&path, &a))
-            .await
-            .map_err(|e| Error::Internal(format!("hashing task: {e}")))?
-            .map_err(|e| Error::io("cannot read back", &f.output, e))?
+        let digest = digest.filter(|d| a.iter().all(|x| d.algos().contains(x)));
+        let digests = tokio::task::spawn_blocking(move || match digest {
+            Some(d) => {
+                let done = d.finish(&path)?;
+                crate::trace!(
+                    "{}: digests: {} bytes hashed during the download, {} after",
+                    path.display(),
+                    done.during,
+                    done.after
+                );
+                Ok(a.iter()
+                    .map(|x| {
+                        let i = d.algos().iter().position(|y| y == x).unwrap_or(0);
+                        done.hex[i].clone()
+                    })
+                    .collect())
+            }
+            None => checksum::hash_file(&path, &a),
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("hashing task: {e}")))?
+        .map_err(|e| Error::io("cannot read back", &f.output, e))?;
+        crate::trace!("{}: checked", f.output.display());
+        digests
     };
     let local = |algo: Algo| -> String {
         if algo == Algo::Blake3 {

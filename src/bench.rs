@@ -322,6 +322,9 @@ fn base_argv(args: &BenchArgs, output: &Path) -> Vec<std::ffi::OsString> {
     if args.use_pasv_address {
         v.push("--use-pasv-address".into());
     }
+    if args.active {
+        v.push("--active".into());
+    }
     v.push("--".into());
     v.push(args.url.clone().into());
     v

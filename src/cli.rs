@@ -105,6 +105,9 @@ pub struct BenchArgs {
     /// Connect data connections to the address in the server's PASV reply
     #[arg(long)]
     pub use_pasv_address: bool,
+    /// Active mode: the server connects to ftpseg for data (PORT/EPRT)
+    #[arg(long, conflicts_with = "use_pasv_address")]
+    pub active: bool,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +235,12 @@ pub struct GetArgs {
     #[arg(long)]
     pub use_pasv_address: bool,
 
+    /// Active mode: the server opens each data connection to ftpseg (PORT, or EPRT over IPv6),
+    /// to a listener on the control connection's local address that accepts only the server,
+    /// instead of ftpseg connecting to it (EPSV/PASV). For servers or firewalls that need it
+    #[arg(long, conflicts_with = "use_pasv_address")]
+    pub active: bool,
+
     /// Use explicit TLS (AUTH TLS) with an ftp:// URL, as ftpes:// does. The password and the
     /// data are then encrypted; a server without TLS is refused (no fallback to plain FTP)
     #[arg(long)]
@@ -329,6 +338,10 @@ pub struct PutArgs {
     /// Connect data connections to the address in the server's PASV reply
     #[arg(long)]
     pub use_pasv_address: bool,
+
+    /// Active mode: the server connects to ftpseg for data (PORT/EPRT)
+    #[arg(long, conflicts_with = "use_pasv_address")]
+    pub active: bool,
 
     /// Use explicit TLS (AUTH TLS) with an ftp:// URL
     #[arg(long)]
@@ -527,6 +540,7 @@ pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result
         restart: args.restart,
         checkpoint_interval: Duration::from_secs_f64(args.checkpoint_interval),
         use_pasv_address: args.use_pasv_address,
+        active: args.active,
         busy_retry: Duration::from_secs_f64(args.busy_retry),
         no_rang: args.no_rang,
         straggler_timeout: Duration::from_secs_f64(args.straggler_timeout),
@@ -539,6 +553,7 @@ pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result
             .into_iter()
             .collect(),
         per_file_rate: args.limit_rate_per_file,
+        digest: None,
     })
 }
 
@@ -752,6 +767,7 @@ pub fn put_job_from_args(args: &PutArgs) -> Result<crate::put::PutJob, Error> {
         restart: args.restart,
         temp_suffix: (!args.no_temp).then(|| args.temp_suffix.clone()),
         use_pasv_address: args.use_pasv_address,
+        active: args.active,
         verify,
         busy_retry: Duration::from_secs_f64(args.busy_retry),
     })

@@ -68,6 +68,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             restart: true,
             checkpoint_interval: Duration::from_secs(1),
             use_pasv_address: false,
+            active: false,
             busy_retry: Duration::from_secs(15),
             no_rang: false,
             straggler_timeout: Duration::from_secs(3),
@@ -77,6 +78,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             auto_connections: false,
             rate_limits: Vec::new(),
             per_file_rate: None,
+            digest: None,
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());
         let mut progress = Progress::new(Mode::Auto);

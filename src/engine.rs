@@ -59,6 +59,8 @@ pub struct Job {
     /// Connect PASV data connections to the address in the server's reply (off: the control
     /// connection's peer, so a hostile server cannot aim our connections elsewhere).
     pub use_pasv_address: bool,
+    /// Active mode (`--active`): the server connects to us for data (`PORT`/`EPRT`).
+    pub active: bool,
     /// How the server's certificate is checked, when the URL uses TLS (`job.url.tls`).
     pub verify: Verify,
     /// How long a connection the server refused as "too many" waits before trying again
@@ -79,6 +81,9 @@ pub struct Job {
     pub rate_limits: Vec<Arc<RateLimit>>,
     /// `--limit-rate-per-file`: bytes per second for this file's connections together.
     pub per_file_rate: Option<u64>,
+    /// Sequential digests (`--checksum` SHA-2/SHA-1/MD5) that follow the written prefix
+    /// during the download ([`crate::digest`]); the caller finishes them.
+    pub digest: Option<Arc<crate::digest::PrefixDigest>>,
 }
 
 /// What a finished download reports.
@@ -304,6 +309,7 @@ pub async fn download(
         rang: AtomicBool::new(first.uses_rang() && !job.no_rang),
         part_path: part_path.clone(),
         use_pasv_address: job.use_pasv_address,
+        active: job.active,
         busy_retry: job.busy_retry,
         // Taking over pays only well before the stall timeout would replace the connection.
         straggler_timeout: (job.straggler_timeout * 2 <= job.timeouts.data_idle)
@@ -466,6 +472,7 @@ async fn startup(
             .map_err(|e| startup_error(&job.url, &job.creds, e))?,
     };
     first.set_use_pasv_address(job.use_pasv_address);
+    first.set_active(job.active);
     first
         .probe()
         .await
@@ -778,6 +785,7 @@ struct Shared {
     rang: AtomicBool,
     part_path: PathBuf,
     use_pasv_address: bool,
+    active: bool,
     /// First wait before a connection refused as "too many" tries again (doubles each time).
     busy_retry: Duration,
     /// No progress for this long, while another connection is free: that one takes over.
@@ -1022,6 +1030,7 @@ async fn run_workers(
                     set.abort_all();
                     result = Err(e);
                 }
+                offer_prefix(job, shared);
             },
             _ = soon.tick() => {
                 let fetched = shared.fetched.load(Ordering::SeqCst);
@@ -1058,12 +1067,26 @@ async fn run_workers(
     }
     progress.update(&view(shared));
     result?;
+    // The last prefix: the digest thread hashes the rest while the file is committed.
+    offer_prefix(job, shared);
     if shared.sched.remaining() > 0 {
         return Err(Error::Internal(
             "every connection ended but bytes are missing".into(),
         ));
     }
     Ok(())
+}
+
+/// Tells the job's sequential digests, if any, how far from byte 0 the file is written
+/// ([`crate::digest`]): one snapshot; the hashing runs on the digest's own thread.
+fn offer_prefix(job: &Job, shared: &Shared) {
+    if let Some(d) = &job.digest {
+        // The rewind count first: a rewind after it shows in the next offer.
+        let rewinds = shared.sched.rewinds();
+        let snap = shared.sched.snapshot();
+        let prefix = crate::digest::written_prefix(&snap.ranges);
+        d.offer(&shared.part_path, prefix, rewinds);
+    }
 }
 
 /// How often the run loop checks whether a checkpoint is due (by time or by bytes at stake).
@@ -1349,6 +1372,7 @@ fn adopt(shared: &Shared, s: &mut Session) {
     s.set_rest_support(shared.rest);
     s.set_rang(shared.rang.load(Ordering::Relaxed));
     s.set_use_pasv_address(shared.use_pasv_address);
+    s.set_active(shared.active);
     s.set_epsv(shared.epsv.load(Ordering::Relaxed));
 }
 
@@ -1379,13 +1403,14 @@ const BUSY_RETRY_MAX: Duration = Duration::from_secs(120);
 /// (`true`) to try a connection again. `false` if the download ended (or failed) meanwhile.
 async fn park(shared: &Shared, id: usize, wait: Duration) -> bool {
     shared.conns[id].set(None, &format!("server busy: retry in {} s", wait.as_secs()));
-    // Another file of the batch may use this connection meanwhile.
-    drop(
-        shared.slots[id]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(),
-    );
+    // The batch's budget for this server shrinks by this connection (crate::pool).
+    let permit = shared.slots[id]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let (Some(pool), Some(permit)) = (&shared.pool, permit) {
+        pool.shrink(permit);
+    }
     let until = Instant::now() + wait;
     while Instant::now() < until {
         if shared.failed.load(Ordering::SeqCst) || shared.sched.remaining() == 0 {

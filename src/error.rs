@@ -33,7 +33,8 @@ pub mod exit {
     /// The remote file changed, or can no longer be resumed, since the download started
     /// (use --restart).
     pub const REMOTE_CHANGED: i32 = 11;
-    /// The server broke the protocol (a reply or data that makes no sense).
+    /// The server broke the protocol (a reply or data that makes no sense), or refused a
+    /// command we cannot do without (`PORT`/`EPRT` with `--active`).
     pub const PROTOCOL: i32 = 12;
     /// TLS failed: the server refused AUTH TLS, its certificate is not trusted, the handshake
     /// failed, or the TLS settings (`--ca-file`, the system's roots) cannot be used.

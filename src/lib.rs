@@ -23,6 +23,7 @@ pub mod bench;
 pub mod checksum;
 pub mod cli;
 pub mod demo;
+pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod events;

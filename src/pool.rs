@@ -6,6 +6,12 @@
 //! all files (listings included). A download's connection that finishes hands its session, with
 //! its permit, back to the pool: the next file (or another file's worker) takes it instead of
 //! logging in again. A session is reused only if it ended cleanly and answers `NOOP`.
+//!
+//! A budget above what the server allows shrinks: a connection the server refuses as one too
+//! many gives its permit up for good ([`HostPool::shrink`], never below one), so the other files
+//! in flight stop trying connections the server would refuse too (as lftp lowers its per-site
+//! limit after a "421 Too many connections"). With `-j 3 -n 8` against a limit of 4, the
+//! default budget of 8 meets at most 4 refusals, then stays at 4.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -21,6 +27,8 @@ pub type Permit = OwnedSemaphorePermit;
 /// A server's connection budget and its idle sessions.
 pub struct HostPool {
     limit: usize,
+    /// The budget now: `limit`, less the permits given up to refusals.
+    current: AtomicU64,
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<(Session, Permit)>>,
     returned: Notify,
@@ -43,6 +51,7 @@ impl HostPool {
         let limit = limit.max(1);
         Arc::new(HostPool {
             limit,
+            current: AtomicU64::new(limit as u64),
             permits: Arc::new(Semaphore::new(limit)),
             idle: Mutex::new(Vec::new()),
             returned: Notify::new(),
@@ -53,6 +62,27 @@ impl HostPool {
     /// The budget.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// The budget now: [`HostPool::limit`] less the permits given up by [`HostPool::shrink`].
+    pub fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed) as usize
+    }
+
+    /// The server refused a connection as one too many while `permit` was held: the budget
+    /// loses that permit for good, unless it is the last one (then it is only returned).
+    pub fn shrink(&self, permit: Permit) {
+        let shrunk = self
+            .current
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c > 1).then(|| c - 1)
+            })
+            .is_ok();
+        if shrunk {
+            permit.forget();
+        } else {
+            drop(permit);
+        }
     }
 
     /// How many sessions were reused instead of logging in again.
@@ -123,5 +153,28 @@ impl HostPool {
         for (s, _p) in idle {
             s.quit().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refusals_shrink_the_budget_down_to_one() {
+        let pool = HostPool::new(3);
+        let (a, _) = pool.acquire().await;
+        let (b, _) = pool.acquire().await;
+        pool.shrink(a);
+        assert_eq!(pool.current(), 2);
+        pool.shrink(b);
+        assert_eq!(pool.current(), 1);
+        // One permit is left, and the last one is never given up.
+        let c = pool.try_permit().expect("one permit left");
+        assert!(pool.try_permit().is_none());
+        pool.shrink(c);
+        assert_eq!(pool.current(), 1);
+        assert!(pool.try_permit().is_some());
+        assert_eq!(pool.limit(), 3);
     }
 }

@@ -299,6 +299,8 @@ pub struct PutJob {
     /// `None`: `--no-temp`, write the final name directly.
     pub temp_suffix: Option<String>,
     pub use_pasv_address: bool,
+    /// Active mode (`--active`): the server connects to us for data.
+    pub active: bool,
     pub verify: Verify,
     pub busy_retry: Duration,
 }
@@ -429,6 +431,7 @@ pub async fn put(
         creds: job.creds.clone(),
         timeouts: job.timeouts,
         use_pasv_address: job.use_pasv_address,
+        active: job.active,
         learned: Mutex::new(None),
     });
     let mut made_dirs: Vec<String> = Vec::new();
@@ -486,6 +489,7 @@ struct Conn {
     creds: Credentials,
     timeouts: Timeouts,
     use_pasv_address: bool,
+    active: bool,
     /// (REST support, EPSV) from the first probe.
     learned: Mutex<Option<((bool, bool), bool)>>,
 }
@@ -498,6 +502,7 @@ impl Conn {
                 .await
                 .map_err(|e| engine::startup_error(&job.url, &job.creds, e))?;
         s.set_use_pasv_address(self.use_pasv_address);
+        s.set_active(self.active);
         s.probe()
             .await
             .map_err(|e| engine::startup_error(&job.url, &job.creds, e))?;
@@ -512,6 +517,7 @@ impl Conn {
             Session::connect_with(&self.addrs, &self.creds, self.timeouts, self.tls.as_ref())
                 .await?;
         s.set_use_pasv_address(self.use_pasv_address);
+        s.set_active(self.active);
         let learned = *self.learned.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((rest, epsv)) = learned {
             s.set_rest_support(rest);

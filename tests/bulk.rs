@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use ftpseg::testserver::write_pattern_file;
+use ftpseg::testserver::{ServerConfig, write_pattern_file};
 use serde_json::Value;
 
 /// The JSON events a run printed, one object a line.
@@ -217,6 +217,169 @@ async fn per_host_budget_of_four_keeps_under_the_server_limit_and_reuses_session
         st.login_attempts < 3 * 8,
         "every connection logged in afresh: {st:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_budget_against_a_limit_of_four_shrinks_after_at_most_four_refusals() {
+    // The user does not know the server allows 4: the budget is -n (8). Each "421 Too many
+    // connections" gives a permit up for the rest of the batch (crate::pool), so at most
+    // 8 - 4 connections are ever refused, however many files follow.
+    let fx = Fixture::new(|c| c.with_max_connections(4)).await;
+    let mut want = Vec::new();
+    for i in 0..6 {
+        want.push(fx.serve(&format!("f{i}.bin"), 6 * MIB, 40 + i));
+    }
+    let urls: Vec<String> = (0..6).map(|i| fx.url(&format!("f{i}.bin"))).collect();
+    let mut args = vec![
+        "-j",
+        "3",
+        "-n",
+        "8",
+        "-d",
+        "b",
+        "--json",
+        "--min-range",
+        "256K",
+    ];
+    args.extend(urls.iter().map(String::as_str));
+    let o = run(&args, &fx.local).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for (i, w) in want.iter().enumerate() {
+        assert!(std::fs::read(fx.local.join(format!("b/f{i}.bin"))).unwrap() == *w);
+    }
+    assert_eq!(summary(&events(&o))["done"], 6);
+    let st = fx.server.stats();
+    assert!(st.connections_refused <= 4, "a 421 storm: {st:?}");
+    assert!(st.max_live_connections <= 4, "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_checksums_are_right_after_kill_and_resume_and_over_many_connections() {
+    use ftpseg::testserver::Faults;
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            rate_per_transfer: Some(2 * MIB),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("k.bin", 16 * MIB + 5, 50);
+    let sum = format!("sha256={}", sha256_hex(&data));
+    let url = fx.url("k.bin");
+    let args = [
+        "-n",
+        "4",
+        "--checkpoint-interval",
+        "0.05",
+        "--checksum",
+        &sum,
+        "-d",
+        "k",
+        "--json",
+        &url,
+    ];
+    let mut child = ftpseg().args(args).current_dir(&fx.local).spawn().unwrap();
+    let out = fx.local.join("k/k.bin");
+    // Killed once a few MiB are on disk: the next run's digest must cover them too, read
+    // back from the .part (nothing of the digest is kept across runs).
+    wait_for_durable(&out, 3 * MIB, Duration::from_secs(60)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    fx.server.set_faults(Faults::default());
+    let o = run(&args, &fx.local).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let ev = events(&o);
+    let done = of_kind(&ev, "file_done");
+    assert!(done[0]["resumed"].as_u64().unwrap() >= 3 * MIB, "{ev:?}");
+    assert!(
+        done[0]["checks"]
+            .to_string()
+            .contains("sha256 matches --checksum"),
+        "{ev:?}"
+    );
+    assert_ok_and_equal(&o, &out, &data);
+
+    // Many connections, and the digests of a sums file (SHA-512 and MD5), checked as they go.
+    let m = fx.serve("m.bin", 24 * MIB + 3, 51);
+    let sha512: String = {
+        use sha2::Digest;
+        sha2::Sha512::digest(&m)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let md5: String = {
+        use md5::Digest;
+        md5::Md5::digest(&m)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    std::fs::write(fx.local.join("SHA512SUMS"), format!("{sha512}  m.bin\n")).unwrap();
+    std::fs::write(fx.local.join("MD5SUMS"), format!("{md5} *m.bin\n")).unwrap();
+    for (sums, dir, algo) in [("SHA512SUMS", "m1", "sha512"), ("MD5SUMS", "m2", "md5")] {
+        let o = run(
+            &[
+                "-n",
+                "8",
+                "--min-range",
+                "256K",
+                "--checksum-file",
+                sums,
+                "-d",
+                dir,
+                "--json",
+                &fx.url("m.bin"),
+            ],
+            &fx.local,
+        )
+        .await;
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let ev = events(&o);
+        assert!(
+            of_kind(&ev, "file_done")[0]["checks"]
+                .to_string()
+                .contains(&format!("{algo} matches {sums}")),
+            "{ev:?}"
+        );
+        assert!(std::fs::read(fx.local.join(dir).join("m.bin")).unwrap() == m);
+    }
+    // A wrong digest is still caught (exit 15), the data kept.
+    let mut bad = sha512.clone().into_bytes();
+    bad[0] = if bad[0] == b'0' { b'1' } else { b'0' };
+    let bad = format!("sha512={}", String::from_utf8(bad).unwrap());
+    let o = run(
+        &["-n", "8", "--checksum", &bad, "-d", "m3", &fx.url("m.bin")],
+        &fx.local,
+    )
+    .await;
+    assert_eq!(code(&o), 15, "{}", stderr(&o));
+    assert!(std::fs::read(fx.local.join("m3/m.bin")).unwrap() == m);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_batch_and_glob_on_loopback() {
+    let fx = Fixture::new(|c| ServerConfig {
+        bind: std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ..c
+    })
+    .await;
+    let a = fx.serve("a.iso", 3 * MIB + 1, 60);
+    let b = fx.serve("b.iso", 2 * MIB + 7, 61);
+    fx.serve("c.txt", 10, 62);
+    let (ua, ub) = (fx.url("a.iso"), fx.url("b.iso"));
+    assert!(ua.starts_with("ftp://[::1]:"), "{ua}");
+    let o = run(&["-q", "-n", "4", "-d", "two", &ua, &ub], &fx.local).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(std::fs::read(fx.local.join("two/a.iso")).unwrap() == a);
+    assert!(std::fs::read(fx.local.join("two/b.iso")).unwrap() == b);
+    let glob = fx.url("*.iso").replace("%2A", "*");
+    let o = run(&["--json", "-d", "g", &glob], &fx.local).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(summary(&events(&o))["done"], 2);
+    assert!(std::fs::read(fx.local.join("g/a.iso")).unwrap() == a);
+    assert!(std::fs::read(fx.local.join("g/b.iso")).unwrap() == b);
+    assert!(!fx.local.join("g/c.txt").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,10 @@
 //! pyftpdlib; `scripts/ftp-servers.sh start`): the served `tree/` (empty files, spaces,
 //! non-ASCII, nesting) downloaded with `-r` byte-exact and checked against the `SHA256SUMS`
 //! found beside the files (`--checksum-file auto`); MLSD where the server has it, LIST on
-//! vsftpd; proftpd's own `HASH` (mod_digest) with `--verify-remote`; a glob; a per-IP limit of
-//! 3 (`-limited` instances) with `-j 3 -n 8` and a budget of 3.
+//! vsftpd; proftpd's own `HASH` (mod_digest) with `--verify-remote`; a glob; the per-IP limit
+//! of the `-limited` instances (4 by default: vsftpd `max_per_ip`, proftpd `MaxClientsPerHost`,
+//! pure-ftpd `-C`, pyftpdlib) with `-j 3 -n 8`, first with a budget equal to the limit, then
+//! with the default budget (8), counting the refusals in the servers' logs.
 //!
 //! pure-ftpd serves the home folder of its users from /etc/passwd, which the instance started
 //! last sets; with the single default instance (CI) that is this instance's folder.
@@ -20,6 +22,8 @@ struct Server {
     kind: String,
     variant: String,
     port: u16,
+    max_per_ip: u64,
+    log: PathBuf,
 }
 
 fn servers() -> (PathBuf, Vec<Server>) {
@@ -41,6 +45,8 @@ fn servers() -> (PathBuf, Vec<Server>) {
             kind: s["kind"].as_str().unwrap().into(),
             variant: s["variant"].as_str().unwrap().into(),
             port: s["port"].as_u64().unwrap() as u16,
+            max_per_ip: s["max_per_ip"].as_u64().unwrap_or(0),
+            log: PathBuf::from(s["log"].as_str().unwrap_or("")),
         })
         .collect();
     (PathBuf::from(v["served"].as_str().unwrap()), list)
@@ -71,6 +77,9 @@ fn events(o: &std::process::Output) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
 }
+
+/// The tests that fill a `-limited` instance's per-IP slots run one at a time.
+static LIMITED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn run_long(args: &[&str], cwd: &Path) -> std::process::Output {
     let child = ftpseg().args(args).current_dir(cwd).spawn().unwrap();
@@ -151,11 +160,14 @@ async fn recursive_tree_with_auto_checksums_on_every_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn glob_and_per_ip_limit_on_the_limited_servers() {
+    let _one_at_a_time = LIMITED.lock().await;
     let (served, list) = servers();
     for s in list.iter().filter(|s| s.variant == "limited") {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("ftp://127.0.0.1:{}/tree/*.bin", s.port);
-        // The -limited instances allow 3 connections per IP: a budget of 3 across -j 3 -n 8.
+        // A budget equal to the instance's per-IP limit, across -j 3 -n 8.
+        assert!(s.max_per_ip >= 1, "{}: no per-IP limit", s.kind);
+        let budget = s.max_per_ip.to_string();
         let o = run_long(
             &[
                 "-j",
@@ -163,7 +175,7 @@ async fn glob_and_per_ip_limit_on_the_limited_servers() {
                 "-n",
                 "8",
                 "--max-connections-per-host",
-                "3",
+                &budget,
                 "--min-range",
                 "64K",
                 "-d",
@@ -191,5 +203,69 @@ async fn glob_and_per_ip_limit_on_the_limited_servers() {
             let b = std::fs::read(dir.path().join("g").join(name)).unwrap();
             assert!(a == b, "{}: {name} differs", s.kind);
         }
+    }
+}
+
+/// Lines of a server's log that record a connection refused by its per-IP limit.
+fn refusals(kind: &str, log: &str) -> usize {
+    let marker = match kind {
+        "vsftpd" => "too many sessions for this address",
+        "proftpd" => "Connection refused (MaxClientsPerHost",
+        "pyftpdlib" => "Too many connections from the same IP address",
+        // pure-ftpd runs with `-f none`: no log of refusals.
+        _ => return 0,
+    };
+    log.lines().filter(|l| l.contains(marker)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm() {
+    let _one_at_a_time = LIMITED.lock().await;
+    let (served, list) = servers();
+    let files = ["mid.bin", "prime.bin", "sub%20dir/name%20with%20spaces.bin"];
+    for s in list.iter().filter(|s| s.variant == "limited") {
+        assert_eq!(
+            s.max_per_ip, 4,
+            "{}: start the servers with the default --max-per-ip (4)",
+            s.kind
+        );
+        let before = std::fs::read_to_string(&s.log).unwrap_or_default();
+        let dir = tempfile::tempdir().unwrap();
+        let urls: Vec<String> = files
+            .iter()
+            .map(|f| format!("ftp://127.0.0.1:{}/{f}", s.port))
+            .collect();
+        // No --max-connections-per-host: the budget is -n (8), twice what the server allows.
+        let mut args = vec![
+            "-j",
+            "3",
+            "-n",
+            "8",
+            "--min-range",
+            "64K",
+            "-d",
+            "d",
+            "--json",
+        ];
+        args.extend(urls.iter().map(String::as_str));
+        let o = run_long(&args, dir.path()).await;
+        assert_eq!(code(&o), 0, "{}: {}", s.kind, stderr(&o));
+        let ev = events(&o);
+        assert_eq!(ev.last().unwrap()["done"], 3, "{}: {ev:?}", s.kind);
+        for (f, local) in [
+            ("mid.bin", "mid.bin"),
+            ("prime.bin", "prime.bin"),
+            ("sub dir/name with spaces.bin", "name with spaces.bin"),
+        ] {
+            let a = std::fs::read(served.join(f)).unwrap();
+            let b = std::fs::read(dir.path().join("d").join(local)).unwrap();
+            assert!(a == b, "{}: {f} differs", s.kind);
+        }
+        // Each refusal takes one permit out of the budget for the rest of the batch, so the
+        // budget of 8 settles at the limit: 4 refusals (measured 3-4; 20-25 before the
+        // budget learned). The hard bound is 7: the budget never goes below 1.
+        let after = std::fs::read_to_string(&s.log).unwrap_or_default();
+        let refused = refusals(&s.kind, &after) - refusals(&s.kind, &before);
+        assert!(refused <= 7, "{}: {refused} connections refused", s.kind);
     }
 }

@@ -9,6 +9,14 @@
 //!   `EPSV`/`PASV`, as RFC 3659 wants.
 //! * Data connections go to the control connection's peer address: EPSV carries only a port, and
 //!   for PASV the address in the reply is ignored (suppaftp's NAT workaround).
+//! * Active mode (`--active`, [`Session::set_active`]): suppaftp's own. For each transfer it
+//!   listens on the control connection's local address (port 0), sends `PORT` (IPv4) or `EPRT`
+//!   (IPv6), sends the command, reads its 150, then accepts only a connection from the control
+//!   connection's peer (others are closed and ignored), within the connect timeout; the whole
+//!   step is also under the reply timeout. Each session has its own listener, so N connections
+//!   have N listeners at once. The accepted socket gets the same tuning as a passive one
+//!   (keepalive, no Nagle, the receive low-water mark on plain sessions) and, over FTPS, the
+//!   same TLS client handshake resuming the control connection's session.
 //! * A range is ended by closing the data connection and reading the server's one reply
 //!   (`TransferStream::finish`), then `NOOP` and reading until its `200`, which swallows the
 //!   extra replies some servers send (426 then 226, pure-ftpd's second 150). `ABOR` is never used:
@@ -222,6 +230,8 @@ pub struct Session {
     /// 0 must not start on this session.
     pub(super) offset_dirty: bool,
     pub(super) epsv: bool,
+    /// Active mode: the server connects to us (`PORT`/`EPRT`), no EPSV/PASV.
+    active: bool,
 }
 
 impl Session {
@@ -415,6 +425,9 @@ impl Session {
         });
         // Use the control peer's address for PASV data connections, never the one in the reply.
         ftp.set_passive_nat_workaround(true);
+        // Active mode, when asked for later, accepts the server's data connection within the
+        // connect timeout (and only from the control peer: suppaftp's default check).
+        let mut ftp = ftp.active_mode(connect_timeout);
         ftp.set_mode(Mode::ExtendedPassive);
         let mut session = Session {
             ftp,
@@ -427,6 +440,7 @@ impl Session {
             rang: false,
             offset_dirty: false,
             epsv: true,
+            active: false,
         };
         let (user, pass) = (creds.user.as_str(), creds.password.as_str());
         session
@@ -473,9 +487,7 @@ impl Session {
         }
         self.epsv = self.features.epsv || !self.features.pasv;
         self.rang = self.features.rang_stream;
-        if !self.epsv {
-            self.ftp.set_mode(Mode::Passive);
-        }
+        self.apply_mode();
         match self.raw("REST 0", &[350]).await {
             Ok(_) => {
                 self.rest = true;
@@ -535,10 +547,29 @@ impl Session {
         self.rang = rang;
     }
 
-    /// Uses PASV instead of EPSV from now on.
+    /// Uses PASV instead of EPSV from now on (in passive mode).
     pub fn set_epsv(&mut self, epsv: bool) {
         self.epsv = epsv;
-        self.ftp.set_mode(if epsv {
+        self.apply_mode();
+    }
+
+    /// Active mode (`--active`): the server opens every data connection to us, after `PORT`
+    /// (IPv4) or `EPRT` (IPv6) naming a listener on this connection's local address.
+    pub fn set_active(&mut self, active: bool) {
+        self.active = active;
+        self.apply_mode();
+    }
+
+    /// Whether this session uses active mode.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Tells suppaftp how to open data connections: active, EPSV or PASV.
+    fn apply_mode(&mut self) {
+        self.ftp.set_mode(if self.active {
+            Mode::Active
+        } else if self.epsv {
             Mode::ExtendedPassive
         } else {
             Mode::Passive
@@ -597,7 +628,7 @@ impl Session {
                 code: code @ (500 | 501 | 502 | 504),
                 text,
                 command,
-            }) if self.epsv => {
+            }) if self.epsv && !self.active => {
                 self.set_epsv(false);
                 match self.retr_once(path, offset, end).await {
                     Ok(t) => Ok(t),
@@ -611,6 +642,17 @@ impl Session {
                     }
                 }
             }
+            Err(SessionError::Reply {
+                code: code @ (500 | 501 | 502 | 504),
+                text,
+                command,
+            }) if self.active => Err(SessionError::Reply {
+                command: format!("PORT/EPRT or {command}"),
+                code,
+                text: format!(
+                    "{text} (the server may not allow active mode: try without --active)"
+                ),
+            }),
             other => other,
         }
     }
@@ -677,11 +719,31 @@ impl Session {
             Err(FtpError::SecureError(detail)) => return Err(self.data_tls_error(detail).await),
             Err(e) => return Err(SessionError::from_ftp(&command, e)),
         };
+        let mut stream = stream;
+        if self.active {
+            // suppaftp accepted this socket itself: tune it as `connect_data` tunes ours.
+            self.tune_accepted(&mut stream)?;
+        }
         Ok(Transfer {
             stream,
             announced_size: reply::parse_transfer_size(&resp.body),
             ends_at,
         })
+    }
+
+    /// Keepalive, no Nagle and (plain sessions only) the receive low-water mark on a data
+    /// connection accepted in active mode, as [`connect_data`] sets them on a passive one.
+    fn tune_accepted(&self, stream: &mut DataStream) -> Result<(), SessionError> {
+        let io_err = |source| SessionError::Io {
+            command: "active-mode data connection".into(),
+            source,
+        };
+        let tcp: &TcpStream = stream.get_mut().get_ref();
+        tune_control_socket(tcp).map_err(io_err)?;
+        if self.tls.is_none() {
+            set_rcvlowat(tcp, DATA_LOWAT).map_err(io_err)?;
+        }
+        Ok(())
     }
 
     /// The error for a failed TLS handshake on a data connection, with the server's explanation

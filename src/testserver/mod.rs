@@ -10,8 +10,10 @@
 //! (or, with [`Faults::truncating_rest_store`], truncated there first) and can be throttled.
 //! [`Stats`] tells what the server saw.
 //!
-//! Passive mode only (`PASV` for IPv4, `EPSV` for IPv4 and IPv6); data connections are bound
-//! on the control connection's local (loopback) address, ports 49152–65535.
+//! Passive mode (`PASV` for IPv4, `EPSV` for IPv4 and IPv6); data connections are bound
+//! on the control connection's local (loopback) address, ports 49152–65535. With
+//! [`ServerConfig::with_active`], active mode too: libunftp's `PORT` (IPv4 only; libunftp 0.24
+//! has no `EPRT`), which connects to the client's address at once and answers 200.
 //!
 //! [`write_pattern_file`] and [`fill_pattern`] make reproducible test files and the expected
 //! bytes of any range of them.
@@ -33,7 +35,7 @@ use auth::TestAuthenticator;
 use backend::FaultyFs;
 use libunftp::{
     ServerBuilder,
-    options::{FtpsRequired, PassiveHost},
+    options::{ActivePassiveMode, FtpsRequired, PassiveHost},
 };
 use std::{
     fmt,
@@ -102,6 +104,8 @@ pub struct ServerConfig {
     /// FTPS: certificate, key, explicit or implicit. None: plain FTP only (`AUTH TLS` is
     /// answered 502).
     pub tls: Option<TlsFiles>,
+    /// Also accept `PORT` (active mode); default false (`PORT` answered 502).
+    pub active: bool,
 }
 
 impl ServerConfig {
@@ -116,7 +120,14 @@ impl ServerConfig {
             max_connections: None,
             faults: Faults::default(),
             tls: None,
+            active: false,
         }
+    }
+
+    /// Accepts `PORT` (active mode) as well as `PASV`/`EPSV`.
+    pub fn with_active(mut self) -> Self {
+        self.active = true;
+        self
     }
 
     /// Offers FTPS with these files (see [`TlsFiles`]).
@@ -162,6 +173,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_connections", &self.max_connections)
             .field("faults", &self.faults)
             .field("tls", &self.tls)
+            .field("active", &self.active)
             .finish()
     }
 }
@@ -342,6 +354,7 @@ struct SessionSettings {
     root: PathBuf,
     authenticator: Arc<TestAuthenticator>,
     tls: Option<ServerTls>,
+    active: bool,
 }
 
 /// Counts a live control connection for as long as it exists; marks the connection closed and
@@ -447,6 +460,7 @@ impl TestServer {
             root,
             authenticator: Arc::new(authenticator),
             tls,
+            active: cfg.active,
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept_task = tokio::spawn(accept_loop(listener, settings, shared.clone(), stop_rx));
@@ -606,6 +620,9 @@ async fn serve(stream: TcpStream, settings: Arc<SessionSettings>, guard: LiveGua
         .greeting(GREETING)
         .passive_ports(PASSIVE_PORTS)
         .passive_host(PassiveHost::FromConnection);
+    if settings.active {
+        builder = builder.active_passive_mode(ActivePassiveMode::ActiveAndPassive);
+    }
     // One rustls config (and session cache) per control connection, as vsftpd has.
     let tls = match &settings.tls {
         Some(t) => match t.connection_config(&guard.shared) {

@@ -123,7 +123,8 @@ pub async fn wait_for_durable(out: &Path, bytes: u64, limit: Duration) -> u64 {
 
 /// A control-connection proxy in front of a test server, for server behaviours libunftp does
 /// not have: it answers `refuse`d commands with 502 itself, and can append "(N bytes)" to 150
-/// replies. Data connections bypass it (EPSV names only a port; all is on 127.0.0.1).
+/// replies. Data connections bypass it (EPSV names only a port; PORT/EPRT name the client's
+/// listener; all is on one loopback address).
 pub struct Proxy {
     pub addr: std::net::SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -153,7 +154,10 @@ impl Proxy {
         pasv_host: Option<&'static str>,
     ) -> Proxy {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // On the server's loopback address (127.0.0.1 or ::1), so its URL has the same family.
+        let listener = tokio::net::TcpListener::bind((server.ip(), 0))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
