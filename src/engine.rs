@@ -1193,6 +1193,15 @@ async fn worker(
     // receiving straight into a memory map (docs/architecture.md, "Decisions"). One per
     // connection, reused by every attempt.
     let mut buf = vec![0u8; READ_CHUNK as usize];
+    // Plain data connections skip the buffer: socket -> pipe -> page cache (crate::pipe).
+    // FTPSEG_NO_SPLICE=1 turns this off (for A/B measurements, docs/benchmarks.md).
+    let pipe = if std::env::var_os("FTPSEG_NO_SPLICE").is_some() {
+        None
+    } else {
+        crate::pipe::Pipe::new()
+            .inspect_err(|e| crate::trace!("conn {id}: no pipe ({e}); reading into a buffer"))
+            .ok()
+    };
     // `-n auto`: wait until this connection is allowed (or the download no longer needs it).
     // Such a worker is not counted live until it joins.
     if id >= shared.allowed.load(Ordering::SeqCst) {
@@ -1239,7 +1248,7 @@ async fn worker(
                 // A free connection may take this range over if it stalls: dropping the
                 // attempt stops every write into the range before it is released.
                 let attempt = tokio::select! {
-                    r = fetch_range(&shared, id, &mut session, preopened.take(), &seg, &mut buf) => Some(r),
+                    r = fetch_range(&shared, id, &mut session, preopened.take(), &seg, &mut buf, pipe.as_ref()) => Some(r),
                     _ = seg.preempted() => None,
                 };
                 let Some(attempt) = attempt else {
@@ -1496,6 +1505,7 @@ async fn fetch_range(
     preopened: Option<Transfer>,
     seg: &Arc<Segment>,
     buf: &mut [u8],
+    pipe: Option<&crate::pipe::Pipe>,
 ) -> Result<(), SessionError> {
     let stat = &shared.conns[id];
     if session.is_none() {
@@ -1581,13 +1591,20 @@ async fn fetch_range(
             .iter()
             .map(|l| l.read_size())
             .fold(limit - pos, u64::min) as usize;
-        let n = s.read_data(&mut stream, &mut buf[..want]).await?;
+        let spliced = pipe.filter(|_| shared.writer.splices() && Session::can_splice(&mut stream));
+        let n = match spliced {
+            Some(p) => s.splice_data(&mut stream, p, want).await?,
+            None => s.read_data(&mut stream, &mut buf[..want]).await?,
+        };
         for l in &shared.rate_limits {
             l.take(n as u64).await;
         }
-        if n > 0
-            && let Err(e) = shared.writer.write_at(&buf[..n], pos)
-        {
+        let written = match spliced {
+            _ if n == 0 => Ok(()),
+            Some(p) => shared.writer.write_from_pipe(p, n, pos, buf),
+            None => shared.writer.write_at(&buf[..n], pos),
+        };
+        if let Err(e) = written {
             return Err(local_failure(
                 shared,
                 Error::io("cannot write to", &shared.part_path, e),

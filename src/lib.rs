@@ -31,6 +31,7 @@ pub mod ftp;
 pub mod listing;
 pub mod manifest;
 pub mod netrc;
+pub mod pipe;
 pub mod plan;
 pub mod pool;
 pub mod progress;

@@ -16,6 +16,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -125,6 +126,7 @@ impl PartFile {
     pub fn writer(&self) -> PartWriter {
         PartWriter {
             file: self.file.clone(),
+            no_splice: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -253,6 +255,8 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 #[derive(Clone)]
 pub struct PartWriter {
     file: Arc<File>,
+    /// Set when the file system refused `splice` into the file: readers use a buffer then.
+    no_splice: Arc<AtomicBool>,
 }
 
 impl PartWriter {
@@ -264,6 +268,76 @@ impl PartWriter {
     pub fn write_at(&self, buf: &[u8], at: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         self.file.write_all_at(buf, at)
+    }
+
+    /// Whether readers may fill a pipe for [`PartWriter::write_from_pipe`]: until the file
+    /// system refuses `splice` into this file once.
+    pub fn splices(&self) -> bool {
+        !self.no_splice.load(Ordering::Relaxed)
+    }
+
+    /// Moves exactly `len` bytes that [`crate::ftp::Session::splice_data`] put into `pipe` to
+    /// offset `at` of the file (`splice`: one copy, into the page cache). Only the owner of
+    /// `[at, at + len)` calls it. A file system that cannot splice into files (some FUSE
+    /// ones) gets the bytes through `buf` instead, and no more splicing ([`Self::splices`]).
+    /// After an error the pipe may still hold bytes: drop it.
+    pub fn write_from_pipe(
+        &self,
+        pipe: &crate::pipe::Pipe,
+        len: usize,
+        at: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        use rustix::io::Errno;
+        use rustix::pipe::{SpliceFlags, splice};
+        let mut off = at;
+        let mut left = len;
+        while left > 0 {
+            let moved = splice(
+                pipe.read_end(),
+                None,
+                &*self.file,
+                Some(&mut off),
+                left,
+                SpliceFlags::MOVE,
+            );
+            match moved {
+                Ok(0) => return Err(pipe_ran_dry()),
+                Ok(n) => left -= n,
+                Err(Errno::INTR) => {}
+                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                    self.no_splice.store(true, Ordering::Relaxed);
+                    return self.write_rest_of_pipe(pipe, left, off, buf);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The rest of [`PartWriter::write_from_pipe`] when splicing into the file is refused:
+    /// `left` bytes from the pipe through `buf`, written at `at`.
+    fn write_rest_of_pipe(
+        &self,
+        pipe: &crate::pipe::Pipe,
+        mut left: usize,
+        mut at: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        while left > 0 {
+            let want = left.min(buf.len());
+            let n = match rustix::io::read(pipe.read_end(), &mut buf[..want]) {
+                Ok(0) => return Err(pipe_ran_dry()),
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            self.file.write_all_at(&buf[..n], at)?;
+            left -= n;
+            at += n as u64;
+        }
+        Ok(())
     }
 
     /// Starts writing `[start, end)` back to disk without waiting
@@ -287,9 +361,65 @@ impl PartWriter {
     }
 }
 
+fn pipe_ran_dry() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the pipe from the data connection ran dry",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipe_bytes_land_at_their_offset_even_where_splice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fill = |pipe: &crate::pipe::Pipe, bytes: &[u8]| {
+            assert_eq!(
+                rustix::io::write(pipe.write_end(), bytes).unwrap(),
+                bytes.len()
+            );
+        };
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut buf = vec![0u8; 4096];
+        // A normal file: spliced.
+        let pf = PartFile::create(&dir.path().join("a.part"), 400_000).unwrap();
+        let w = pf.writer();
+        let pipe = crate::pipe::Pipe::new().unwrap();
+        fill(&pipe, &data[..60_000]);
+        w.write_from_pipe(&pipe, 60_000, 1000, &mut buf).unwrap();
+        assert!(w.splices());
+        let mut back = vec![0u8; 60_000];
+        std::os::unix::fs::FileExt::read_exact_at(&*w.file, &mut back, 1000).unwrap();
+        assert_eq!(back, data[..60_000]);
+        // A file opened for appending refuses splice (EINVAL): the rest goes through `buf`
+        // (pwrite, which on Linux appends on such a file: all that matters here is that every
+        // byte arrives in order), and the writer stops splicing.
+        let path = dir.path().join("b");
+        std::fs::write(&path, vec![0u8; 100_000]).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let w = PartWriter {
+            file: Arc::new(file),
+            no_splice: Arc::new(AtomicBool::new(false)),
+        };
+        fill(&pipe, &data[..50_000]);
+        w.write_from_pipe(&pipe, 50_000, 0, &mut buf).unwrap();
+        assert!(!w.splices());
+        let written = std::fs::read(&path).unwrap();
+        assert_eq!(
+            written.len(),
+            150_000,
+            "appended: pwrite on O_APPEND appends on Linux"
+        );
+        assert_eq!(&written[100_000..], &data[..50_000]);
+        // The pipe was emptied exactly.
+        let mut one = [0u8; 1];
+        assert!(rustix::io::read(pipe.read_end(), &mut one).is_err());
+    }
 
     #[test]
     fn create_reserves_maps_and_commits() {

@@ -903,6 +903,75 @@ impl Session {
         }
     }
 
+    /// Whether `stream` can be read with [`Session::splice_data`]: plain TCP, not TLS.
+    pub fn can_splice(stream: &mut DataStream) -> bool {
+        matches!(stream.get_mut(), AsyncDataStream::Tcp(_))
+    }
+
+    /// Like [`Session::read_data`] on a plain data connection, but the bytes (up to `max`, at
+    /// most the pipe's capacity) go into `pipe` instead of a buffer ([`crate::pipe`]): the
+    /// caller then moves exactly the returned count on into the file. `Ok(0)` is the end of
+    /// the data. Same waiting rules as `read_data`: readable at the low-water mark, whatever
+    /// is queued after [`BATCH_WINDOW`], a stall after `data_idle` without a byte.
+    pub async fn splice_data(
+        &self,
+        stream: &mut DataStream,
+        pipe: &crate::pipe::Pipe,
+        max: usize,
+    ) -> Result<usize, SessionError> {
+        let io_err = |source| SessionError::Io {
+            command: "data transfer".into(),
+            source,
+        };
+        let AsyncDataStream::Tcp(tcp) = stream.get_mut() else {
+            return Err(SessionError::Protocol(
+                "internal: splice on a TLS data connection".into(),
+            ));
+        };
+        let max = max.clamp(1, pipe.capacity());
+        let move_queued = || -> std::io::Result<usize> {
+            use rustix::pipe::{SpliceFlags, splice};
+            Ok(splice(
+                &*tcp,
+                None,
+                pipe.write_end(),
+                None,
+                max,
+                SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+            )?)
+        };
+        let mut idle = Duration::ZERO;
+        loop {
+            match timeout(BATCH_WINDOW, tcp.readable()).await {
+                Ok(Ok(())) => match tcp.try_io(tokio::io::Interest::READABLE, move_queued) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(source) => return Err(io_err(source)),
+                },
+                Ok(Err(source)) => return Err(io_err(source)),
+                Err(_) => match move_queued() {
+                    Ok(n) => return Ok(n),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        idle += BATCH_WINDOW;
+                        if idle >= self.timeouts.data_idle {
+                            return Err(SessionError::Timeout(format!(
+                                "data connection (no byte for {} s)",
+                                self.timeouts.data_idle.as_secs_f64()
+                            )));
+                        }
+                    }
+                    Err(source) => return Err(io_err(source)),
+                },
+            }
+        }
+    }
+
     /// Says goodbye politely, within the reply timeout; errors do not matter any more.
     pub async fn quit(mut self) {
         let _ = timeout(Duration::from_secs(2), self.ftp.quit()).await;
