@@ -359,10 +359,12 @@ pub async fn download(
     )
     .await;
     progress.finish();
+    crate::trace!("workers done");
     // Whatever happened, record what is on disk.
     let saved = tokio::task::block_in_place(|| checkpoint.save());
     result?;
     saved?;
+    crate::trace!("last checkpoint saved");
 
     let checkpoint_mdtm = checkpoint.manifest.mdtm.clone();
     let fetched: u64 = shared
@@ -373,13 +375,16 @@ pub async fn download(
     let hash_started = Instant::now();
     let hash = tokio::task::block_in_place(|| checkpoint.file_hash())?;
     let hash_time = hash_started.elapsed();
+    crate::trace!("file hash took {:.3} s", hash_time.as_secs_f64());
     let hash_from_chunks =
         checkpoint.manifest.chunk_size > 0 && size > checkpoint.manifest.chunk_size;
     drop(checkpoint);
     let part = Arc::try_unwrap(part)
         .map_err(|_| Error::Internal("the output file is still in use".into()))?;
     tokio::task::block_in_place(|| part.commit(output, job.force))?;
+    crate::trace!("committed (flushed, renamed)");
     Manifest::remove(&manifest_path)?;
+    crate::trace!("manifest removed");
     Ok(Outcome {
         path: output.clone(),
         size,

@@ -479,6 +479,10 @@ impl Scheduler {
             debug_assert_eq!(e.owner, Some(worker));
             e.owner = None;
         }
+        // Idle connections look again: for a range to help with, or, when this was the last
+        // one, to end now instead of at their next poll (up to 100 ms at the end of every
+        // download, measured on vsftpd capped at 20 MiB/s: 4-7 % of the gap to lftp).
+        self.freed.notify_waiters();
         true
     }
 
