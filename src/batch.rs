@@ -537,7 +537,7 @@ fn report(ctx: &Ctx, label: &str, path: Option<&Path>, end: &FileEnd) {
                     "url": label, "path": shown, "bytes": outcome.size,
                     "fetched": outcome.fetched, "resumed": outcome.resumed,
                     "seconds": outcome.elapsed.as_secs_f64(),
-                    "blake3": outcome.blake3.to_hex().as_str(), "checks": checks,
+                    "blake3": outcome.blake3.map(|h| h.to_hex().to_string()), "checks": checks,
                 }),
             );
             if !ctx.quiet && !ctx.events.enabled() {
@@ -1151,7 +1151,10 @@ async fn verify(
     };
     let local = |algo: Algo| -> String {
         if algo == Algo::Blake3 {
-            return outcome.blake3.to_hex().to_string();
+            return outcome
+                .blake3
+                .map(|h| h.to_hex().to_string())
+                .unwrap_or_default();
         }
         algos
             .iter()

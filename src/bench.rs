@@ -1,7 +1,9 @@
 //! `ftpseg bench URL`: how fast one server serves one file with 1, 2, 4, ... connections.
 //!
 //! Each connection count downloads the file (or its first `--bytes`) once per repetition with
-//! the normal engine, to a temporary file that is removed afterwards, and records the wall
+//! the normal engine, to a temporary file that is removed afterwards (or, with `--discard`, to
+//! [`Storage::Discard`]: nothing is stored, so disk, page cache and hashing are out of the
+//! measurement), and records the wall
 //! time, the time to the first byte of data and the CPU time of this process. The result is a
 //! table on standard output (the median run of each count), a recommendation (the smallest
 //! count within [`RECOMMEND_WITHIN`] of the best throughput), and on request a JSON report
@@ -19,6 +21,7 @@ use serde::Serialize;
 use crate::cli::{BenchArgs, Cli, download_with_ctrl_c, job_from_args, scrub};
 use crate::error::{Error, human_bytes};
 use crate::progress::{Mode, Progress};
+use crate::store::Storage;
 
 /// A count is recommended when its throughput is within this fraction of the best one.
 pub const RECOMMEND_WITHIN: f64 = 0.05;
@@ -70,6 +73,8 @@ pub struct Report {
     /// The URL with any password removed.
     pub url: String,
     pub bytes_per_run: u64,
+    /// The bytes were received and dropped (`--discard`), not written to a temporary file.
+    pub discard: bool,
     pub rows: Vec<Row>,
     /// Connections of the fastest median run.
     pub best: usize,
@@ -199,9 +204,10 @@ pub fn svg_chart(report: &Report) -> String {
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">ftpseg bench: throughput against connections ({})</text>"#,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">ftpseg bench: throughput against connections ({}{})</text>"#,
         W / 2.0,
-        xml_escape(&human_bytes(report.bytes_per_run))
+        xml_escape(&human_bytes(report.bytes_per_run)),
+        if report.discard { ", discarded" } else { "" }
     );
     // Axes.
     let _ = writeln!(
@@ -339,17 +345,24 @@ pub async fn run(args: BenchArgs) -> Result<(), Error> {
         ));
     }
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    if !dir.is_dir() {
+    let storage = if args.discard {
+        Storage::Discard
+    } else {
+        Storage::File
+    };
+    if storage == Storage::File && !dir.is_dir() {
         return Err(Error::Usage(format!(
             "--dir {}: no such folder; give an existing folder for the temporary downloads",
             dir.display()
         )));
     }
+    // With --discard the engine never creates this file (nor its .part or manifest).
     let output: PathBuf = dir.join(format!("ftpseg-bench-{}.tmp", std::process::id()));
     let cli = Cli::try_parse_from(base_argv(&args, &output))
         .map_err(|e| Error::Usage(e.to_string().lines().next().unwrap_or("").to_owned()))?;
     let mut job = job_from_args(&cli.get)?;
     job.limit = args.bytes;
+    job.storage = storage;
     let to_stdout = args.json.as_deref() == Some(Path::new("-"));
     let say = |line: &str| {
         if to_stdout {
@@ -358,12 +371,15 @@ pub async fn run(args: BenchArgs) -> Result<(), Error> {
             println!("{line}");
         }
     };
+    let place = match storage {
+        Storage::File => format!("temporary file in {}", dir.display()),
+        Storage::Discard => "bytes discarded (nothing stored)".to_owned(),
+    };
     say(&format!(
-        "ftpseg bench {}: {} run(s) per count, connections {:?}, temporary file in {}",
+        "ftpseg bench {}: {} run(s) per count, connections {:?}, {place}",
         job.url.redacted(),
         args.repeat,
         args.connections,
-        dir.display()
     ));
 
     let mut samples = Vec::new();
@@ -376,7 +392,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Error> {
             let cpu0 = cpu_seconds();
             let result = download_with_ctrl_c(&run_job, &mut progress).await;
             let cpu = cpu_seconds() - cpu0;
-            clean(&output);
+            if storage == Storage::File {
+                clean(&output);
+            }
             let outcome = result.map_err(|e| scrub(e, &job.creds.password))?;
             size = outcome.size;
             let sample = Sample {
@@ -406,6 +424,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Error> {
         ftpseg_version: env!("CARGO_PKG_VERSION"),
         url: job.url.redacted(),
         bytes_per_run: size,
+        discard: args.discard,
         rows,
         best,
         recommended,
@@ -450,6 +469,7 @@ mod tests {
             ftpseg_version: "test",
             url: "ftp://h/f".into(),
             bytes_per_run: 1 << 30,
+            discard: false,
             rows,
             best,
             recommended,
@@ -498,6 +518,7 @@ mod tests {
         assert_eq!(json["recommended"], 2);
         assert_eq!(json["rows"].as_array().unwrap().len(), 3);
         assert_eq!(json["schema"], SCHEMA);
+        assert_eq!(json["discard"], false);
         let svg = svg_chart(&rep);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<circle").count(), 3);

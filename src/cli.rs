@@ -87,6 +87,10 @@ pub struct BenchArgs {
     /// temporary folder]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Receive and count the bytes but store nothing (no file, no manifest, no hashing): the
+    /// server and the network alone
+    #[arg(long, conflicts_with = "dir")]
+    pub discard: bool,
     /// Use FTP over explicit TLS (AUTH TLS) with an ftp:// URL
     #[arg(long)]
     pub ftps: bool,
@@ -554,6 +558,7 @@ pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result
             .collect(),
         per_file_rate: args.limit_rate_per_file,
         digest: None,
+        storage: crate::store::Storage::File,
     })
 }
 
@@ -856,7 +861,7 @@ pub fn summary(o: &Outcome) -> String {
         human_bytes((o.fetched as f64 / secs) as u64),
         o.connections,
         resumed,
-        o.blake3.to_hex(),
+        o.blake3.map_or("-".into(), |h| h.to_hex().to_string()),
         o.hash_time.as_secs_f64()
     )
 }

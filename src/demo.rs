@@ -79,12 +79,13 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             rate_limits: Vec::new(),
             per_file_rate: None,
             digest: None,
+            storage: Default::default(),
         };
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());
         let mut progress = Progress::new(Mode::Auto);
         let outcome = download_with_ctrl_c(&job, &mut progress).await?;
         println!("{}", crate::cli::summary(&outcome));
-        let ok = outcome.blake3 == expected;
+        let ok = outcome.blake3 == Some(expected);
         println!(
             "verified against the served file: {}",
             if ok { "identical" } else { "DIFFERENT" }

@@ -10,7 +10,10 @@
 //! 1. Refuse an existing output (unless `--force`), resolve the host, open the first session,
 //!    probe it (`FEAT`, `REST`), ask `SIZE` and `MDTM`.
 //! 2. Load the manifest if there is one and check it describes the same remote file; otherwise
-//!    plan fresh ranges. Save the manifest, then preallocate and map `<out>.part`.
+//!    plan fresh ranges. Save the manifest, then preallocate and map `<out>.part`. With
+//!    [`Storage::Discard`] (`ftpseg bench --discard`) steps 2 and 4 touch no file: fresh ranges,
+//!    a manifest kept only in memory, a sink instead of `<out>.part`, no hash, no commit; the
+//!    connections, scheduling and checkpoint rhythm are the same.
 //! 3. Run N workers concurrently. Each connects (the first reuses the probe session), takes a
 //!    range, reads it, stops early, takes the next (work stealing when none is free). A failed
 //!    attempt drops the session and retries with backoff from where the range got to.
@@ -34,7 +37,7 @@ use crate::pool::{HostPool, Permit};
 use crate::progress::{ConnView, Progress, View};
 use crate::ratelimit::RateLimit;
 use crate::sched::{READ_CHUNK, Scheduler, Segment, Speeds};
-use crate::store::{self, Allocation, PartFile, PartWriter};
+use crate::store::{self, Allocation, PartFile, PartWriter, Storage};
 use crate::url::FtpUrl;
 use crate::verify;
 
@@ -82,8 +85,11 @@ pub struct Job {
     /// `--limit-rate-per-file`: bytes per second for this file's connections together.
     pub per_file_rate: Option<u64>,
     /// Sequential digests (`--checksum` SHA-2/SHA-1/MD5) that follow the written prefix
-    /// during the download ([`crate::digest`]); the caller finishes them.
+    /// during the download ([`crate::digest`]); the caller finishes them. Not with
+    /// [`Storage::Discard`] (refused: there is nothing to read back).
     pub digest: Option<Arc<crate::digest::PrefixDigest>>,
+    /// Where the bytes go: `<out>.part` then `<out>`, or nowhere (`ftpseg bench --discard`).
+    pub storage: Storage,
 }
 
 /// What a finished download reports.
@@ -96,7 +102,8 @@ pub struct Outcome {
     pub fetched: u64,
     /// Bytes found already on disk from an earlier run.
     pub resumed: u64,
-    pub blake3: blake3::Hash,
+    /// The file's BLAKE3; `None` when the bytes were discarded ([`Storage::Discard`]).
+    pub blake3: Option<blake3::Hash>,
     /// Time spent hashing at the end.
     pub hash_time: Duration,
     /// Whether the BLAKE3 was merged from the chunk hashes taken during the download (rather
@@ -119,22 +126,18 @@ pub async fn download(
 ) -> Result<Outcome, Error> {
     let started = Instant::now();
     let output = &job.output;
-    if output.is_dir() {
-        return Err(Error::io(
-            "cannot write to",
-            output,
-            std::io::Error::other("it is a folder; give a file name with -o"),
-        ));
-    }
-    if output.exists() && !job.force {
-        return Err(Error::Exists(output.clone()));
-    }
-    let manifest_path = Manifest::path_for(output);
-    let part_path = store::part_path(output);
-    if job.restart {
-        remove_if_exists(&manifest_path)?;
-        remove_if_exists(&part_path)?;
-    }
+    // The one place the storage choice is made: `None` keeps nothing on disk.
+    let files = match job.storage {
+        Storage::File => Some(Files::claim(job)?),
+        Storage::Discard if job.digest.is_some() => {
+            return Err(Error::Usage(
+                "a checksum needs the downloaded bytes; it cannot be taken while they are \
+                 discarded"
+                    .into(),
+            ));
+        }
+        Storage::Discard => None,
+    };
 
     if job.url.tls.is_tls() && job.verify == Verify::Insecure {
         // Shown even with --quiet: the user should not forget it is on.
@@ -147,9 +150,10 @@ pub async fn download(
 
     // Connecting and probing are bounded by the timeouts; Ctrl-C ends them at once.
     let mut stop_early = stop.clone();
+    let saved_in = files.as_ref().map(|f| f.manifest.as_path());
     let (addrs, mut first, size, mdtm, first_permit) = tokio::select! {
         r = startup(job, tls.as_ref()) => r?,
-        _ = stop_early.wait_for(|s| *s) => return Err(Error::Interrupted(manifest_path)),
+        _ = stop_early.wait_for(|s| *s) => return Err(interrupted(saved_in)),
     };
     let path = job.url.path.clone();
     let rest_support = first.rest_support();
@@ -180,6 +184,13 @@ pub async fn download(
                     preopened = Some(transfer);
                     n
                 }
+                _ if files.is_none() => {
+                    return Err(Error::Usage(format!(
+                        "the server reports no size for {}, so it can only be streamed into a \
+                         file; measure it without --discard",
+                        job.url.path
+                    )));
+                }
                 _ => {
                     progress.note("the server reports no file size: streaming on one connection");
                     let _held = first_permit;
@@ -192,82 +203,15 @@ pub async fn download(
     let remote_size = size;
     let size = job.limit.map_or(size, |limit| limit.clamp(1, size));
 
-    // The manifest: resume from it, or start fresh.
-    let mut manifest = match Manifest::load(&manifest_path)? {
-        Some(mut m) => {
-            adopt_same_file(&mut m, &job.url);
-            if let Err(mismatch) = m.check_same_remote(&redacted, Some(size), mdtm.as_deref()) {
-                return Err(Error::RemoteChanged {
-                    detail: mismatch.to_string(),
-                    part: part_path,
-                });
-            }
-            m
-        }
-        None => {
-            if part_path.exists() {
-                progress.note(&format!(
-                    "{} has no manifest beside it, so its bytes cannot be trusted: starting over",
-                    part_path.display()
-                ));
-            }
-            fresh_manifest(&redacted, size, mdtm.clone(), job, rest)?
-        }
+    let (manifest, part, resumed) = match &files {
+        Some(f) => f.open(job, progress, &redacted, size, mdtm.clone(), rest)?,
+        // Discarded: fresh ranges, a manifest that is never saved, no chunk hashes.
+        None => (
+            fresh_manifest(&redacted, size, mdtm.clone(), job, rest)?,
+            PartFile::discard(size)?,
+            0,
+        ),
     };
-    let mut part_exists = part_path.exists();
-    if manifest.bytes_done() > 0 && !part_exists {
-        progress.note(&format!(
-            "{} is missing, so the progress recorded in {} is lost: starting over",
-            part_path.display(),
-            manifest_path.display()
-        ));
-        manifest = fresh_manifest(&redacted, size, mdtm.clone(), job, rest)?;
-    }
-    if !rest && manifest.bytes_done() > 0 && part_exists {
-        // Never throw away downloaded bytes on our own: the user decides.
-        return Err(Error::CannotResume {
-            part: part_path,
-            done: crate::error::human_bytes(manifest.bytes_done()),
-        });
-    }
-    if !rest && manifest.ranges.len() > 1 {
-        manifest = fresh_manifest(&redacted, size, mdtm.clone(), job, rest)?;
-        part_exists = false;
-    }
-    if manifest.chunk_size == 0 {
-        // A fresh manifest, or one from format version 1: hash chunks from now on.
-        manifest.enable_chunks(verify::chunk_size_for(size));
-    }
-    let mut resumed = manifest.bytes_done();
-    // Written before the file is preallocated: a full-size file never exists without it.
-    manifest.save(&manifest_path)?;
-    let part = if resumed > 0 && part_exists {
-        PartFile::open_existing(&part_path, size)?
-    } else {
-        PartFile::create(&part_path, size)?
-    };
-    if part.allocation() == Allocation::Sparse {
-        progress.note(
-            "this filesystem cannot preallocate; the file is sparse (free space was checked)",
-        );
-    }
-    if resumed > 0 {
-        let (checked, bad) = tokio::task::block_in_place(|| verify_chunks(&part, &mut manifest))?;
-        if bad > 0 {
-            progress.note(&format!(
-                "{bad} of {checked} hashed chunk(s) of {} no longer match what was downloaded \
-                 (damaged or edited since the last run): fetching only those again",
-                part_path.display()
-            ));
-            manifest.save(&manifest_path)?;
-            resumed = manifest.bytes_done();
-        }
-        progress.note(&format!(
-            "resuming: {} of {} already on disk ({checked} chunk(s) verified)",
-            crate::error::human_bytes(resumed),
-            crate::error::human_bytes(size)
-        ));
-    }
 
     let connections = if rest {
         job.connections.clamp(1, plan::MAX_CONNECTIONS)
@@ -307,7 +251,7 @@ pub async fn download(
         rest: rest_support,
         epsv: AtomicBool::new(first.uses_epsv()),
         rang: AtomicBool::new(first.uses_rang() && !job.no_rang),
-        part_path: part_path.clone(),
+        part_path: part.path().to_owned(),
         use_pasv_address: job.use_pasv_address,
         active: job.active,
         busy_retry: job.busy_retry,
@@ -344,7 +288,7 @@ pub async fn download(
         early: Vec::new(),
         early_rewinds: 0,
         manifest,
-        path: manifest_path.clone(),
+        path: files.as_ref().map(|f| f.manifest.clone()),
     };
 
     let result = run_workers(
@@ -360,7 +304,7 @@ pub async fn download(
     .await;
     progress.finish();
     crate::trace!("workers done");
-    // Whatever happened, record what is on disk.
+    // Whatever happened, record what is on disk (with a file).
     let saved = tokio::task::block_in_place(|| checkpoint.save());
     result?;
     saved?;
@@ -383,8 +327,10 @@ pub async fn download(
         .map_err(|_| Error::Internal("the output file is still in use".into()))?;
     tokio::task::block_in_place(|| part.commit(output, job.force))?;
     crate::trace!("committed (flushed, renamed)");
-    Manifest::remove(&manifest_path)?;
-    crate::trace!("manifest removed");
+    if let Some(f) = &files {
+        Manifest::remove(&f.manifest)?;
+        crate::trace!("manifest removed");
+    }
     Ok(Outcome {
         path: output.clone(),
         size,
@@ -401,6 +347,140 @@ pub async fn download(
             us => Some(Duration::from_micros(us)),
         },
     })
+}
+
+/// The files of a download kept on disk ([`Storage::File`]): `<out>.ftpseg` and `<out>.part`.
+struct Files {
+    manifest: PathBuf,
+    part: PathBuf,
+}
+
+impl Files {
+    /// Checks that `job.output` may be written (not a folder; not an existing file unless
+    /// `--force`) and, with `--restart`, removes an earlier run's manifest and `.part`.
+    fn claim(job: &Job) -> Result<Files, Error> {
+        let output = &job.output;
+        if output.is_dir() {
+            return Err(Error::io(
+                "cannot write to",
+                output,
+                std::io::Error::other("it is a folder; give a file name with -o"),
+            ));
+        }
+        if output.exists() && !job.force {
+            return Err(Error::Exists(output.clone()));
+        }
+        let files = Files {
+            manifest: Manifest::path_for(output),
+            part: store::part_path(output),
+        };
+        if job.restart {
+            remove_if_exists(&files.manifest)?;
+            remove_if_exists(&files.part)?;
+        }
+        Ok(files)
+    }
+
+    /// The manifest (resumed if it describes the same remote file, otherwise fresh; saved
+    /// before the `.part` is preallocated), the `.part` (reopened or created) and the bytes
+    /// already done, with any damaged chunks of a resumed `.part` forgotten.
+    fn open(
+        &self,
+        job: &Job,
+        progress: &mut Progress,
+        redacted: &str,
+        size: u64,
+        mdtm: Option<String>,
+        rest: bool,
+    ) -> Result<(Manifest, PartFile, u64), Error> {
+        // The manifest: resume from it, or start fresh.
+        let mut manifest = match Manifest::load(&self.manifest)? {
+            Some(mut m) => {
+                adopt_same_file(&mut m, &job.url);
+                if let Err(mismatch) = m.check_same_remote(redacted, Some(size), mdtm.as_deref()) {
+                    return Err(Error::RemoteChanged {
+                        detail: mismatch.to_string(),
+                        part: self.part.clone(),
+                    });
+                }
+                m
+            }
+            None => {
+                if self.part.exists() {
+                    progress.note(&format!(
+                        "{} has no manifest beside it, so its bytes cannot be trusted: starting \
+                         over",
+                        self.part.display()
+                    ));
+                }
+                fresh_manifest(redacted, size, mdtm.clone(), job, rest)?
+            }
+        };
+        let mut part_exists = self.part.exists();
+        if manifest.bytes_done() > 0 && !part_exists {
+            progress.note(&format!(
+                "{} is missing, so the progress recorded in {} is lost: starting over",
+                self.part.display(),
+                self.manifest.display()
+            ));
+            manifest = fresh_manifest(redacted, size, mdtm.clone(), job, rest)?;
+        }
+        if !rest && manifest.bytes_done() > 0 && part_exists {
+            // Never throw away downloaded bytes on our own: the user decides.
+            return Err(Error::CannotResume {
+                part: self.part.clone(),
+                done: crate::error::human_bytes(manifest.bytes_done()),
+            });
+        }
+        if !rest && manifest.ranges.len() > 1 {
+            manifest = fresh_manifest(redacted, size, mdtm.clone(), job, rest)?;
+            part_exists = false;
+        }
+        if manifest.chunk_size == 0 {
+            // A fresh manifest, or one from format version 1: hash chunks from now on.
+            manifest.enable_chunks(verify::chunk_size_for(size));
+        }
+        let mut resumed = manifest.bytes_done();
+        // Written before the file is preallocated: a full-size file never exists without it.
+        manifest.save(&self.manifest)?;
+        let part = if resumed > 0 && part_exists {
+            PartFile::open_existing(&self.part, size)?
+        } else {
+            PartFile::create(&self.part, size)?
+        };
+        if part.allocation() == Allocation::Sparse {
+            progress.note(
+                "this filesystem cannot preallocate; the file is sparse (free space was checked)",
+            );
+        }
+        if resumed > 0 {
+            let (checked, bad) =
+                tokio::task::block_in_place(|| verify_chunks(&part, &mut manifest))?;
+            if bad > 0 {
+                progress.note(&format!(
+                    "{bad} of {checked} hashed chunk(s) of {} no longer match what was downloaded \
+                     (damaged or edited since the last run): fetching only those again",
+                    self.part.display()
+                ));
+                manifest.save(&self.manifest)?;
+                resumed = manifest.bytes_done();
+            }
+            progress.note(&format!(
+                "resuming: {} of {} already on disk ({checked} chunk(s) verified)",
+                crate::error::human_bytes(resumed),
+                crate::error::human_bytes(size)
+            ));
+        }
+        Ok((manifest, part, resumed))
+    }
+}
+
+/// The error for a run stopped by Ctrl-C: where its progress is, if anywhere.
+fn interrupted(manifest: Option<&Path>) -> Error {
+    match manifest {
+        Some(path) => Error::Interrupted(path.to_owned()),
+        None => Error::InterruptedDiscarding,
+    }
 }
 
 /// A manifest for a download from scratch: one range per connection, or a single range when
@@ -835,7 +915,9 @@ struct Checkpoint {
     sched: Arc<Scheduler>,
     part: Arc<PartFile>,
     manifest: Manifest,
-    path: PathBuf,
+    /// Where the manifest is saved; `None`: it is kept in memory only (discarded bytes), so a
+    /// checkpoint just marks the written bytes as done for the readers' pause.
+    path: Option<PathBuf>,
     /// Buffer for reading chunks to hash, allocated once.
     buf: Vec<u8>,
     /// Chaining values of chunks hashed from written bytes before they were durable (see
@@ -856,7 +938,9 @@ impl Checkpoint {
         self.manifest.drop_stale_chunks();
         self.check_rewinds();
         self.hash_durable_chunks()?;
-        self.manifest.save(&self.path)?;
+        if let Some(path) = &self.path {
+            self.manifest.save(path)?;
+        }
         self.sched.mark_durable(&snap);
         Ok(())
     }
@@ -930,8 +1014,8 @@ impl Checkpoint {
     }
 
     /// The file's BLAKE3 once every chunk is hashed: merged from the chunk hashes (a file of
-    /// one chunk or less is simply read).
-    fn file_hash(&self) -> Result<blake3::Hash, Error> {
+    /// one chunk or less is simply read). `None` for discarded bytes (no chunk hashes either).
+    fn file_hash(&self) -> Result<Option<blake3::Hash>, Error> {
         let size = self.part.len();
         let cs = self.manifest.chunk_size;
         if cs == 0 || size <= cs {
@@ -944,7 +1028,7 @@ impl Checkpoint {
             .map(|h| h.as_deref().and_then(verify::from_hex))
             .collect();
         match cvs {
-            Some(cvs) => Ok(verify::root_hash(&cvs, cs, size)),
+            Some(cvs) => Ok(Some(verify::root_hash(&cvs, cs, size))),
             None => self.part.blake3(),
         }
     }
@@ -1065,7 +1149,7 @@ async fn run_workers(
                 if changed.is_err() || *stop.borrow() {
                     set.abort_all();
                     while set.join_next().await.is_some() {}
-                    return Err(Error::Interrupted(checkpoint.path.clone()));
+                    return Err(interrupted(checkpoint.path.as_deref()));
                 }
             }
         }
@@ -1906,7 +1990,7 @@ async fn stream_unknown_size(
         elapsed: started.elapsed(),
         fetched: written - resumed,
         resumed,
-        blake3: hash,
+        blake3: Some(hash),
         hash_time,
         hash_from_chunks: false,
         connections: 1,

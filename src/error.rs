@@ -155,6 +155,9 @@ pub enum Error {
     },
     #[error("interrupted; progress is saved in {}: run the same command again to resume", .0.display())]
     Interrupted(PathBuf),
+    /// Ctrl-C during a download whose bytes were discarded (`ftpseg bench --discard`).
+    #[error("interrupted; nothing was kept (the bytes were being discarded)")]
+    InterruptedDiscarding,
     /// Another error whose message had to be cleaned of a password; keeps its exit code.
     #[error("{message}")]
     Redacted { message: String, code: i32 },
@@ -189,7 +192,7 @@ impl Error {
             ) => exit::LOCAL_IO,
             Error::Manifest(_) => exit::MANIFEST,
             Error::RemoteChanged { .. } | Error::CannotResume { .. } => exit::REMOTE_CHANGED,
-            Error::Interrupted(_) => exit::INTERRUPTED,
+            Error::Interrupted(_) | Error::InterruptedDiscarding => exit::INTERRUPTED,
             Error::Redacted { code, .. } => *code,
             Error::Internal(_) => exit::INTERNAL,
         }

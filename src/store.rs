@@ -10,6 +10,10 @@
 //!   only for this: a data sync of that range of the file, however its pages were dirtied); the
 //!   engine calls it before the manifest claims those bytes.
 //! * [`PartFile::commit`] flushes everything, renames `<out>.part` to `<out>` and syncs the folder.
+//! * [`Storage::Discard`] ([`PartFile::discard`], `ftpseg bench --discard`): the same interface
+//!   over no file at all. Writes are dropped (spliced bytes go to `/dev/null`, which consumes a
+//!   pipe's pages without copying them), nothing is flushed, hashed or committed, so a run
+//!   measures the server and the network alone.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -29,6 +33,26 @@ pub fn part_path(output: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Where a download's bytes go: a choice made once, when the download starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Storage {
+    /// `<out>.part` with its manifest, renamed to `<out>` when complete.
+    #[default]
+    File,
+    /// Nowhere: every byte is received and counted, then dropped. No `.part`, no manifest,
+    /// no hashing, no commit (`ftpseg bench --discard`).
+    Discard,
+}
+
+/// What the writers write into.
+#[derive(Clone)]
+enum Target {
+    /// The `.part` file.
+    File(Arc<File>),
+    /// `/dev/null` (opened for writing): the sink of [`Storage::Discard`].
+    Discard(Arc<File>),
+}
+
 /// How the file's blocks were reserved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Allocation {
@@ -38,10 +62,11 @@ pub enum Allocation {
     Sparse,
 }
 
-/// The preallocated, memory-mapped `.part` file of one download.
+/// The preallocated, memory-mapped `.part` file of one download (or, for
+/// [`Storage::Discard`], the sink that stands in for it).
 pub struct PartFile {
     path: PathBuf,
-    file: Arc<File>,
+    target: Target,
     len: u64,
     map: Option<Arc<MmapRaw>>,
     allocation: Allocation,
@@ -85,6 +110,23 @@ impl PartFile {
         Self::prepare(path, file, len)
     }
 
+    /// The sink of [`Storage::Discard`] for a download of `len` bytes: no file is created;
+    /// written bytes are dropped, flushes and the commit do nothing, and there is no hash.
+    pub fn discard(len: u64) -> Result<PartFile, Error> {
+        let path = PathBuf::from("/dev/null");
+        let null = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("cannot open", &path, e))?;
+        Ok(PartFile {
+            path,
+            target: Target::Discard(Arc::new(null)),
+            len,
+            map: None,
+            allocation: Allocation::Reserved,
+        })
+    }
+
     fn prepare(path: &Path, file: File, len: u64) -> Result<PartFile, Error> {
         let allocation = reserve(path, &file, len)?;
         let map = if len == 0 {
@@ -100,7 +142,7 @@ impl PartFile {
         };
         Ok(PartFile {
             path: path.to_owned(),
-            file: Arc::new(file),
+            target: Target::File(Arc::new(file)),
             len,
             map,
             allocation,
@@ -122,10 +164,15 @@ impl PartFile {
         self.allocation
     }
 
+    /// Where the bytes go (`/dev/null` for [`Storage::Discard`]), for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The handle the connections write through. Cheap to clone.
     pub fn writer(&self) -> PartWriter {
         PartWriter {
-            file: self.file.clone(),
+            target: self.target.clone(),
             no_splice: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -140,31 +187,41 @@ impl PartFile {
             .map_err(|e| Error::io("cannot flush", &self.path, e))
     }
 
-    /// Reads exactly `buf.len()` bytes at `offset` with `pread` (not through the map).
+    /// Reads exactly `buf.len()` bytes at `offset` with `pread` (not through the map). A
+    /// discarded download has nothing to read back: an error.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Error> {
         use std::os::unix::fs::FileExt;
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| Error::io("cannot read back", &self.path, e))
+        match &self.target {
+            Target::File(file) => file.read_exact_at(buf, offset),
+            Target::Discard(_) => Err(io::Error::other("the bytes were discarded")),
+        }
+        .map_err(|e| Error::io("cannot read back", &self.path, e))
     }
 
     /// BLAKE3 of the whole file in one pass (see [`crate::verify::hash_file`]), for files
-    /// without chunk hashes.
-    pub fn blake3(&self) -> Result<blake3::Hash, Error> {
-        crate::verify::hash_file(&self.path)
-            .map_err(|e| Error::io("cannot read back", &self.path, e))
+    /// without chunk hashes. `None` for a discarded download: there is nothing to hash.
+    pub fn blake3(&self) -> Result<Option<blake3::Hash>, Error> {
+        match &self.target {
+            Target::File(_) => crate::verify::hash_file(&self.path)
+                .map(Some)
+                .map_err(|e| Error::io("cannot read back", &self.path, e)),
+            Target::Discard(_) => Ok(None),
+        }
     }
 
     /// Flushes every byte and the file's metadata, renames the file to `output`, then syncs
     /// the folder so the rename itself is durable. Without `force`, a file that appeared at
-    /// `output` during the download is not replaced (`RENAME_NOREPLACE`).
+    /// `output` during the download is not replaced (`RENAME_NOREPLACE`). A discarded
+    /// download has nothing to commit.
     pub fn commit(self, output: &Path, force: bool) -> Result<(), Error> {
+        let Target::File(file) = &self.target else {
+            return Ok(());
+        };
         if let Some(map) = &self.map {
             map.flush()
                 .map_err(|e| Error::io("cannot flush", &self.path, e))?;
         }
-        self.file
-            .sync_all()
+        file.sync_all()
             .map_err(|e| Error::io("cannot sync", &self.path, e))?;
         drop(self.map);
         rename(&self.path, output, force)?;
@@ -252,9 +309,10 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 
 /// The writers' handle on the `.part` file: each connection writes its own byte ranges at
 /// their offsets and starts their write-back. Shared by all connections (cheap to clone).
+/// Over [`Storage::Discard`] it drops what it is given.
 #[derive(Clone)]
 pub struct PartWriter {
-    file: Arc<File>,
+    target: Target,
     /// Set when the file system refused `splice` into the file: readers use a buffer then.
     no_splice: Arc<AtomicBool>,
 }
@@ -267,7 +325,10 @@ impl PartWriter {
     /// of `[at, at + buf.len())` calls it.
     pub fn write_at(&self, buf: &[u8], at: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.write_all_at(buf, at)
+        match &self.target {
+            Target::File(file) => file.write_all_at(buf, at),
+            Target::Discard(_) => Ok(()),
+        }
     }
 
     /// Whether readers may fill a pipe for [`PartWriter::write_from_pipe`]: until the file
@@ -280,7 +341,8 @@ impl PartWriter {
     /// offset `at` of the file (`splice`: one copy, into the page cache). Only the owner of
     /// `[at, at + len)` calls it. A file system that cannot splice into files (some FUSE
     /// ones) gets the bytes through `buf` instead, and no more splicing ([`Self::splices`]).
-    /// After an error the pipe may still hold bytes: drop it.
+    /// After an error the pipe may still hold bytes: drop it. Over [`Storage::Discard`] the
+    /// bytes are spliced into `/dev/null`, which releases the pipe's pages without a copy.
     pub fn write_from_pipe(
         &self,
         pipe: &crate::pipe::Pipe,
@@ -290,14 +352,17 @@ impl PartWriter {
     ) -> io::Result<()> {
         use rustix::io::Errno;
         use rustix::pipe::{SpliceFlags, splice};
-        let mut off = at;
+        let (file, mut off) = match &self.target {
+            Target::File(file) => (file, Some(at)),
+            Target::Discard(null) => (null, None),
+        };
         let mut left = len;
         while left > 0 {
             let moved = splice(
                 pipe.read_end(),
                 None,
-                &*self.file,
-                Some(&mut off),
+                &**file,
+                off.as_mut(),
                 left,
                 SpliceFlags::MOVE,
             );
@@ -307,7 +372,7 @@ impl PartWriter {
                 Err(Errno::INTR) => {}
                 Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
                     self.no_splice.store(true, Ordering::Relaxed);
-                    return self.write_rest_of_pipe(pipe, left, off, buf);
+                    return self.write_rest_of_pipe(pipe, left, off.unwrap_or(at), buf);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -333,7 +398,9 @@ impl PartWriter {
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             };
-            self.file.write_all_at(&buf[..n], at)?;
+            if let Target::File(file) = &self.target {
+                file.write_all_at(&buf[..n], at)?;
+            }
             left -= n;
             at += n as u64;
         }
@@ -345,6 +412,9 @@ impl PartWriter {
     /// one before the file is renamed, find little left to write. A failure only means the
     /// kernel writes these pages back later, as it would anyway.
     pub fn write_back(&self, start: u64, end: u64) {
+        let Target::File(file) = &self.target else {
+            return;
+        };
         if end <= start {
             return;
         }
@@ -352,7 +422,7 @@ impl PartWriter {
         // SAFETY: plain syscall on an open descriptor, no memory passed.
         let _ = unsafe {
             libc::sync_file_range(
-                self.file.as_raw_fd(),
+                file.as_raw_fd(),
                 start as libc::off64_t,
                 (end - start) as libc::off64_t,
                 libc::SYNC_FILE_RANGE_WRITE,
@@ -391,7 +461,7 @@ mod tests {
         w.write_from_pipe(&pipe, 60_000, 1000, &mut buf).unwrap();
         assert!(w.splices());
         let mut back = vec![0u8; 60_000];
-        std::os::unix::fs::FileExt::read_exact_at(&*w.file, &mut back, 1000).unwrap();
+        pf.read_exact_at(&mut back, 1000).unwrap();
         assert_eq!(back, data[..60_000]);
         // A file opened for appending refuses splice (EINVAL): the rest goes through `buf`
         // (pwrite, which on Linux appends on such a file: all that matters here is that every
@@ -403,7 +473,7 @@ mod tests {
             .open(&path)
             .unwrap();
         let w = PartWriter {
-            file: Arc::new(file),
+            target: Target::File(Arc::new(file)),
             no_splice: Arc::new(AtomicBool::new(false)),
         };
         fill(&pipe, &data[..50_000]);
@@ -422,6 +492,37 @@ mod tests {
     }
 
     #[test]
+    fn discard_drops_every_byte_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let pf = PartFile::discard(1 << 30).unwrap();
+        assert_eq!(pf.len(), 1 << 30);
+        let w = pf.writer();
+        w.write_at(b"dropped", 5).unwrap();
+        w.write_back(0, 1 << 30);
+        // Spliced bytes leave the pipe (into /dev/null) and the pipe is empty again.
+        let pipe = crate::pipe::Pipe::new().unwrap();
+        let data = vec![7u8; 50_000];
+        assert_eq!(rustix::io::write(pipe.write_end(), &data).unwrap(), 50_000);
+        let mut buf = vec![0u8; 4096];
+        w.write_from_pipe(&pipe, 50_000, 123, &mut buf).unwrap();
+        assert!(w.splices());
+        let mut one = [0u8; 1];
+        assert!(rustix::io::read(pipe.read_end(), &mut one).is_err());
+        // Asking for more than the pipe holds is the same error as for a file.
+        assert!(w.write_from_pipe(&pipe, 1, 0, &mut buf).is_err());
+        pf.flush_range(0, 1 << 30).unwrap();
+        assert!(
+            pf.read_exact_at(&mut one, 0).is_err(),
+            "nothing to read back"
+        );
+        assert_eq!(pf.blake3().unwrap(), None);
+        let out = dir.path().join("never");
+        pf.commit(&out, false).unwrap();
+        assert!(!out.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn create_reserves_maps_and_commits() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("f.part");
@@ -436,7 +537,7 @@ mod tests {
         w.write_at(b"z", (3 << 20) - 1).unwrap();
         w.write_back(0, 3 << 20);
         pf.flush_range(0, 3 << 20).unwrap();
-        let hash = pf.blake3().unwrap();
+        let hash = pf.blake3().unwrap().unwrap();
         pf.commit(&out, false).unwrap();
         let data = std::fs::read(&out).unwrap();
         assert_eq!(&data[..3], b"abc");
@@ -450,7 +551,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("e.part");
         let pf = PartFile::create(&part, 0).unwrap();
-        assert_eq!(pf.blake3().unwrap(), blake3::hash(b""));
+        assert_eq!(pf.blake3().unwrap(), Some(blake3::hash(b"")));
         pf.commit(&dir.path().join("e"), false).unwrap();
         assert_eq!(std::fs::read(dir.path().join("e")).unwrap(), b"");
     }
