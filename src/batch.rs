@@ -794,34 +794,30 @@ async fn walk(
 async fn session(ctx: &Ctx, host: usize) -> Result<(Permit, Session), Error> {
     let h = &ctx.hosts[host];
     let (permit, idle) = h.pool.acquire().await;
-    let s = match idle {
-        // A download's worker session never asked FEAT: ask now (hash commands, MLSD).
-        Some(mut s) if s.features().raw.is_empty() => {
-            let t = &h.template;
-            s.probe()
-                .await
-                .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
-            s
-        }
-        Some(s) => s,
-        None => {
-            let t = &h.template;
-            let addrs = engine::resolve(&t.url, t.timeouts.connect).await?;
-            let tls = match t.url.tls.is_tls() {
-                true => Some(Arc::new(crate::ftp::TlsClient::new(&t.url, &t.verify)?)),
-                false => None,
-            };
-            let mut s = Session::connect_with(&addrs, &t.creds, t.timeouts, tls.as_ref())
-                .await
-                .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
-            s.set_use_pasv_address(t.use_pasv_address);
-            s.set_active(t.active);
-            s.probe()
-                .await
-                .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
-            s
-        }
+    let t = &h.template;
+    let fresh = idle.is_none();
+    let addrs = match fresh {
+        true => engine::resolve(&t.url, t.timeouts.connect).await?,
+        false => Vec::new(),
     };
+    let tls = match fresh && t.url.tls.is_tls() {
+        true => Some(Arc::new(crate::ftp::TlsClient::new(&t.url, &t.verify)?)),
+        false => None,
+    };
+    let connect = || Session::connect_with(&addrs, &t.creds, t.timeouts, tls.as_ref());
+    let (permit, mut s) = h
+        .pool
+        .connect_or_wait(permit, idle, connect)
+        .await
+        .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
+    // A download's worker session never asked FEAT (hash commands, MLSD); a new one neither.
+    if s.features().raw.is_empty() {
+        s.set_use_pasv_address(t.use_pasv_address);
+        s.set_active(t.active);
+        s.probe()
+            .await
+            .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
+    }
     Ok((permit, s))
 }
 

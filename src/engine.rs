@@ -543,18 +543,22 @@ async fn startup(
 > {
     let addrs = resolve(&job.url, job.timeouts.connect).await?;
     // In a batch: a session another file left logged in, or a permit to open one.
-    let (permit, idle) = match &job.pool {
+    let connect = || Session::connect_with(&addrs, &job.creds, job.timeouts, tls);
+    let (permit, mut first) = match &job.pool {
         Some(pool) => {
             let (p, s) = pool.acquire().await;
+            let (p, s) = pool
+                .connect_or_wait(p, s, connect)
+                .await
+                .map_err(|e| startup_error(&job.url, &job.creds, e))?;
             (Some(p), s)
         }
-        None => (None, None),
-    };
-    let mut first = match idle {
-        Some(s) => s,
-        None => Session::connect_with(&addrs, &job.creds, job.timeouts, tls)
-            .await
-            .map_err(|e| startup_error(&job.url, &job.creds, e))?,
+        None => (
+            None,
+            connect()
+                .await
+                .map_err(|e| startup_error(&job.url, &job.creds, e))?,
+        ),
     };
     first.set_use_pasv_address(job.use_pasv_address);
     first.set_active(job.active);

@@ -85,6 +85,45 @@ impl HostPool {
         }
     }
 
+    /// Whether connections of this budget other than the caller's are in use now: then a
+    /// "too many connections" refusal of the caller's login is caused by our own connections,
+    /// and waiting for one of them is the cure (see [`HostPool::connect_or_wait`]).
+    pub fn others_in_use(&self) -> bool {
+        self.current() > self.permits.available_permits() + 1
+    }
+
+    /// Logs in with `connect` under `permit`; a login the server refuses as one too many while
+    /// our other connections to it are in use gives the permit up for good
+    /// ([`HostPool::shrink`]) and waits for a session or a permit of the smaller budget, then
+    /// tries again (at most [`HostPool::limit`] times). Any other failure is returned.
+    pub async fn connect_or_wait<F, Fut>(
+        &self,
+        mut permit: Permit,
+        mut idle: Option<Session>,
+        mut connect: F,
+    ) -> Result<(Permit, Session), crate::ftp::SessionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Session, crate::ftp::SessionError>>,
+    {
+        let mut tries = 0;
+        loop {
+            if let Some(s) = idle.take() {
+                return Ok((permit, s));
+            }
+            match connect().await {
+                Ok(s) => return Ok((permit, s)),
+                Err(e) if e.is_busy() && tries < self.limit && self.others_in_use() => {
+                    tries += 1;
+                    crate::trace!("login refused as one too many ({e}): waiting for our own");
+                    self.shrink(permit);
+                    (permit, idle) = self.acquire().await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// How many sessions were reused instead of logging in again.
     pub fn reused(&self) -> u64 {
         self.reused.load(Ordering::Relaxed)
