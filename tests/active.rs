@@ -12,7 +12,6 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use serde_json::Value;
 
 const PASSIVE: &[&str] = &["EPSV", "PASV"];
 
@@ -106,16 +105,7 @@ struct RealServer {
 }
 
 fn real_servers() -> (PathBuf, Vec<RealServer>) {
-    let dir = std::env::var("FTPSEG_SERVERS_DIR").unwrap_or_else(|_| "/tmp/ftpseg-servers".into());
-    let path = PathBuf::from(&dir).join("servers.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "the real FTP servers are not running ({}: {e}); start them with \
-             `bash scripts/ftp-servers.sh start` (scripts/test.sh does)",
-            path.display()
-        )
-    });
-    let v: Value = serde_json::from_str(&text).unwrap();
+    let v = servers_json();
     let list = v["servers"]
         .as_array()
         .unwrap()

@@ -35,8 +35,7 @@ struct Servers {
 
 /// The servers, or `None` (after saying so) when they are not running.
 fn servers() -> Option<Servers> {
-    let dir = std::env::var("FTPSEG_SERVERS_DIR").unwrap_or_else(|_| "/tmp/ftpseg-servers".into());
-    let path = PathBuf::from(&dir).join("servers.json");
+    let path = servers_json_path();
     let Ok(text) = std::fs::read_to_string(&path) else {
         eprintln!(
             "SKIPPED: {} is absent: the real FTP servers are not running (start them with \

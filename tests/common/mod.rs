@@ -12,6 +12,25 @@ use tempfile::TempDir;
 
 pub const MIB: u64 = 1 << 20;
 
+/// Where `scripts/ftp-servers.sh` keeps the state of the real servers (`$FTPSEG_SERVERS_DIR`).
+pub fn servers_json_path() -> PathBuf {
+    let dir = std::env::var("FTPSEG_SERVERS_DIR").unwrap_or_else(|_| "/tmp/ftpseg-servers".into());
+    PathBuf::from(dir).join("servers.json")
+}
+
+/// The real servers' `servers.json`; a panic that says how to start them when it is absent.
+pub fn servers_json() -> serde_json::Value {
+    let path = servers_json_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the real FTP servers are not running ({}: {e}); start them with \
+             `bash scripts/ftp-servers.sh start` (scripts/test.sh does)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
 pub struct Fixture {
     pub dir: TempDir,
     pub served: PathBuf,
