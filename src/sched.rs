@@ -878,15 +878,20 @@ mod tests {
             for h in handles {
                 h.join().unwrap();
             }
-            let mut w = writes.lock().unwrap().clone();
-            w.sort_unstable();
-            let mut at = 0;
-            for (a, b) in w {
-                assert_eq!(a, at, "gap or overlap at {a} (round {round})");
-                at = b;
-            }
-            assert_eq!(at, size);
+            assert_written_once(&writes.lock().unwrap(), size, round);
         }
+    }
+
+    /// The writes `[a, b)` tile `[0, size)`: no gap, no byte written twice.
+    fn assert_written_once(writes: &[(u64, u64)], size: u64, round: u64) {
+        let mut w = writes.to_vec();
+        w.sort_unstable();
+        let mut at = 0;
+        for (a, b) in w {
+            assert_eq!(a, at, "gap or overlap at {a} (round {round})");
+            at = b;
+        }
+        assert_eq!(at, size);
     }
 
     #[test]
@@ -911,7 +916,7 @@ mod tests {
                                 if pos >= end {
                                     break;
                                 }
-                                let lim = end.min(pos + READ_CHUNK / (1 + (round % 3) as u64));
+                                let lim = end.min(pos + READ_CHUNK / (1 + round % 3));
                                 writes.lock().unwrap().push((pos, lim));
                                 pos = lim;
                                 seg.advance(pos);
@@ -927,14 +932,7 @@ mod tests {
             for h in handles {
                 h.join().unwrap();
             }
-            let mut w = writes.lock().unwrap().clone();
-            w.sort_unstable();
-            let mut at = 0;
-            for (a, b) in w {
-                assert_eq!(a, at, "gap or overlap at {a}");
-                at = b;
-            }
-            assert_eq!(at, size);
+            assert_written_once(&writes.lock().unwrap(), size, round);
         }
     }
 }

@@ -104,6 +104,12 @@ struct RealServer {
     port: u16,
 }
 
+fn find<'a>(list: &'a [RealServer], kind: &str, variant: &str) -> &'a RealServer {
+    list.iter()
+        .find(|s| s.kind == kind && s.variant == variant)
+        .unwrap_or_else(|| panic!("no {kind} ({variant}) in servers.json"))
+}
+
 fn real_servers() -> (PathBuf, Vec<RealServer>) {
     let v = servers_json();
     let list = v["servers"]
@@ -150,10 +156,7 @@ async fn active_segmented_downloads_from_every_real_server() {
 async fn active_over_ipv6_uses_eprt_on_proftpd() {
     let (served, list) = real_servers();
     let data = std::fs::read(served.join("mid.bin")).unwrap();
-    let s = list
-        .iter()
-        .find(|s| s.kind == "proftpd" && s.variant == "plain")
-        .expect("no proftpd in servers.json");
+    let s = find(&list, "proftpd", "plain");
     // proftpd listens on ::1 as well (scripts/ftp-servers.sh). Our listener is on ::1, so the
     // server must be told with EPRT: PORT cannot name an IPv6 address.
     let server: std::net::SocketAddr = format!("[::1]:{}", s.port).parse().unwrap();
@@ -184,10 +187,7 @@ async fn active_over_tls_on_vsftpd() {
     // connection's TLS session (TLS client on our side, as RFC 4217 wants).
     let (served, list) = real_servers();
     let data = std::fs::read(served.join("mid.bin")).unwrap();
-    let s = list
-        .iter()
-        .find(|s| s.kind == "vsftpd" && s.variant == "tls")
-        .expect("no vsftpd-tls in servers.json");
+    let s = find(&list, "vsftpd", "tls");
     let dir = tempfile::tempdir().unwrap();
     let ca = served.parent().unwrap().join("pki/ca.pem");
     let out = dir.path().join("tls.bin");
