@@ -1,10 +1,11 @@
 //! The download: plan, connections, retries, checkpoints, commit.
 //!
-//! Data flow: socket -> `Session::read_data` -> straight into the memory map at the range's
-//! offset (no intermediate buffer) -> `Segment::advance`. Every `checkpoint_interval`, and at the
-//! end, the checkpointer takes a [`Snapshot`](crate::sched::Snapshot), flushes the new bytes
-//! (`msync`), then saves the manifest atomically: the manifest never claims a byte that is not
-//! on disk.
+//! Data flow: socket -> pipe (`Session::splice_data`) -> the `.part`'s page cache at the
+//! range's offset (`PartWriter::write_from_pipe`; TLS: `Session::read_data` into a buffer, then
+//! `pwrite`) -> `Segment::advance`. Every `checkpoint_interval`, early when much arrived, and at
+//! the end, the checkpointer takes a [`Snapshot`](crate::sched::Snapshot), makes the new bytes
+//! durable (`fdatasync`), then saves the manifest atomically: the manifest never claims a byte
+//! that is not on disk.
 //!
 //! Order of a run:
 //! 1. Refuse an existing output (unless `--force`), resolve the host, open the first session,
@@ -935,8 +936,8 @@ impl Checkpoint {
     /// Flush, hash the chunks that became durable, save the manifest, in that order.
     fn save(&mut self) -> Result<(), Error> {
         let snap = self.sched.snapshot();
-        for &(from, to) in &snap.to_flush {
-            self.part.flush_range(from, to)?;
+        if !snap.to_flush.is_empty() {
+            self.part.flush()?;
         }
         self.manifest.ranges = Scheduler::records(&snap);
         self.manifest.drop_stale_chunks();

@@ -9,7 +9,7 @@
 //!
 //! # The rule: never claim a byte that is not on disk
 //!
-//! The engine flushes the memory map's dirty pages first and only then calls
+//! The engine makes the `.part`'s written bytes durable (`fdatasync`) first and only then calls
 //! [`Manifest::save`], so every byte the manifest reports is already on disk.
 //! The manifest is written before the `.part` file is preallocated, so a
 //! `.part` without a manifest never looks resumable.

@@ -6,9 +6,10 @@
 //!   warning.
 //! * Connections write their ranges with `pwrite` through a [`PartWriter`] and start their
 //!   write-back early; the engine guarantees that no two writers ever write overlapping bytes.
-//! * [`PartFile::flush_range`] makes a range durable (`msync(MS_SYNC)` of a memory map kept
-//!   only for this: a data sync of that range of the file, however its pages were dirtied); the
-//!   engine calls it before the manifest claims those bytes.
+//! * [`PartFile::flush`] makes every written byte durable (`fdatasync`: the file's written data and
+//!   the extent conversions that make it readable after a crash); the engine calls it before
+//!   the manifest claims those bytes. No memory map: the last one, kept only for `msync`, made
+//!   unthrottled downloads bimodal (docs/architecture.md, "No memory map").
 //! * [`PartFile::commit`] flushes everything, renames `<out>.part` to `<out>` and syncs the folder.
 //! * [`Storage::Discard`] ([`PartFile::discard`], `ftpseg bench --discard`): the same interface
 //!   over no file at all. Writes are dropped (spliced bytes go to `/dev/null`, which consumes a
@@ -21,8 +22,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, human_bytes};
 
@@ -62,18 +61,17 @@ pub enum Allocation {
     Sparse,
 }
 
-/// The preallocated, memory-mapped `.part` file of one download (or, for
+/// The preallocated `.part` file of one download (or, for
 /// [`Storage::Discard`], the sink that stands in for it).
 pub struct PartFile {
     path: PathBuf,
     target: Target,
     len: u64,
-    map: Option<Arc<MmapRaw>>,
     allocation: Allocation,
 }
 
 impl PartFile {
-    /// Creates `path` (truncating an untrusted leftover) with `len` bytes reserved, and maps it.
+    /// Creates `path` (truncating an untrusted leftover) with `len` bytes reserved.
     pub fn create(path: &Path, len: u64) -> Result<PartFile, Error> {
         let file = OpenOptions::new()
             .read(true)
@@ -86,7 +84,7 @@ impl PartFile {
     }
 
     /// Opens an existing `path` that must already be `len` bytes long (a resumed download), makes
-    /// sure its blocks are reserved, and maps it.
+    /// sure its blocks are reserved.
     pub fn open_existing(path: &Path, len: u64) -> Result<PartFile, Error> {
         let file = OpenOptions::new()
             .read(true)
@@ -122,29 +120,16 @@ impl PartFile {
             path,
             target: Target::Discard(Arc::new(null)),
             len,
-            map: None,
             allocation: Allocation::Reserved,
         })
     }
 
     fn prepare(path: &Path, file: File, len: u64) -> Result<PartFile, Error> {
         let allocation = reserve(path, &file, len)?;
-        let map = if len == 0 {
-            None
-        } else {
-            let map = MmapOptions::new()
-                .len(usize::try_from(len).map_err(|_| {
-                    Error::io("cannot map", path, io::Error::other("file too large"))
-                })?)
-                .map_raw(&file)
-                .map_err(|e| Error::io("cannot memory-map", path, e))?;
-            Some(Arc::new(map))
-        };
         Ok(PartFile {
             path: path.to_owned(),
             target: Target::File(Arc::new(file)),
             len,
-            map,
             allocation,
         })
     }
@@ -178,17 +163,20 @@ impl PartFile {
         }
     }
 
-    /// Makes `[start, end)` durable: dirty pages in it are written and waited for.
-    pub fn flush_range(&self, start: u64, end: u64) -> Result<(), Error> {
-        let Some(map) = &self.map else { return Ok(()) };
-        if end <= start {
-            return Ok(());
+    /// Makes every byte written so far durable: `fdatasync` writes the dirty pages (most are
+    /// already under way, see [`PartWriter::write_back`]), waits for them, and commits the
+    /// journal entries that turn the preallocated extents into written ones. Nothing for a
+    /// discarded download.
+    pub fn flush(&self) -> Result<(), Error> {
+        match &self.target {
+            Target::File(file) => file
+                .sync_data()
+                .map_err(|e| Error::io("cannot flush", &self.path, e)),
+            Target::Discard(_) => Ok(()),
         }
-        map.flush_range(start as usize, (end - start) as usize)
-            .map_err(|e| Error::io("cannot flush", &self.path, e))
     }
 
-    /// Reads exactly `buf.len()` bytes at `offset` with `pread` (not through the map). A
+    /// Reads exactly `buf.len()` bytes at `offset` with `pread`. A
     /// discarded download has nothing to read back: an error.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Error> {
         use std::os::unix::fs::FileExt;
@@ -218,13 +206,8 @@ impl PartFile {
         let Target::File(file) = &self.target else {
             return Ok(());
         };
-        if let Some(map) = &self.map {
-            map.flush()
-                .map_err(|e| Error::io("cannot flush", &self.path, e))?;
-        }
         file.sync_all()
             .map_err(|e| Error::io("cannot sync", &self.path, e))?;
-        drop(self.map);
         rename(&self.path, output, force)?;
         sync_parent(output).map_err(|e| Error::io("cannot sync the folder of", output, e))
     }
@@ -526,7 +509,7 @@ mod tests {
         assert!(rustix::io::read(pipe.read_end(), &mut one).is_err());
         // Asking for more than the pipe holds is the same error as for a file.
         assert!(w.write_from_pipe(&pipe, 1, 0, &mut buf).is_err());
-        pf.flush_range(0, 1 << 30).unwrap();
+        pf.flush().unwrap();
         assert!(
             pf.read_exact_at(&mut one, 0).is_err(),
             "nothing to read back"
@@ -552,7 +535,7 @@ mod tests {
         w.write_at(b"abc", 0).unwrap();
         w.write_at(b"z", (3 << 20) - 1).unwrap();
         w.write_back(0, 3 << 20);
-        pf.flush_range(0, 3 << 20).unwrap();
+        pf.flush().unwrap();
         let hash = pf.blake3().unwrap().unwrap();
         pf.commit(&out, false).unwrap();
         let data = std::fs::read(&out).unwrap();
