@@ -18,7 +18,7 @@
 //! 3. Run N workers concurrently. Each connects (the first reuses the probe session), takes a
 //!    range, reads it, stops early, takes the next (work stealing when none is free). A failed
 //!    attempt drops the session and retries with backoff from where the range got to.
-//! 4. When every range is done: final checkpoint, BLAKE3 in one pass over the map, flush,
+//! 4. When every range is done: final checkpoint, the file's BLAKE3 (merged from the chunk hashes), flush,
 //!    rename `<out>.part` to `<out>`, remove the manifest.
 
 use std::net::SocketAddr;
@@ -888,7 +888,7 @@ struct Shared {
     allowed: AtomicUsize,
     /// Set when the server refused a connection as one too many.
     refused: AtomicBool,
-    /// Bytes written into the map in this run, and how many of them the last checkpoint had
+    /// Bytes written into the file in this run, and how many of them the last checkpoint had
     /// seen (all durable since). Readers pause while `stake_limit` bytes or more are not yet
     /// covered by a checkpoint, so a kill never costs more than that fetched again.
     fetched: AtomicU64,
@@ -1589,7 +1589,7 @@ pub(crate) fn backoff(tries: u32) -> Duration {
 }
 
 /// One attempt at a range: connect if needed, `REST`+`RETR` from the range's position, read
-/// into the map until the range's (moving) end, stop early, keep the session for the next range.
+/// into the file until the range's (moving) end, stop early, keep the session for the next range.
 /// `preopened` is a transfer the probe already started at byte 0 (servers without SIZE): used
 /// if the range starts there, otherwise stopped.
 async fn fetch_range(

@@ -23,7 +23,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const DEFAULT_CONNECTIONS: usize = 8;
 /// Smallest range worth its own connection (and smallest half a steal may take), unless set.
 pub const DEFAULT_MIN_RANGE: u64 = 1 << 20;
-/// Split points are rounded to this, so that flushes and the map's pages line up.
+/// Split points are rounded to this, so that ranges start on page boundaries.
 pub const ALIGN: u64 = 64 << 10;
 
 /// Splits `[0, size)` into at most `connections` contiguous ranges of nearly equal length, each

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::manifest::RangeRecord;
 use crate::plan;
 
-/// Largest single read into the map. Bounds how far a read under way can reach past a cut.
+/// Largest single read into the file. Bounds how far a read under way can reach past a cut.
 pub const READ_CHUNK: u64 = 256 << 10;
 
 /// One byte range and its progress.
@@ -115,7 +115,7 @@ impl Segment {
         self.end.load(SeqCst)
     }
 
-    /// Bytes `[start, pos)` are written into the map.
+    /// Bytes `[start, pos)` are written into the file.
     pub fn pos(&self) -> u64 {
         self.pos.load(SeqCst)
     }

@@ -522,7 +522,7 @@ mod tests {
     }
 
     #[test]
-    fn create_reserves_maps_and_commits() {
+    fn create_reserves_and_commits() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("f.part");
         let out = dir.path().join("f");
