@@ -11,7 +11,8 @@ refused logins) come from the server's own logs (vsftpd/proftpd xferlog and vsft
 
 Environment (all optional):
   FTPSEG_PEERS_BIN        ftpseg binary to measure [$CARGO_TARGET_DIR/release/ftpseg]
-  FTPSEG_PEERS_SCENARIOS  comma list of even,uneven,stall,limit,resume,loopback,overshoot [all]
+  FTPSEG_PEERS_SCENARIOS  comma list of even,uneven,stall,limit,resume,loopback,overshoot,
+                          latency [all]
   FTPSEG_PEERS_TOOLS      comma list of ftpseg,lftp,aria2c,axel,curl [all]
   FTPSEG_PEERS_REPS       repetitions [3]
   FTPSEG_PEERS_N1_REPS    repetitions of the even-caps N=1 runs (51 s each at 1 GiB) [1]
@@ -46,10 +47,13 @@ GIB = 1 << 30
 RATE = 20 * MIB  # per-connection cap of the -capped/-limited instances
 MAX_PER_IP = 3
 STALL_TIMEOUT = 30  # every tool's idle/stall timeout, seconds (ftpseg's default --stall-timeout)
-ALL_SCENARIOS = ["even", "uneven", "stall", "limit", "resume", "loopback", "overshoot"]
+ALL_SCENARIOS = ["even", "uneven", "stall", "limit", "resume", "loopback", "overshoot",
+                 "latency"]
 ALL_TOOLS = ["ftpseg", "lftp", "aria2c", "axel", "curl"]
 UNEVEN_SEED = 4
 UNEVEN_N = 8
+LATENCY_RTT_MS = 100
+LATENCY_N = 8
 
 
 def parse_size(s):
@@ -90,6 +94,7 @@ N1_REPS = max(1, int(os.environ.get("FTPSEG_PEERS_N1_REPS", "1")))
 SIZE_OVERRIDE = os.environ.get("FTPSEG_PEERS_SIZE")
 SIZE = parse_size(SIZE_OVERRIDE) if SIZE_OVERRIDE else GIB
 BIG_SIZE = parse_size(os.environ.get("FTPSEG_PEERS_BIG_SIZE", "0" if SIZE_OVERRIDE else "4G"))
+LATENCY_SIZE = SIZE // 4  # the long-path scenario: start and end costs matter against 1.6 s
 EVEN_NS = [int(x) for x in env_list("FTPSEG_PEERS_EVEN_NS", ["1", "4", "8", "16"])]
 MAX_TIMEOUT = float(os.environ.get("FTPSEG_PEERS_TIMEOUT", "300"))
 OUT_DIR = os.path.abspath(os.environ.get("FTPSEG_PEERS_OUT", os.path.join(ROOT, "docs/bench")))
@@ -593,49 +598,83 @@ def uneven_rates():
     return [int(round(rng.uniform(2, 40), 1) * MIB) for _ in range(UNEVEN_N)]
 
 
+def run_on_serve(scenario, tool, n, folder, name, size, ideal, serve_args, extra=None):
+    """One run of `tool` against a fresh `ftpseg serve FOLDER SERVE_ARGS...` (stopped after the
+    run; its counters land in the run's record)."""
+    stats = os.path.join(WORK, "serve-stats.json")
+    if os.path.exists(stats):
+        os.unlink(stats)
+    port = free_port()
+    scmd = [BIN, "serve", folder, "--port", str(port), "--stats-file", stats, *serve_args]
+    serve_log = open(os.path.join(WORK, "serve.log"), "ab")
+    sp = subprocess.Popen(scmd, stdout=subprocess.PIPE, stderr=serve_log,
+                          start_new_session=True)
+    serve_log.close()
+    LIVE_GROUPS.add(sp.pid)
+    try:
+        line = sp.stdout.readline().decode().strip()  # the URL, once it listens
+        if not line.startswith("ftp://"):
+            sp.wait(5)
+            raise RuntimeError(f"ftpseg serve did not start (exit {sp.returncode}): "
+                               + open(os.path.join(WORK, "serve.log")).read()[-500:])
+        r = one_run(scenario, tool, n, f"ftp://127.0.0.1:{port}/{name}",
+                    os.path.join(folder, name), size, ideal=ideal,
+                    extra={**(extra or {}), "serve_command": shlex.join(scmd)})
+    finally:
+        sp.send_signal(signal.SIGTERM)
+        try:
+            sp.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(sp.pid, signal.SIGKILL)
+            sp.wait()
+        LIVE_GROUPS.discard(sp.pid)
+    try:
+        st = json.load(open(stats))
+        r["serve_stats"] = st
+        r["bytes_sent"] = st.get("bytes_sent")
+        r["refused_logins"] = st.get("connections_refused")
+    except (OSError, ValueError):
+        r["serve_stats"] = None
+    return r
+
+
 def sc_uneven(S, served):
     rates = uneven_rates()
     ideal = SIZE / sum(rates)
-    src = os.path.join(served, served_name(SIZE))
     for rep in range(REPS):
         for tool in rotated(peer_tools(UNEVEN_N), rep):
             # A fresh `ftpseg serve` per run: the k-th control connection of *this* tool gets
             # rates[k % 8], so any 8 consecutive connections together get the sum of the rates.
-            stats = os.path.join(WORK, "serve-stats.json")
-            if os.path.exists(stats):
-                os.unlink(stats)
-            port = free_port()
-            scmd = [BIN, "serve", served, "--port", str(port), "--stats-file", stats,
-                    "--session-rates", ",".join(str(r) for r in rates)]
-            serve_log = open(os.path.join(WORK, "serve.log"), "ab")
-            sp = subprocess.Popen(scmd, stdout=subprocess.PIPE, stderr=serve_log,
-                                  start_new_session=True)
-            serve_log.close()
-            LIVE_GROUPS.add(sp.pid)
-            try:
-                line = sp.stdout.readline().decode().strip()  # the URL, once it listens
-                if not line.startswith("ftp://"):
-                    sp.wait(5)
-                    raise RuntimeError(f"ftpseg serve did not start (exit {sp.returncode}): "
-                                       + open(os.path.join(WORK, "serve.log")).read()[-500:])
-                r = one_run("uneven", tool, UNEVEN_N, f"ftp://127.0.0.1:{port}/{served_name(SIZE)}",
-                            src, SIZE, ideal=ideal,
-                            extra={"session_rates": rates, "serve_command": shlex.join(scmd)})
-            finally:
-                sp.send_signal(signal.SIGTERM)
-                try:
-                    sp.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(sp.pid, signal.SIGKILL)
-                    sp.wait()
-                LIVE_GROUPS.discard(sp.pid)
-            try:
-                st = json.load(open(stats))
-                r["serve_stats"] = st
-                r["bytes_sent"] = st.get("bytes_sent")
-                r["refused_logins"] = st.get("connections_refused")
-            except (OSError, ValueError):
-                r["serve_stats"] = None
+            run_on_serve("uneven", tool, UNEVEN_N, served, served_name(SIZE), SIZE, ideal,
+                         ["--session-rates", ",".join(str(r) for r in rates)],
+                         extra={"session_rates": rates})
+
+
+def sc_latency(S, served):
+    """A long path: every control round trip takes LATENCY_RTT_MS (`ftpseg serve --rtt-ms`),
+    8 connections at the cap each. What separates the tools is how many round trips pass
+    before all connections read data, and after the last byte."""
+    size = LATENCY_SIZE
+    folder = os.path.join(WORK, "latency")
+    os.makedirs(folder, exist_ok=True)
+    name = served_name(size)
+    path = os.path.join(folder, name)
+    if not os.path.exists(path) or os.path.getsize(path) != size:
+        with open(os.path.join(served, served_name(SIZE)), "rb") as src, open(path, "wb") as dst:
+            left = size
+            while left:
+                chunk = src.read(min(left, 8 * MIB))
+                if not chunk:
+                    raise RuntimeError(f"{served_name(SIZE)} is shorter than {size} bytes")
+                dst.write(chunk)
+                left -= len(chunk)
+    n = LATENCY_N
+    ideal = size / (n * RATE)
+    for rep in range(REPS):
+        for tool in rotated(peer_tools(n), rep):
+            run_on_serve("latency", tool, n, folder, name, size, ideal,
+                         ["--rate", str(RATE), "--rtt-ms", str(LATENCY_RTT_MS)],
+                         extra={"rtt_ms": LATENCY_RTT_MS})
 
 
 def free_port():
@@ -960,7 +999,7 @@ def report(meta):
               f"Peers: {meta['versions']['lftp']}; {meta['versions']['aria2c']}; "
               f"{meta['versions']['axel']}; {meta['versions']['curl'].split(' (')[0]}. "
               f"Servers: {meta['versions'].get('vsftpd')}, {meta['versions'].get('proftpd-core')}, "
-              "`ftpseg serve` for the uneven scenario.\n")
+              "`ftpseg serve` for the uneven and long-path scenarios.\n")
     md.append(f"Repetitions: {REPS} (even caps at N = 1: {N1_REPS}); times are medians; every "
               "result is checked byte-exact with `cmp` against the served file. "
               "Server bytes = bytes the server logged as sent for the file (vsftpd/proftpd "
@@ -1104,6 +1143,24 @@ def report(meta):
             md.append(f"\n### {sname}\n")
             md.append(table(H, std_rows("overshoot", sname)))
 
+    if any(r["scenario"] == "latency" for r in RUNS):
+        ls = next(r["size"] for r in RUNS if r["scenario"] == "latency")
+        md.append(f"\n\n## 8. A long path: `ftpseg serve --rtt-ms {LATENCY_RTT_MS}`, "
+                  f"{LATENCY_N} x {RATE // MIB} MiB/s, {human(ls)}\n")
+        md.append(f"Every exchange on a control connection takes {LATENCY_RTT_MS} ms more (half "
+                  "each way; the greeting two round trips after the connect); data connections "
+                  "are not delayed. Ideal = size / (N x cap), the transfer alone; over = time - "
+                  "ideal, in round trips: the logins, questions and transfer starts before all "
+                  "connections read, and what a tool waits for after the last byte. Not one of "
+                  "the issue's scenarios: added with ftpseg's early logins (docs/benchmarks.md).\n")
+        rows = std_rows("latency")
+        for row in rows:
+            m = summaries[f"latency//{row[1]}/{row[0]}"]
+            over = (m["wall_s"] - m["ideal_s"]) / (LATENCY_RTT_MS / 1000) if m["wall_s"] else None
+            m["over_rtts"] = over
+            row.insert(6, fmt(over, ".1f"))
+        md.append(table(H[:6] + ["over, RTTs"] + H[6:], rows))
+
     md.append("\n\n## Targets of issue 4 (ftpseg, this run)\n")
     md.append(table(["target", "measured", "met"], targets(summaries)))
     md.append("\n\n## Commands\n")
@@ -1124,9 +1181,10 @@ def report(meta):
         lines.append(f"* {r['scenario']} {r.get('case') or ''} N={r['n']} {r['tool']}: "
                      f"`{r['command']}`{extra}")
     md += lines
-    if any(r["scenario"] == "uneven" for r in RUNS):
-        u = next(r for r in RUNS if r["scenario"] == "uneven")
-        md.append(f"* uneven server: `{u['serve_command']}`")
+    for sc in ("uneven", "latency"):
+        u = next((r for r in RUNS if r["scenario"] == sc), None)
+        if u:
+            md.append(f"* {sc} server: `{u['serve_command']}`")
     return "\n".join(md) + "\n", summaries
 
 
@@ -1182,7 +1240,8 @@ def main():
     PROGRESS = (os.path.join(OUT_DIR, "peers.json"), meta)
     t0 = time.monotonic()
     fns = {"even": sc_even, "uneven": sc_uneven, "stall": sc_stall, "limit": sc_limit,
-           "resume": sc_resume, "loopback": sc_loopback, "overshoot": sc_overshoot}
+           "resume": sc_resume, "loopback": sc_loopback, "overshoot": sc_overshoot,
+           "latency": sc_latency}
     for s in SCENARIOS:
         log(f"scenario {s}")
         fns[s](S, served)

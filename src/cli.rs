@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// --stall-after applies only to the first N RETRs
     #[arg(long, value_name = "N")]
     pub faulty_transfers: Option<usize>,
+    /// A long network path: add this round-trip time, in milliseconds, to every exchange on
+    /// the control connections (data connections are not delayed)
+    #[arg(long, value_name = "MS")]
+    pub rtt_ms: Option<u64>,
     /// On SIGINT or SIGTERM, write the server's counters here as JSON before exiting
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,

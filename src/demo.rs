@@ -122,6 +122,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     cfg.faults.faulty_transfers = args.faulty_transfers;
     cfg.max_connections = args.max_connections;
     cfg.port = args.port;
+    cfg.latency = args.rtt_ms.map(Duration::from_millis);
     let server = TestServer::start(cfg)
         .await
         .map_err(|e| Error::Internal(format!("cannot start the FTP server: {e}")))?;

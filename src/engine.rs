@@ -152,7 +152,14 @@ pub async fn download(
     // Connecting and probing are bounded by the timeouts; Ctrl-C ends them at once.
     let mut stop_early = stop.clone();
     let saved_in = files.as_ref().map(|f| f.manifest.as_path());
-    let (addrs, mut first, size, mdtm, first_permit) = tokio::select! {
+    let Started {
+        addrs,
+        mut first,
+        size,
+        mdtm,
+        permit: first_permit,
+        early,
+    } = tokio::select! {
         r = startup(job, tls.as_ref()) => r?,
         _ = stop_early.wait_for(|s| *s) => return Err(interrupted(saved_in)),
     };
@@ -296,6 +303,7 @@ pub async fn download(
         &shared,
         first,
         preopened,
+        early,
         workers,
         job,
         progress,
@@ -527,21 +535,87 @@ fn adopt_same_file(m: &mut Manifest, url: &FtpUrl) {
     }
 }
 
-/// Resolves the host, opens and probes the first session, asks `SIZE` and `MDTM`.
-#[allow(clippy::type_complexity)]
-async fn startup(
-    job: &Job,
-    tls: Option<&Arc<TlsClient>>,
-) -> Result<
-    (
-        Vec<SocketAddr>,
-        Session,
-        Option<u64>,
-        Option<String>,
-        Option<Permit>,
-    ),
-    Error,
-> {
+/// What [`startup`] learned and opened.
+struct Started {
+    addrs: Vec<SocketAddr>,
+    first: Session,
+    size: Option<u64>,
+    mdtm: Option<String>,
+    /// In a batch: the permit the first session holds.
+    permit: Option<Permit>,
+    early: EarlyLogins,
+}
+
+/// Logins of the other connections, started as soon as the first session has logged in and
+/// the file's size is known, so they overlap the rest of the first session's questions
+/// (`FEAT`, `REST`, `MDTM`) and the setup of the `.part` and the manifest: over a long path that
+/// is several round trips sooner at full speed. Only after the first login worked (wrong
+/// credentials cost one failed login, not N) and only as many as the size needs. The k-th
+/// goes to worker k + 1; the logins not taken are aborted when this is dropped (a resumed
+/// download may need fewer connections, a server without `REST` only one).
+struct EarlyLogins(Vec<Option<LoginTask>>);
+
+type LoginTask = tokio::task::JoinHandle<Result<Session, SessionError>>;
+
+impl EarlyLogins {
+    /// The pending login for worker `id` (worker 0 has the first session).
+    fn take(&mut self, id: usize) -> Option<PendingLogin> {
+        let slot = self.0.get_mut(id.checked_sub(1)?)?;
+        slot.take().map(PendingLogin)
+    }
+}
+
+impl Drop for EarlyLogins {
+    fn drop(&mut self) {
+        for handle in self.0.iter().flatten() {
+            handle.abort();
+        }
+    }
+}
+
+/// What a worker's first attempt starts from, besides its session (if it has one).
+enum HeadStart {
+    /// A login started early ([`EarlyLogins`]).
+    Login(PendingLogin),
+    /// A transfer from byte 0 the first session already started (a server without `SIZE`).
+    Transfer(Transfer),
+}
+
+/// One of the [`EarlyLogins`], handed to its worker; aborted if dropped before it is awaited.
+struct PendingLogin(LoginTask);
+
+impl PendingLogin {
+    async fn session(mut self) -> Result<Session, SessionError> {
+        match (&mut self.0).await {
+            Ok(r) => r,
+            Err(e) => Err(SessionError::Protocol(format!("a login task ended: {e}"))),
+        }
+    }
+}
+
+impl Drop for PendingLogin {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How many connections a download of `size` bytes starts with: `-n` (at most one per
+/// `--min-range` bytes), or with `-n auto` the tuner's start.
+fn starting_connections(job: &Job, size: u64) -> usize {
+    let wanted = job
+        .connections
+        .clamp(1, plan::MAX_CONNECTIONS)
+        .min(usize::try_from(size.div_ceil(job.min_range.max(1))).unwrap_or(usize::MAX))
+        .max(1);
+    match job.auto_connections {
+        true => crate::autotune::START.min(wanted),
+        false => wanted,
+    }
+}
+
+/// Resolves the host, opens the first session, asks `SIZE`, starts the other logins
+/// ([`EarlyLogins`]), then probes the first session (`FEAT`, `REST`) and asks `MDTM`.
+async fn startup(job: &Job, tls: Option<&Arc<TlsClient>>) -> Result<Started, Error> {
     let addrs = resolve(&job.url, job.timeouts.connect).await?;
     // In a batch: a session another file left logged in, or a permit to open one.
     let connect = || Session::connect_with(&addrs, &job.creds, job.timeouts, tls);
@@ -563,20 +637,48 @@ async fn startup(
     };
     first.set_use_pasv_address(job.use_pasv_address);
     first.set_active(job.active);
-    first
-        .probe()
-        .await
-        .map_err(|e| startup_error(&job.url, &job.creds, e))?;
+    // SIZE first (the session is in binary mode since its login): the size says how many
+    // connections the download needs, and their logins can start now.
     let size = first
         .size(&job.url.path)
         .await
         .map_err(|e| not_found_or(&job.url, &job.creds, e))?;
+    let early = match (size, &job.pool) {
+        // In a batch, connections are opened with the pool's permits, when workers get them.
+        (Some(size), None) if size > 0 => {
+            let size = job.limit.map_or(size, |limit| limit.clamp(1, size));
+            let others = starting_connections(job, size) - 1;
+            EarlyLogins(
+                (0..others)
+                    .map(|_| {
+                        let (addrs, creds) = (addrs.clone(), job.creds.clone());
+                        let (timeouts, tls) = (job.timeouts, tls.cloned());
+                        Some(tokio::spawn(async move {
+                            Session::connect_with(&addrs, &creds, timeouts, tls.as_ref()).await
+                        }))
+                    })
+                    .collect(),
+            )
+        }
+        _ => EarlyLogins(Vec::new()),
+    };
+    first
+        .probe()
+        .await
+        .map_err(|e| startup_error(&job.url, &job.creds, e))?;
     let mdtm = first
         .mdtm(&job.url.path)
         .await
         .map_err(|e| startup_error(&job.url, &job.creds, e))?
         .map(|m| m.0);
-    Ok((addrs, first, size, mdtm, permit))
+    Ok(Started {
+        addrs,
+        first,
+        size,
+        mdtm,
+        permit,
+        early,
+    })
 }
 
 /// Resolves the URL's host to socket addresses, within the connect timeout.
@@ -1067,6 +1169,7 @@ async fn run_workers(
     shared: &Arc<Shared>,
     first: Session,
     preopened: Option<Transfer>,
+    mut early: EarlyLogins,
     workers: usize,
     job: &Job,
     progress: &mut Progress,
@@ -1077,12 +1180,14 @@ async fn run_workers(
     let mut first = Some((first, preopened));
     for id in 0..workers {
         let shared = shared.clone();
-        let (session, preopened) = match first.take() {
-            Some((s, p)) => (Some(s), p),
-            None => (None, None),
+        let (session, head) = match first.take() {
+            Some((s, p)) => (Some(s), p.map(HeadStart::Transfer)),
+            None => (None, early.take(id).map(HeadStart::Login)),
         };
-        set.spawn(async move { worker(id, shared, session, preopened).await });
+        set.spawn(async move { worker(id, shared, session, head).await });
     }
+    // Logins no worker took (fewer workers than planned) end here.
+    drop(early);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut meter = RateMeter::new(shared);
     let t0 = Instant::now();
@@ -1279,7 +1384,7 @@ async fn worker(
     id: usize,
     shared: Arc<Shared>,
     mut session: Option<Session>,
-    mut preopened: Option<Transfer>,
+    mut head: Option<HeadStart>,
 ) -> Result<(), Error> {
     let stat = &shared.conns[id];
     let mut rejoin_after = shared.busy_retry;
@@ -1342,7 +1447,7 @@ async fn worker(
                 // A free connection may take this range over if it stalls: dropping the
                 // attempt stops every write into the range before it is released.
                 let attempt = tokio::select! {
-                    r = fetch_range(&shared, id, &mut session, preopened.take(), &seg, &mut buf, pipe.as_ref()) => Some(r),
+                    r = fetch_range(&shared, id, &mut session, head.take(), &seg, &mut buf, pipe.as_ref()) => Some(r),
                     _ = seg.preempted() => None,
                 };
                 let Some(attempt) = attempt else {
@@ -1428,7 +1533,7 @@ async fn worker(
         (Some(pool), Some(permit)) => pool.give_back(session, permit),
         _ => {
             if let Some(s) = session {
-                s.quit().await;
+                s.quit_later();
             }
         }
     }
@@ -1590,26 +1695,37 @@ pub(crate) fn backoff(tries: u32) -> Duration {
 
 /// One attempt at a range: connect if needed, `REST`+`RETR` from the range's position, read
 /// into the file until the range's (moving) end, stop early, keep the session for the next range.
-/// `preopened` is a transfer the probe already started at byte 0 (servers without SIZE): used
-/// if the range starts there, otherwise stopped.
+/// `head`: a login started early, used instead of connecting; or a transfer the probe already
+/// started at byte 0 (servers without SIZE), used if the range starts there, otherwise stopped.
 async fn fetch_range(
     shared: &Shared,
     id: usize,
     session: &mut Option<Session>,
-    preopened: Option<Transfer>,
+    head: Option<HeadStart>,
     seg: &Arc<Segment>,
     buf: &mut [u8],
     pipe: Option<&crate::pipe::Pipe>,
 ) -> Result<(), SessionError> {
     let stat = &shared.conns[id];
+    let (login, preopened) = match head {
+        Some(HeadStart::Login(login)) => (Some(login), None),
+        Some(HeadStart::Transfer(transfer)) => (None, Some(transfer)),
+        None => (None, None),
+    };
     if session.is_none() {
-        let mut s = Session::connect_with(
-            &shared.addrs,
-            &shared.creds,
-            shared.timeouts,
-            shared.tls.as_ref(),
-        )
-        .await?;
+        let mut s = match login {
+            // Started during the first session's probe ([`EarlyLogins`]).
+            Some(login) => login.session().await?,
+            None => {
+                Session::connect_with(
+                    &shared.addrs,
+                    &shared.creds,
+                    shared.timeouts,
+                    shared.tls.as_ref(),
+                )
+                .await?
+            }
+        };
         shared.opened.fetch_add(1, Ordering::Relaxed);
         adopt(shared, &mut s);
         *session = Some(s);
@@ -1781,6 +1897,15 @@ async fn fetch_range(
     } else {
         false
     };
+    if !to_eof && shared.pool.is_none() && shared.sched.remaining() == 0 {
+        // Every byte of the file is in and no other file needs this session: the reply to the
+        // stopped transfer and the NOOP after it would only add two round trips to the end.
+        drop(stream);
+        if let Some(s) = session.take() {
+            s.quit_later();
+        }
+        return Ok(());
+    }
     let ended = s.end_transfer(stream, to_eof).await;
     if ended.is_err() && to_eof {
         // The server says the transfer failed although the byte count is right: do not trust

@@ -36,6 +36,92 @@ async fn sizes_and_connection_counts_are_byte_exact() {
     }
 }
 
+/// The other connections log in while the first one still probes the server (issue 4), but only
+/// as many as the file's size needs: one login per connection used, never one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_only_those_the_file_needs() {
+    let fx = Fixture::new(|c| c).await;
+    // (size, -n, connections the size allows with --min-range 1M)
+    let cases = [
+        ("tiny.bin", 100 * 1024, 8, 1),
+        ("three.bin", 3 * MIB, 8, 3),
+        ("big.bin", 16 * MIB, 4, 4),
+    ];
+    for (i, (name, len, n, logins)) in cases.into_iter().enumerate() {
+        let data = fx.serve(name, len, 40 + i as u64);
+        let out = fx.out(name);
+        let before = fx.server.stats().login_attempts;
+        let o = run(
+            &[
+                "-q",
+                "-n",
+                &n.to_string(),
+                "--min-range",
+                "1M",
+                "-o",
+                out.to_str().unwrap(),
+                &fx.url(name),
+            ],
+            &fx.local,
+        )
+        .await;
+        assert_ok_and_equal(&o, &out, &data);
+        assert_eq!(
+            fx.server.stats().login_attempts - before,
+            logins,
+            "{name} ({len} bytes) with -n {n}"
+        );
+    }
+}
+
+/// The test server's long path (`ServerConfig::with_latency`, `ftpseg serve --rtt-ms`, the
+/// benchmark's latency scenario) really delays the control connection: the greeting comes two
+/// round trips after the connect, each reply one round trip after its command. A download
+/// through it is byte-exact, its early logins and early end included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_control_path_delays_every_round_trip_and_downloads_byte_exact() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let rtt = std::time::Duration::from_millis(60);
+    let fx = Fixture::new(|c| c.with_latency(rtt)).await;
+    let data = fx.serve("far.bin", 6 * MIB + 5, 77);
+
+    let t0 = std::time::Instant::now();
+    let tcp = tokio::net::TcpStream::connect(fx.server.addr())
+        .await
+        .unwrap();
+    let mut control = BufReader::new(tcp);
+    let mut line = String::new();
+    control.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("220"), "{line}");
+    assert!(t0.elapsed() >= 2 * rtt, "greeting after {:?}", t0.elapsed());
+    let t1 = std::time::Instant::now();
+    control
+        .get_mut()
+        .write_all(b"USER anonymous\r\n")
+        .await
+        .unwrap();
+    line.clear();
+    control.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("331"), "{line}");
+    assert!(t1.elapsed() >= rtt, "reply after {:?}", t1.elapsed());
+    drop(control);
+
+    let out = fx.out("far.bin");
+    let o = run(
+        &[
+            "-q",
+            "-n",
+            "4",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("far.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_output_name_and_summary() {
     let fx = Fixture::new(|c| c).await;

@@ -977,6 +977,13 @@ impl Session {
         let _ = timeout(Duration::from_secs(2), self.ftp.quit()).await;
     }
 
+    /// [`Session::quit`] in a task of its own: the caller does not wait a round trip for the
+    /// server's goodbye. The task ends with the runtime if that comes first (the connection is
+    /// then closed without it).
+    pub fn quit_later(self) {
+        tokio::spawn(self.quit());
+    }
+
     /// Sends a raw command and returns the whole reply if its code is one of `ok`.
     ///
     /// The codes are checked here, from the reply's own digits: suppaftp maps codes it does not

@@ -106,6 +106,11 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Also accept `PORT` (active mode); default false (`PORT` answered 502).
     pub active: bool,
+    /// A long network path on the control connections: this round-trip time is added to every
+    /// exchange (half each way) and to the connection's setup (the greeting arrives two
+    /// round trips after the connect, as over a real link: handshake, then greeting). Data
+    /// connections are not delayed. Not with implicit FTPS.
+    pub latency: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -121,7 +126,14 @@ impl ServerConfig {
             faults: Faults::default(),
             tls: None,
             active: false,
+            latency: None,
         }
+    }
+
+    /// Adds `rtt` to every control-connection round trip (see [`ServerConfig::latency`]).
+    pub fn with_latency(mut self, rtt: Duration) -> Self {
+        self.latency = Some(rtt);
+        self
     }
 
     /// Accepts `PORT` (active mode) as well as `PASV`/`EPSV`.
@@ -174,6 +186,7 @@ impl fmt::Debug for ServerConfig {
             .field("faults", &self.faults)
             .field("tls", &self.tls)
             .field("active", &self.active)
+            .field("latency", &self.latency)
             .finish()
     }
 }
@@ -355,6 +368,7 @@ struct SessionSettings {
     authenticator: Arc<TestAuthenticator>,
     tls: Option<ServerTls>,
     active: bool,
+    latency: Option<Duration>,
 }
 
 /// Counts a live control connection for as long as it exists; marks the connection closed and
@@ -442,6 +456,12 @@ impl TestServer {
         }
         let root = std::path::absolute(&cfg.root)?;
         let tls = cfg.tls.as_ref().map(ServerTls::load).transpose()?;
+        if cfg.latency.is_some() && tls.as_ref().is_some_and(|t| t.implicit) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the test server cannot add latency to implicit FTPS",
+            ));
+        }
         let scheme = match &tls {
             None => "ftp",
             Some(t) if t.implicit => "ftps",
@@ -461,6 +481,7 @@ impl TestServer {
             authenticator: Arc::new(authenticator),
             tls,
             active: cfg.active,
+            latency: cfg.latency,
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept_task = tokio::spawn(accept_loop(listener, settings, shared.clone(), stop_rx));
@@ -640,6 +661,10 @@ async fn serve(stream: TcpStream, settings: Arc<SessionSettings>, guard: LiveGua
     match builder.build() {
         Ok(server) => match tls {
             Some((config, true)) => serve_implicit(stream, config, server).await,
+            _ if settings.latency.is_some() => {
+                let rtt = settings.latency.unwrap_or_default();
+                serve_delayed(stream, rtt, server).await;
+            }
             // Errors are logged by libunftp; the connection is closed either way.
             _ => {
                 let _ = server.service(stream).await;
@@ -691,6 +716,76 @@ async fn serve_implicit(
         drop(outer);
     };
     let _ = tokio::join!(server.service(inner), relay);
+}
+
+/// [`ServerConfig::latency`]: the control connection relayed to libunftp over a loopback
+/// connection on the same address (so its passive replies name the address the client
+/// connected to), every chunk delivered half a round trip after it was sent, the greeting
+/// two round trips after the connect.
+async fn serve_delayed(
+    client: TcpStream,
+    rtt: Duration,
+    server: libunftp::Server<FaultyFs, unftp_core::auth::DefaultUser>,
+) {
+    let Ok(local) = client.local_addr() else {
+        return;
+    };
+    let Ok(listener) = TcpListener::bind(SocketAddr::new(local.ip(), 0)).await else {
+        return;
+    };
+    let Ok(inner_addr) = listener.local_addr() else {
+        return;
+    };
+    let (outer, inner) = tokio::join!(TcpStream::connect(inner_addr), listener.accept());
+    let (Ok(outer), Ok((inner, _))) = (outer, inner) else {
+        return;
+    };
+    drop(listener);
+    let relay = async move {
+        // The handshake's round trip, and half of the greeting's (the other half below).
+        tokio::time::sleep(rtt + rtt / 2).await;
+        let (client_read, client_write) = client.into_split();
+        let (outer_read, outer_write) = outer.into_split();
+        // When either direction ends, its write side is shut down: libunftp sees the client
+        // go away, the client sees the server close.
+        tokio::join!(
+            delayed_copy(client_read, outer_write, rtt / 2),
+            delayed_copy(outer_read, client_write, rtt / 2)
+        );
+    };
+    let _ = tokio::join!(server.service(inner), relay);
+}
+
+/// Copies `from` to `to`, each chunk written `delay` after it was read, in order (a link's
+/// one-way latency); shuts `to` down when `from` ends or fails.
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::AsyncReadExt;
+    // Control traffic is small; the bound only keeps a flooding client from growing it.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(1024);
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            let due = tokio::time::Instant::now() + delay;
+            if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                break;
+            }
+        }
+        // Dropping `tx` lets the writer finish what is queued, then stop.
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
 
 /// Percent-encodes what may not appear literally in a URL path (keeps `/` as the separator).
