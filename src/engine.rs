@@ -616,6 +616,7 @@ fn starting_connections(job: &Job, size: u64) -> usize {
 /// Resolves the host, opens the first session, asks `SIZE`, starts the other logins
 /// ([`EarlyLogins`]), then probes the first session (`FEAT`, `REST`) and asks `MDTM`.
 async fn startup(job: &Job, tls: Option<&Arc<TlsClient>>) -> Result<Started, Error> {
+    crate::trace!("startup: resolving {}", job.url.host_for_connect());
     let addrs = resolve(&job.url, job.timeouts.connect).await?;
     // In a batch: a session another file left logged in, or a permit to open one.
     let connect = || Session::connect_with(&addrs, &job.creds, job.timeouts, tls);
@@ -643,6 +644,7 @@ async fn startup(job: &Job, tls: Option<&Arc<TlsClient>>) -> Result<Started, Err
         .size(&job.url.path)
         .await
         .map_err(|e| not_found_or(&job.url, &job.creds, e))?;
+    crate::trace!("startup: SIZE answered {size:?}");
     let early = match (size, &job.pool) {
         // In a batch, connections are opened with the pool's permits, when workers get them.
         (Some(size), None) if size > 0 => {
@@ -671,6 +673,7 @@ async fn startup(job: &Job, tls: Option<&Arc<TlsClient>>) -> Result<Started, Err
         .await
         .map_err(|e| startup_error(&job.url, &job.creds, e))?
         .map(|m| m.0);
+    crate::trace!("startup: probed, {} early logins", early.0.len());
     Ok(Started {
         addrs,
         first,
