@@ -452,11 +452,13 @@ impl Files {
         let mut resumed = manifest.bytes_done();
         // Written before the file is preallocated: a full-size file never exists without it.
         manifest.save(&self.manifest)?;
+        crate::trace!("setup: manifest saved");
         let part = if resumed > 0 && part_exists {
             PartFile::open_existing(&self.part, size)?
         } else {
             PartFile::create(&self.part, size)?
         };
+        crate::trace!("setup: .part ready");
         if part.allocation() == Allocation::Sparse {
             progress.note(
                 "this filesystem cannot preallocate; the file is sparse (free space was checked)",
