@@ -221,26 +221,17 @@ pub async fn download(
         ),
     };
 
-    let connections = if rest {
-        job.connections.clamp(1, plan::MAX_CONNECTIONS)
-    } else {
+    if !rest {
         progress.note(
             "the server does not support REST: using one connection; an interrupted download \
              will have to start over",
         );
-        1
-    };
+    }
     let min_range = if rest { job.min_range } else { u64::MAX };
     let remaining: u64 = manifest.ranges.iter().map(|r| r.remaining()).sum();
-    let workers = connections
-        .min(usize::try_from(remaining.div_ceil(job.min_range.max(1))).unwrap_or(1))
-        .max(1);
+    let workers = workers_for(job, remaining, rest);
     // `-n auto` starts with few workers allowed; the others join (and count as live) later.
-    let allowed = if job.auto_connections {
-        crate::autotune::START.min(workers)
-    } else {
-        workers
-    };
+    let allowed = starting_workers(job, workers);
     let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range, allowed));
 
     let shared = Arc::new(Shared {
@@ -601,17 +592,22 @@ impl Drop for PendingLogin {
     }
 }
 
-/// How many connections a download of `size` bytes starts with: `-n` (at most one per
-/// `--min-range` bytes), or with `-n auto` the tuner's start.
-fn starting_connections(job: &Job, size: u64) -> usize {
-    let wanted = job
-        .connections
-        .clamp(1, plan::MAX_CONNECTIONS)
-        .min(usize::try_from(size.div_ceil(job.min_range.max(1))).unwrap_or(usize::MAX))
-        .max(1);
+/// Connections for a download with `bytes` still to fetch: `-n` (one without `REST`), at most
+/// one per `--min-range` bytes.
+fn workers_for(job: &Job, bytes: u64, rest: bool) -> usize {
+    let connections = match rest {
+        true => job.connections.clamp(1, plan::MAX_CONNECTIONS),
+        false => 1,
+    };
+    let by_size = usize::try_from(bytes.div_ceil(job.min_range.max(1))).unwrap_or(usize::MAX);
+    connections.min(by_size).max(1)
+}
+
+/// How many of `workers` start at once: all, or with `-n auto` the tuner's start.
+fn starting_workers(job: &Job, workers: usize) -> usize {
     match job.auto_connections {
-        true => crate::autotune::START.min(wanted),
-        false => wanted,
+        true => crate::autotune::START.min(workers),
+        false => workers,
     }
 }
 
@@ -651,7 +647,8 @@ async fn startup(job: &Job, tls: Option<&Arc<TlsClient>>) -> Result<Started, Err
         // In a batch, connections are opened with the pool's permits, when workers get them.
         (Some(size), None) if size > 0 => {
             let size = job.limit.map_or(size, |limit| limit.clamp(1, size));
-            let others = starting_connections(job, size) - 1;
+            // REST is probed only below; without it, these logins are aborted unused.
+            let others = starting_workers(job, workers_for(job, size, true)) - 1;
             EarlyLogins(
                 (0..others)
                     .map(|_| {
