@@ -1497,8 +1497,7 @@ async fn worker(
                 if busy && shared.sched.give_up(&seg) {
                     // The server wants fewer connections: another live connection takes this
                     // range; this one waits, then tries to come back.
-                    if park(&shared, id, rejoin_after).await {
-                        rejoin_after = (rejoin_after * 2).min(BUSY_RETRY_MAX);
+                    if park(&shared, id, &mut rejoin_after, &mut session).await {
                         continue 'ranges;
                     }
                     return Ok(());
@@ -1609,10 +1608,17 @@ const LINGER_POLL: Duration = Duration::from_millis(100);
 /// Longest wait before a connection refused as "too many" tries to come back.
 const BUSY_RETRY_MAX: Duration = Duration::from_secs(120);
 
-/// A connection the server refused as one too many waits `wait`, then rejoins the download
-/// (`true`) to try a connection again. `false` if the download ended (or failed) meanwhile.
-async fn park(shared: &Shared, id: usize, wait: Duration) -> bool {
-    shared.conns[id].set(None, &format!("server busy: retry in {} s", wait.as_secs()));
+/// A connection the server refused as one too many waits `wait` (doubled for the next time,
+/// up to [`BUSY_RETRY_MAX`]), logs in again (waiting again while the server still refuses),
+/// then rejoins the download (`true`) with the new `session`. In a batch it rejoins without
+/// logging in: the login needs a permit of the pool first. `false` if the download ended (or
+/// failed) meanwhile.
+async fn park(
+    shared: &Shared,
+    id: usize,
+    wait: &mut Duration,
+    session: &mut Option<Session>,
+) -> bool {
     // The batch's budget for this server shrinks by this connection (crate::pool).
     let permit = shared.slots[id]
         .lock()
@@ -1621,14 +1627,49 @@ async fn park(shared: &Shared, id: usize, wait: Duration) -> bool {
     if let (Some(pool), Some(permit)) = (&shared.pool, permit) {
         pool.shrink(permit);
     }
-    let until = Instant::now() + wait;
-    while Instant::now() < until {
-        if shared.failed.load(Ordering::SeqCst) || shared.sched.remaining() == 0 {
-            return false;
+    loop {
+        shared.conns[id].set(None, &format!("server busy: retry in {} s", wait.as_secs()));
+        let until = Instant::now() + *wait;
+        while Instant::now() < until {
+            if shared.failed.load(Ordering::SeqCst) || shared.sched.remaining() == 0 {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250).min(*wait)).await;
         }
-        tokio::time::sleep(Duration::from_millis(250).min(wait)).await;
+        *wait = (*wait * 2).min(BUSY_RETRY_MAX);
+        if shared.pool.is_some() {
+            // In a batch the login needs a permit first (`hold_slot`), after the range.
+            return shared.sched.rejoin();
+        }
+        // Logged in first, then a range: taking a range first would split a live
+        // connection's range for a login the server may refuse again (measured: five
+        // refused comebacks near the end of a per-IP-limited download cost 2 % of its time).
+        match log_in(shared).await {
+            Ok(s) if shared.sched.rejoin() => {
+                *session = Some(s);
+                return true;
+            }
+            Ok(s) => {
+                s.quit_later();
+                return false;
+            }
+            Err(e) => crate::trace!("conn {id}: still refused ({e})"),
+        }
     }
-    shared.sched.rejoin()
+}
+
+/// A new session for this download's server, with what the download learned about it.
+async fn log_in(shared: &Shared) -> Result<Session, SessionError> {
+    let mut s = Session::connect_with(
+        &shared.addrs,
+        &shared.creds,
+        shared.timeouts,
+        shared.tls.as_ref(),
+    )
+    .await?;
+    shared.opened.fetch_add(1, Ordering::Relaxed);
+    adopt(shared, &mut s);
+    Ok(s)
 }
 
 /// A local failure inside a transfer (the disk refused a write): kept for the worker to report
@@ -1715,21 +1756,16 @@ async fn fetch_range(
         None => (None, None),
     };
     if session.is_none() {
-        let mut s = match login {
+        let s = match login {
             // Started during the first session's probe ([`EarlyLogins`]).
-            Some(login) => login.session().await?,
-            None => {
-                Session::connect_with(
-                    &shared.addrs,
-                    &shared.creds,
-                    shared.timeouts,
-                    shared.tls.as_ref(),
-                )
-                .await?
+            Some(login) => {
+                let mut s = login.session().await?;
+                shared.opened.fetch_add(1, Ordering::Relaxed);
+                adopt(shared, &mut s);
+                s
             }
+            None => log_in(shared).await?,
         };
-        shared.opened.fetch_add(1, Ordering::Relaxed);
-        adopt(shared, &mut s);
         *session = Some(s);
     }
     let s = session.as_mut().expect("connected above");
