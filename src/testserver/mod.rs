@@ -699,23 +699,25 @@ async fn serve_implicit(
     else {
         return;
     };
-    let Ok(listener) = TcpListener::bind(SocketAddr::new(local.ip(), 0)).await else {
+    let Some((mut outer, inner)) = loopback_pair(local.ip()).await else {
         return;
     };
-    let Ok(inner_addr) = listener.local_addr() else {
-        return;
-    };
-    let (outer, inner) = tokio::join!(TcpStream::connect(inner_addr), listener.accept());
-    let (Ok(mut outer), Ok((inner, _))) = (outer, inner) else {
-        return;
-    };
-    drop(listener);
     let relay = async move {
         let _ = tokio::io::copy_bidirectional(&mut tls, &mut outer).await;
         // Dropping `outer` closes libunftp's control connection when the client goes away.
         drop(outer);
     };
     let _ = tokio::join!(server.service(inner), relay);
+}
+
+/// A connected pair of TCP streams on `ip` (the relay's end, libunftp's end), for serving a
+/// control connection through a relay: libunftp's passive replies then name `ip`, the address
+/// the client connected to.
+async fn loopback_pair(ip: IpAddr) -> Option<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.ok()?;
+    let addr = listener.local_addr().ok()?;
+    let (outer, inner) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    Some((outer.ok()?, inner.ok()?.0))
 }
 
 /// [`ServerConfig::latency`]: the control connection relayed to libunftp over a loopback
@@ -730,17 +732,9 @@ async fn serve_delayed(
     let Ok(local) = client.local_addr() else {
         return;
     };
-    let Ok(listener) = TcpListener::bind(SocketAddr::new(local.ip(), 0)).await else {
+    let Some((outer, inner)) = loopback_pair(local.ip()).await else {
         return;
     };
-    let Ok(inner_addr) = listener.local_addr() else {
-        return;
-    };
-    let (outer, inner) = tokio::join!(TcpStream::connect(inner_addr), listener.accept());
-    let (Ok(outer), Ok((inner, _))) = (outer, inner) else {
-        return;
-    };
-    drop(listener);
     let relay = async move {
         // The handshake's round trip, and half of the greeting's (the other half below).
         tokio::time::sleep(rtt + rtt / 2).await;
