@@ -1660,16 +1660,22 @@ async fn park(
 
 /// A new session for this download's server, with what the download learned about it.
 async fn log_in(shared: &Shared) -> Result<Session, SessionError> {
-    let mut s = Session::connect_with(
+    let s = Session::connect_with(
         &shared.addrs,
         &shared.creds,
         shared.timeouts,
         shared.tls.as_ref(),
     )
     .await?;
+    Ok(welcome(shared, s))
+}
+
+/// A session this download opened (now or early): counted, and told what the download
+/// learned about the server.
+fn welcome(shared: &Shared, mut s: Session) -> Session {
     shared.opened.fetch_add(1, Ordering::Relaxed);
     adopt(shared, &mut s);
-    Ok(s)
+    s
 }
 
 /// A local failure inside a transfer (the disk refused a write): kept for the worker to report
@@ -1758,12 +1764,7 @@ async fn fetch_range(
     if session.is_none() {
         let s = match login {
             // Started during the first session's probe ([`EarlyLogins`]).
-            Some(login) => {
-                let mut s = login.session().await?;
-                shared.opened.fetch_add(1, Ordering::Relaxed);
-                adopt(shared, &mut s);
-                s
-            }
+            Some(login) => welcome(shared, login.session().await?),
             None => log_in(shared).await?,
         };
         *session = Some(s);

@@ -659,12 +659,9 @@ async fn serve(stream: TcpStream, settings: Arc<SessionSettings>, guard: LiveGua
         builder = builder.ftps_required(FtpsRequired::All, FtpsRequired::All);
     }
     match builder.build() {
-        Ok(server) => match tls {
-            Some((config, true)) => serve_implicit(stream, config, server).await,
-            _ if settings.latency.is_some() => {
-                let rtt = settings.latency.unwrap_or_default();
-                serve_delayed(stream, rtt, server).await;
-            }
+        Ok(server) => match (tls, settings.latency) {
+            (Some((config, true)), _) => serve_implicit(stream, config, server).await,
+            (_, Some(rtt)) => serve_delayed(stream, rtt, server).await,
             // Errors are logged by libunftp; the connection is closed either way.
             _ => {
                 let _ = server.service(stream).await;
