@@ -809,6 +809,18 @@ def sc_loopback(S, served):
             r.update({"scenario": "loopback", "case": human(size), "tool": "cat (file > /dev/null)",
                       "n": 1, "size": size, "command": f"cat {src} > /dev/null", "ok": True})
             record(r)
+            # The write reference: the same bytes into a new file through the page cache,
+            # with no network. On a VM whose host takes back the guest's free memory
+            # (free page reporting), writing fresh page-cache pages is sometimes several
+            # times slower; a slow row here marks a repetition where every tool paid that.
+            copy = os.path.join(WORK, "copy.bin")
+            r = run_measured(["dd", f"if={src}", f"of={copy}", "bs=1M", "status=none"],
+                             dict(os.environ), 120, tag="dd", machine=True)
+            os.unlink(copy)
+            r.update({"scenario": "loopback", "case": human(size), "tool": "dd (file > new file)",
+                      "n": 1, "size": size, "command": f"dd if={src} of=NEW bs=1M",
+                      "ok": True})
+            record(r)
             for n in (1, 8):
                 for tool in rotated(peer_tools(n), rep):
                     one_run("loopback", tool, n, url_of(srv, name), src, size, srv,
@@ -1123,7 +1135,10 @@ def report(meta):
     if any(r["scenario"] == "loopback" for r in RUNS):
         md.append("\n\n## 6. Unthrottled loopback: vsftpd (sendfile on)\n")
         md.append("Client and server share the 2 cores. `cat` is the physical reference (the "
-                  "served file from the page cache to /dev/null); `curl` (N = 1) the plain "
+                  "served file from the page cache to /dev/null), `dd` the write reference "
+                  "(the served file copied to a new file: no network, the page-cache writes "
+                  "every tool makes; a slow `dd` marks a disturbed repetition); `curl` "
+                  "(N = 1) the plain "
                   "single-stream FTP reference. On disk s: until the tool's file is on disk (the "
                   "tool's time + a `sync`; ftpseg syncs as it goes, the peers never). "
                   "CPU s/GiB is the tool's own (user + system, "
