@@ -799,6 +799,11 @@ def sc_resume(S, served):
             record(run)
 
 
+def reference_ok(r):
+    """A reference row (`cat`, `dd`) counts only if its command finished and succeeded."""
+    return r["rc"] == 0 and not r["timed_out"]
+
+
 def sc_loopback(S, served):
     srv = S["vsftpd"]  # unthrottled, sendfile on (vsftpd's fast path)
     for size in [s for s in (SIZE, BIG_SIZE) if s]:
@@ -808,19 +813,24 @@ def sc_loopback(S, served):
             # The physical reference: reading the served file from the page cache.
             r = run_measured(["cat", src], dict(os.environ), 120, tag="cat", machine=True)
             r.update({"scenario": "loopback", "case": human(size), "tool": "cat (file > /dev/null)",
-                      "n": 1, "size": size, "command": f"cat {src} > /dev/null", "ok": True})
+                      "n": 1, "size": size, "command": f"cat {src} > /dev/null",
+                      "ok": reference_ok(r)})
             record(r)
             # The write reference: the same bytes into a new file through the page cache,
-            # with no network. On a VM whose host takes back the guest's free memory
-            # (free page reporting), writing fresh page-cache pages is sometimes several
-            # times slower; a slow row here marks a repetition where every tool paid that.
+            # with no network, in 128 KiB writes (ftpseg's largest, and more than most tools
+            # make). On a VM whose host takes back the guest's free memory (free page
+            # reporting), writing fresh page-cache pages is sometimes several times slower;
+            # a slow row here marks a repetition where every tool paid that.
             copy = os.path.join(WORK, "copy.bin")
-            r = run_measured(["dd", f"if={src}", f"of={copy}", "bs=1M", "status=none"],
-                             dict(os.environ), 120, tag="dd", machine=True)
-            os.unlink(copy)
+            try:
+                r = run_measured(["dd", f"if={src}", f"of={copy}", "bs=128K", "status=none"],
+                                 dict(os.environ), 120, tag="dd", machine=True)
+                ok = reference_ok(r) and os.path.getsize(copy) == size
+            finally:
+                if os.path.exists(copy):
+                    os.unlink(copy)
             r.update({"scenario": "loopback", "case": human(size), "tool": "dd (file > new file)",
-                      "n": 1, "size": size, "command": f"dd if={src} of=NEW bs=1M",
-                      "ok": True})
+                      "n": 1, "size": size, "command": f"dd if={src} of=NEW bs=128K", "ok": ok})
             record(r)
             for n in (1, 8):
                 for tool in rotated(peer_tools(n), rep):
@@ -847,6 +857,20 @@ def single_stream_rate():
     vsftpd's throttle really delivers to one connection (a little under the nominal cap)."""
     n1 = [r for r in RUNS if r["scenario"] == "even" and r["n"] == 1 and r.get("ok")]
     return max((r["size"] / r["wall_s"] for r in n1), default=None)
+
+
+def single_stream_column(summaries, rows, scenario, key, streams, at):
+    """Inserts "of <streams> x 1-stream" at column `at` of each row of a std_rows table: the
+    time streams(row) connections at the measured single stream would take / the tool's time,
+    also kept in the row's summary under `key`. Returns the rate used, or None (no single-stream
+    run: the rows are left as they were)."""
+    eff = single_stream_rate()
+    if eff:
+        for row in rows:
+            m = summaries[f"{scenario}//{row[1]}/{row[0]}"]
+            m[key] = SIZE / (streams(row) * eff) / m["wall_s"]
+            row.insert(at, f"{100 * m[key]:.1f} %")
+    return eff
 
 
 def med(xs):
@@ -1068,19 +1092,17 @@ def report(meta):
     if any(r["scenario"] == "even" for r in RUNS):
         md.append(f"\n## 1. Even caps: vsftpd, {RATE // MIB} MiB/s per connection "
                   f"(`use_sendfile=NO`), {size_s}\n")
-        eff = single_stream_rate()
+        rows = std_rows("even", machine=True)
+        # After "of ideal" (column 7 of HM).
+        eff = single_stream_column(summaries, rows, "even", "of_single_stream_x_n",
+                                   lambda row: row[1], 7)
         md.append("Ideal: size / (N x cap). vsftpd's throttle (it sleeps between writes) delivers a "
                   "little less than the nominal cap; the fastest single stream (N = 1) of this run "
                   + (f"reached {eff / MIB:.2f} MiB/s, so \"of 1-stream x N\" = time of N x that "
                      "rate / time." if eff else "is the reference.") + " On disk s: until the "
                   "tool's file is on disk (the tool's time + a `sync`): ftpseg syncs as it goes "
                   "and before it renames the file, the peers leave the writing to the kernel.\n")
-        rows = std_rows("even", machine=True)
         if eff:
-            for row in rows:
-                m = summaries[f"even//{row[1]}/{row[0]}"]
-                m["of_single_stream_x_n"] = SIZE / (row[1] * eff) / m["wall_s"]
-                row.insert(7, f"{100 * m['of_single_stream_x_n']:.1f} %")
             md.append(table(HM[:7] + ["of 1-stream x N"] + HM[7:], rows))
         else:
             md.append(table(HM, rows))
@@ -1130,12 +1152,10 @@ def report(meta):
                   "are too many connections from your internet address.`; refused = those, from "
                   "vsftpd.log.\n")
         rows = std_rows("limit")
-        eff = single_stream_rate()
+        # After "of ideal" (column 6 of H).
+        eff = single_stream_column(summaries, rows, "limit", "of_single_stream_x_limit",
+                                   lambda row: MAX_PER_IP, 6)
         if eff:
-            for row in rows:
-                m = summaries[f"limit//{row[1]}/{row[0]}"]
-                m["of_single_stream_x_limit"] = SIZE / (MAX_PER_IP * eff) / m["wall_s"]
-                row.insert(6, f"{100 * m['of_single_stream_x_limit']:.1f} %")
             md.append(f"Of {MAX_PER_IP} x 1-stream: the time {MAX_PER_IP} connections at the "
                       f"fastest single stream of section 1 ({eff / MIB:.2f} MiB/s) would take / "
                       "time.\n")
