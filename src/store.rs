@@ -468,6 +468,13 @@ mod tests {
         let mut back = vec![0u8; 60_000];
         pf.read_exact_at(&mut back, 1000).unwrap();
         assert_eq!(back, data[..60_000]);
+        // More than one splice's worth (MAX_SPLICE_WRITE) moves in several writes, in order.
+        let n = (2 * MAX_SPLICE_WRITE + 7_000).min(pipe.capacity());
+        fill(&pipe, &data[..n]);
+        w.write_from_pipe(&pipe, n, 70_000, &mut buf).unwrap();
+        let mut back = vec![0u8; n];
+        pf.read_exact_at(&mut back, 70_000).unwrap();
+        assert_eq!(back, data[..n]);
         // A file opened for appending refuses splice (EINVAL): the rest goes through `buf`
         // (pwrite, which on Linux appends on such a file: all that matters here is that every
         // byte arrives in order), and the writer stops splicing.
