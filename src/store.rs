@@ -356,9 +356,10 @@ impl PartWriter {
     ) -> io::Result<()> {
         use rustix::io::Errno;
         use rustix::pipe::{SpliceFlags, splice};
-        let (file, mut off) = match &self.target {
-            Target::File(file) => (file, Some(at)),
-            Target::Discard(null) => (null, None),
+        // Only a file's page cache cares about the write size; /dev/null takes the pipe whole.
+        let (file, mut off, most) = match &self.target {
+            Target::File(file) => (file, Some(at), MAX_SPLICE_WRITE),
+            Target::Discard(null) => (null, None, usize::MAX),
         };
         let _turn = off.is_some().then(|| self.turn());
         let mut left = len;
@@ -368,7 +369,7 @@ impl PartWriter {
                 None,
                 &**file,
                 off.as_mut(),
-                left.min(MAX_SPLICE_WRITE),
+                left.min(most),
                 SpliceFlags::MOVE,
             );
             match moved {
