@@ -234,6 +234,7 @@ pub async fn download(
     let allowed = starting_workers(job, workers);
     let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range, allowed));
 
+    let hashed_inline = Arc::new(InlineHashes::default());
     let shared = Arc::new(Shared {
         sched: sched.clone(),
         writer: part.writer(),
@@ -277,6 +278,11 @@ pub async fn download(
         write_back_every: (WRITE_BACK_BUDGET / workers as u64).max(WRITE_BACK_MIN),
         pool: job.pool.clone(),
         slots: (0..workers).map(|_| Mutex::new(None)).collect(),
+        chunking: match (files.is_some(), manifest.size) {
+            (true, Some(size)) => (manifest.chunk_size, size),
+            _ => (0, 0),
+        },
+        hashed_inline: hashed_inline.clone(),
     });
     *shared.slots[0].lock().unwrap_or_else(|p| p.into_inner()) = first_permit;
     let part = Arc::new(part);
@@ -286,6 +292,9 @@ pub async fn download(
         buf: vec![0u8; HASH_BUF],
         early: Vec::new(),
         early_rewinds: 0,
+        hashed_inline,
+        inline_used: 0,
+        read_back: 0,
         manifest,
         path: files.as_ref().map(|f| f.manifest.clone()),
     };
@@ -319,7 +328,12 @@ pub async fn download(
     let hash_started = Instant::now();
     let hash = tokio::task::block_in_place(|| checkpoint.file_hash())?;
     let hash_time = hash_started.elapsed();
-    crate::trace!("file hash took {:.3} s", hash_time.as_secs_f64());
+    crate::trace!(
+        "file hash took {:.3} s; chunks hashed as written: {}, read back: {}",
+        hash_time.as_secs_f64(),
+        checkpoint.inline_used,
+        checkpoint.read_back
+    );
     let hash_from_chunks =
         checkpoint.manifest.chunk_size > 0 && size > checkpoint.manifest.chunk_size;
     drop(checkpoint);
@@ -1014,6 +1028,34 @@ struct Shared {
     pool: Option<Arc<HostPool>>,
     /// The permit each worker holds while it has (or may open) a connection, with a pool.
     slots: Vec<Mutex<Option<Permit>>>,
+    /// `(chunk size, file size)` of the manifest's chunk hashes (chunk size 0: none), and the
+    /// chaining values the writers took of whole chunks as they wrote them.
+    chunking: (u64, u64),
+    hashed_inline: Arc<InlineHashes>,
+}
+
+/// `(chunk, chaining value, the scheduler's rewind count when the attempt that wrote it began)`.
+type InlineHash = (u64, blake3::hazmat::ChainingValue, u64);
+
+/// Chaining values of whole chunks hashed by the connection that wrote them, right after each
+/// piece was written ([`crate::verify::ChunkStream`]), waiting for the checkpointer to take
+/// them ([`Checkpoint::take_inline`]): a chunk hashed here is not read back.
+#[derive(Default)]
+struct InlineHashes {
+    list: Mutex<Vec<InlineHash>>,
+}
+
+impl InlineHashes {
+    fn push(&self, chunk: u64, cv: blake3::hazmat::ChainingValue, rewinds: u64) {
+        self.list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((chunk, cv, rewinds));
+    }
+
+    fn take(&self) -> Vec<InlineHash> {
+        std::mem::take(&mut *self.list.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Bytes read at a time when hashing chunks.
@@ -1034,6 +1076,11 @@ struct Checkpoint {
     early: Vec<Option<blake3::hazmat::ChainingValue>>,
     /// The scheduler's rewind count when `early` was last checked.
     early_rewinds: u64,
+    /// Chunks the writers hashed as they wrote them, moved into `early` at each pass.
+    hashed_inline: Arc<InlineHashes>,
+    /// Chunks taken from `hashed_inline`, and chunks read back to be hashed (for the trace).
+    inline_used: u64,
+    read_back: u64,
 }
 
 impl Checkpoint {
@@ -1046,6 +1093,7 @@ impl Checkpoint {
         self.manifest.ranges = Scheduler::records(&snap);
         self.manifest.drop_stale_chunks();
         self.check_rewinds();
+        self.take_inline();
         self.hash_durable_chunks()?;
         if let Some(path) = &self.path {
             self.manifest.save(path)?;
@@ -1071,6 +1119,7 @@ impl Checkpoint {
             let cv = match self.early.get_mut(k).and_then(Option::take) {
                 Some(cv) => cv,
                 None => {
+                    self.read_back += 1;
                     let part = &self.part;
                     verify::hash_chunk(from, to, &mut self.buf, |b, at| part.read_exact_at(b, at))?
                 }
@@ -1078,6 +1127,29 @@ impl Checkpoint {
             self.manifest.chunks[k] = Some(verify::to_hex(&cv));
         }
         Ok(())
+    }
+
+    /// Moves the chunks the writers hashed into `early`, unless a range was rewound since
+    /// the attempt that wrote them began (their bytes may be written again): such chunks are
+    /// read back instead, as are the ones no writer saw whole.
+    fn take_inline(&mut self) {
+        let taken = self.hashed_inline.take();
+        if taken.is_empty() {
+            return;
+        }
+        self.early.resize(self.manifest.chunks.len(), None);
+        for (k, cv, rewinds) in taken {
+            let k = k as usize;
+            if rewinds == self.early_rewinds
+                && k < self.early.len()
+                && self.manifest.chunks[k].is_none()
+            {
+                self.early[k] = Some(cv);
+                self.inline_used += 1;
+            }
+        }
+        // A rewind meanwhile: forget them all (as for hashes read back).
+        self.check_rewinds();
     }
 
     /// Forgets the early hashes if a range was rewound since they were taken (its bytes may
@@ -1102,6 +1174,7 @@ impl Checkpoint {
             return Ok(());
         }
         self.check_rewinds();
+        self.take_inline();
         let snap = self.sched.snapshot();
         self.early.resize(self.manifest.chunks.len(), None);
         for k in 0..self.manifest.chunks.len() {
@@ -1112,6 +1185,7 @@ impl Checkpoint {
             if !Scheduler::written(&snap, from, to) {
                 continue;
             }
+            self.read_back += 1;
             let part = &self.part;
             let cv =
                 verify::hash_chunk(from, to, &mut self.buf, |b, at| part.read_exact_at(b, at))?;
@@ -1818,6 +1892,15 @@ async fn fetch_range(
         from: pos,
         to: pos,
     };
+    // Whole chunks this attempt writes are hashed as they are written (see `InlineHashes`).
+    let (cs, file_size) = shared.chunking;
+    let mut chunks = crate::verify::ChunkStream::new(cs, file_size);
+    let rewinds_at_start = shared.sched.rewinds();
+    let mut hashed = |at: u64, bytes: &[u8]| {
+        chunks.feed(at, bytes, |k, cv| {
+            shared.hashed_inline.push(k, cv, rewinds_at_start)
+        })
+    };
     loop {
         // A steal that was rolled back can leave `end` past a RANG transfer's end: that
         // transfer stops at its own end and the range goes on in a new one.
@@ -1848,10 +1931,15 @@ async fn fetch_range(
         for l in &shared.rate_limits {
             l.take(n as u64).await;
         }
+        let show: crate::store::ShowWritten = (cs > 0).then_some(&mut hashed);
         let written = match spliced {
             _ if n == 0 => Ok(()),
-            Some(p) => shared.writer.write_from_pipe(p, n, pos, buf),
-            None => shared.writer.write_at(&buf[..n], pos),
+            Some(p) => shared.writer.write_from_pipe(p, n, pos, buf, show),
+            None => shared.writer.write_at(&buf[..n], pos).map(|()| {
+                if let Some(show) = show {
+                    show(pos, &buf[..n]);
+                }
+            }),
         };
         if let Err(e) = written {
             return Err(local_failure(

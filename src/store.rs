@@ -298,6 +298,10 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 /// docs/architecture.md, "Writes into the page cache of at most 128 KiB".
 pub const MAX_SPLICE_WRITE: usize = 128 << 10;
 
+/// Who is shown each piece of the file just written, `(offset, bytes)`, if anyone (see
+/// [`PartWriter::write_from_pipe`]).
+pub type ShowWritten<'a> = Option<&'a mut dyn FnMut(u64, &[u8])>;
+
 /// The writers' handle on the `.part` file: each connection writes its own byte ranges at
 /// their offsets and starts their write-back. Shared by all connections (cheap to clone).
 /// Over [`Storage::Discard`] it drops what it is given.
@@ -347,38 +351,60 @@ impl PartWriter {
     /// ones) gets the bytes through `buf` instead, and no more splicing ([`Self::splices`]).
     /// After an error the pipe may still hold bytes: drop it. Over [`Storage::Discard`] the
     /// bytes are spliced into `/dev/null`, which releases the pipe's pages without a copy.
+    ///
+    /// `written`, if given, is shown every piece just written, read back from the page cache
+    /// right away (at most [`MAX_SPLICE_WRITE`] bytes, still in the CPU's cache): the engine
+    /// hashes them there instead of reading them back cold later. A piece that cannot be read
+    /// back is not shown (the next one then does not follow on, which the hashing notices).
     pub fn write_from_pipe(
         &self,
         pipe: &crate::pipe::Pipe,
         len: usize,
         at: u64,
         buf: &mut [u8],
+        mut written: ShowWritten<'_>,
     ) -> io::Result<()> {
         use rustix::io::Errno;
         use rustix::pipe::{SpliceFlags, splice};
         // Only a file's page cache cares about the write size; /dev/null takes the pipe whole.
         let (file, mut off, most) = match &self.target {
+            // Pieces to show must fit `buf`.
+            Target::File(file) if written.is_some() => {
+                (file, Some(at), MAX_SPLICE_WRITE.min(buf.len()))
+            }
             Target::File(file) => (file, Some(at), MAX_SPLICE_WRITE),
             Target::Discard(null) => (null, None, usize::MAX),
         };
-        let _turn = off.is_some().then(|| self.turn());
         let mut left = len;
         while left > 0 {
-            let moved = splice(
-                pipe.read_end(),
-                None,
-                &**file,
-                off.as_mut(),
-                left.min(most),
-                SpliceFlags::MOVE,
-            );
+            let moved = {
+                // The turn is held for the write only, not while the piece is hashed.
+                let _turn = off.is_some().then(|| self.turn());
+                splice(
+                    pipe.read_end(),
+                    None,
+                    &**file,
+                    off.as_mut(),
+                    left.min(most),
+                    SpliceFlags::MOVE,
+                )
+            };
             match moved {
                 Ok(0) => return Err(pipe_ran_dry()),
-                Ok(n) => left -= n,
+                Ok(n) => {
+                    left -= n;
+                    if let (Some(show), Some(end)) = (written.as_mut(), off) {
+                        use std::os::unix::fs::FileExt;
+                        let from = end - n as u64;
+                        if file.read_exact_at(&mut buf[..n], from).is_ok() {
+                            show(from, &buf[..n]);
+                        }
+                    }
+                }
                 Err(Errno::INTR) => {}
                 Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
                     self.no_splice.store(true, Ordering::Relaxed);
-                    return self.write_rest_of_pipe(pipe, left, off.unwrap_or(at), buf);
+                    return self.write_rest_of_pipe(pipe, left, off.unwrap_or(at), buf, written);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -394,6 +420,7 @@ impl PartWriter {
         mut left: usize,
         mut at: u64,
         buf: &mut [u8],
+        mut written: ShowWritten<'_>,
     ) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         while left > 0 {
@@ -406,6 +433,9 @@ impl PartWriter {
             };
             if let Target::File(file) = &self.target {
                 file.write_all_at(&buf[..n], at)?;
+                if let Some(show) = written.as_mut() {
+                    show(at, &buf[..n]);
+                }
             }
             left -= n;
             at += n as u64;
@@ -464,18 +494,33 @@ mod tests {
         let w = pf.writer();
         let pipe = crate::pipe::Pipe::new().unwrap();
         fill(&pipe, &data[..60_000]);
-        w.write_from_pipe(&pipe, 60_000, 1000, &mut buf).unwrap();
+        w.write_from_pipe(&pipe, 60_000, 1000, &mut buf, None)
+            .unwrap();
         assert!(w.splices());
         let mut back = vec![0u8; 60_000];
         pf.read_exact_at(&mut back, 1000).unwrap();
         assert_eq!(back, data[..60_000]);
-        // More than one splice's worth (MAX_SPLICE_WRITE) moves in several writes, in order.
+        // More than one splice's worth (MAX_SPLICE_WRITE) moves in several writes, in order,
+        // and each piece is shown as written, read back at its offset.
         let n = (2 * MAX_SPLICE_WRITE + 7_000).min(pipe.capacity());
         fill(&pipe, &data[..n]);
-        w.write_from_pipe(&pipe, n, 70_000, &mut buf).unwrap();
+        let mut big = vec![0u8; 256 << 10];
+        let mut shown: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut show = |at: u64, b: &[u8]| shown.push((at, b.to_vec()));
+        w.write_from_pipe(&pipe, n, 70_000, &mut big, Some(&mut show))
+            .unwrap();
         let mut back = vec![0u8; n];
         pf.read_exact_at(&mut back, 70_000).unwrap();
         assert_eq!(back, data[..n]);
+        assert!(shown.len() >= 2, "several pieces: {}", shown.len());
+        let mut at = 70_000;
+        for (from, bytes) in &shown {
+            assert_eq!(*from, at);
+            assert!(bytes.len() <= MAX_SPLICE_WRITE);
+            at += bytes.len() as u64;
+        }
+        let joined: Vec<u8> = shown.iter().flat_map(|(_, b)| b.clone()).collect();
+        assert_eq!(joined, data[..n]);
         // A file opened for appending refuses splice (EINVAL): the rest goes through `buf`
         // (pwrite, which on Linux appends on such a file: all that matters here is that every
         // byte arrives in order), and the writer stops splicing.
@@ -491,8 +536,13 @@ mod tests {
             one_at_a_time: Arc::new(std::sync::Mutex::new(())),
         };
         fill(&pipe, &data[..50_000]);
-        w.write_from_pipe(&pipe, 50_000, 0, &mut buf).unwrap();
+        let mut shown = Vec::new();
+        let mut show = |at: u64, b: &[u8]| shown.push((at, b.len()));
+        w.write_from_pipe(&pipe, 50_000, 0, &mut buf, Some(&mut show))
+            .unwrap();
         assert!(!w.splices());
+        assert_eq!(shown.iter().map(|s| s.1).sum::<usize>(), 50_000);
+        assert_eq!(shown[0].0, 0);
         let written = std::fs::read(&path).unwrap();
         assert_eq!(
             written.len(),
@@ -518,12 +568,16 @@ mod tests {
         let data = vec![7u8; 50_000];
         assert_eq!(rustix::io::write(pipe.write_end(), &data).unwrap(), 50_000);
         let mut buf = vec![0u8; 4096];
-        w.write_from_pipe(&pipe, 50_000, 123, &mut buf).unwrap();
+        let mut shown = 0;
+        let mut show = |_: u64, _: &[u8]| shown += 1;
+        w.write_from_pipe(&pipe, 50_000, 123, &mut buf, Some(&mut show))
+            .unwrap();
+        assert_eq!(shown, 0, "nothing written, nothing to show");
         assert!(w.splices());
         let mut one = [0u8; 1];
         assert!(rustix::io::read(pipe.read_end(), &mut one).is_err());
         // Asking for more than the pipe holds is the same error as for a file.
-        assert!(w.write_from_pipe(&pipe, 1, 0, &mut buf).is_err());
+        assert!(w.write_from_pipe(&pipe, 1, 0, &mut buf, None).is_err());
         pf.flush().unwrap();
         assert!(
             pf.read_exact_at(&mut one, 0).is_err(),

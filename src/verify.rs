@@ -64,6 +64,70 @@ pub fn chunk_cv(offset: u64, data: &[u8]) -> ChainingValue {
     hasher.finalize_non_root()
 }
 
+/// The chunks one writer hashes as it writes them, so the checkpointer need not read them back
+/// (on a fast link that read-back and a hash of data gone cold cost ftpseg about as much CPU
+/// as the rest of the download: docs/benchmarks.md, "Session 8").
+///
+/// A writer feeds every run of bytes it has just written, in the order it wrote them
+/// ([`ChunkStream::feed`]). A chunk gets a chaining value only if this one stream fed all of its
+/// bytes, from its first to its last, without a gap: a range that starts or ends inside a chunk
+/// (a steal's cut, a resume) leaves that chunk to be read back, as before. Pure: bytes in,
+/// chaining values out.
+pub struct ChunkStream {
+    chunk_size: u64,
+    size: u64,
+    /// The offset the next fed bytes must start at to continue the current chunk.
+    next: u64,
+    /// The current chunk's hasher; `None` while skipping to the next chunk boundary.
+    hasher: Option<blake3::Hasher>,
+}
+
+impl ChunkStream {
+    /// A stream over a file of `size` bytes cut into chunks of `chunk_size` (a power of two,
+    /// at least 1 KiB; 0: no chunks, nothing is hashed).
+    pub fn new(chunk_size: u64, size: u64) -> ChunkStream {
+        ChunkStream {
+            chunk_size,
+            size,
+            next: u64::MAX,
+            hasher: None,
+        }
+    }
+
+    /// Bytes `data` were written at offset `at`. Calls `done(k, cv)` for every chunk `k` this
+    /// completes that the stream saw whole.
+    pub fn feed(&mut self, at: u64, mut data: &[u8], mut done: impl FnMut(u64, ChainingValue)) {
+        if self.chunk_size == 0 {
+            return;
+        }
+        if at != self.next {
+            self.hasher = None;
+        }
+        let mut pos = at;
+        while !data.is_empty() && pos < self.size {
+            let k = pos / self.chunk_size;
+            let (from, to) = chunk_range(k, self.chunk_size, self.size);
+            if pos == from {
+                let mut h = blake3::Hasher::new();
+                h.set_input_offset(from);
+                self.hasher = Some(h);
+            }
+            let n = data.len().min((to - pos) as usize);
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(&data[..n]);
+            }
+            pos += n as u64;
+            data = &data[n..];
+            if pos == to
+                && let Some(h) = self.hasher.take()
+            {
+                done(k, h.finalize_non_root());
+            }
+        }
+        self.next = pos;
+    }
+}
+
 /// The BLAKE3 of a whole file, read sequentially with plain reads (not a memory map, so the
 /// file does not end up in this process's RSS). Used where no chunk hashes exist: files of one
 /// chunk or less, streamed downloads, and checks of a served or downloaded file.
@@ -157,6 +221,81 @@ mod tests {
 
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    /// Feeds `bytes` to a stream in the pieces `cuts` makes, from `start`, each piece from
+    /// where the last ended, and returns what it completed.
+    fn stream_cvs(
+        bytes: &[u8],
+        chunk_size: u64,
+        start: u64,
+        cuts: &[usize],
+    ) -> Vec<(u64, ChainingValue)> {
+        let mut s = ChunkStream::new(chunk_size, bytes.len() as u64);
+        let mut out = Vec::new();
+        let mut at = start as usize;
+        for &len in cuts {
+            let end = (at + len).min(bytes.len());
+            s.feed(at as u64, &bytes[at..end], |k, cv| out.push((k, cv)));
+            at = end;
+        }
+        out
+    }
+
+    #[test]
+    fn a_stream_yields_exactly_the_chunks_it_saw_whole() {
+        let cs = 4096;
+        let bytes = data(5 * 4096 + 100);
+        let want = |k: u64| {
+            let (a, b) = chunk_range(k, cs, bytes.len() as u64);
+            (k, chunk_cv(a, &bytes[a as usize..b as usize]))
+        };
+        // From byte 0 in uneven pieces: every chunk, the short last one too.
+        let all = stream_cvs(&bytes, cs, 0, &[1000, 5000, 3, 9000, 100_000]);
+        assert_eq!(all, (0..6).map(want).collect::<Vec<_>>());
+        // Starting inside chunk 1 (a steal's cut): chunk 1 is not claimed.
+        let cut = stream_cvs(&bytes, cs, 5000, &[7000, 100_000]);
+        assert_eq!(cut, (2..6).map(want).collect::<Vec<_>>());
+        // A gap (bytes fed elsewhere) drops the chunk under way only.
+        let mut s = ChunkStream::new(cs, bytes.len() as u64);
+        let mut got = Vec::new();
+        s.feed(0, &bytes[..6000], |k, cv| got.push((k, cv)));
+        s.feed(7000, &bytes[7000..12288], |k, cv| got.push((k, cv)));
+        assert_eq!(got, vec![want(0), want(2)]);
+        // Fed again from an earlier offset (bytes written again): hashing restarts there, and
+        // the half-fed chunk 2 of the first run is not claimed.
+        let mut s = ChunkStream::new(cs, bytes.len() as u64);
+        let mut got = Vec::new();
+        s.feed(0, &bytes[..10_000], |k, cv| got.push((k, cv)));
+        s.feed(0, &bytes[..9000], |k, cv| got.push((k, cv)));
+        s.feed(9000, &bytes[9000..12288], |k, cv| got.push((k, cv)));
+        assert_eq!(got, vec![want(0), want(1), want(0), want(1), want(2)]);
+        // No chunks: nothing.
+        assert!(stream_cvs(&bytes, 0, 0, &[100_000]).is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn streamed_chunks_match_chunks_read_whole(
+            len in 0usize..40_000,
+            start in 0usize..40_000,
+            cuts in proptest::collection::vec(1usize..9000, 1..20),
+        ) {
+            let cs = 2048;
+            let bytes = data(len);
+            let start = start.min(len);
+            let got = stream_cvs(&bytes, cs, start as u64, &cuts);
+            let fed_to = (start + cuts.iter().sum::<usize>()).min(len) as u64;
+            let want: Vec<_> = (0..(len as u64).div_ceil(cs))
+                .filter_map(|k| {
+                    let (a, b) = chunk_range(k, cs, len as u64);
+                    (a >= start as u64 && b <= fed_to)
+                        .then(|| (k, chunk_cv(a, &bytes[a as usize..b as usize])))
+                })
+                .collect();
+            prop_assert_eq!(got, want);
+        }
     }
 
     fn via_chunks(bytes: &[u8], chunk_size: u64) -> blake3::Hash {

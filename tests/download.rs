@@ -179,6 +179,52 @@ async fn work_stealing_does_not_wait_for_the_slow_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_hashed_as_written_merge_into_the_file_s_blake3() {
+    // Connections hash the whole chunks they write as they write them; the chunks cut by a
+    // steal are read back. Both kinds merge into the summary's BLAKE3, which must be the file's.
+    // A slow second session makes the others split its range at cuts of their choosing.
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            session_rates: vec![16 * MIB, 512 << 10, 16 * MIB, 16 * MIB],
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 40 * MIB + 4321, 21);
+    let out = fx.out("f.bin");
+    let child = ftpseg()
+        .args(["-n", "4", "-o", out.to_str().unwrap(), &fx.url("f.bin")])
+        .current_dir(&fx.local)
+        .env("FTPSEG_TRACE", "1")
+        .spawn()
+        .unwrap();
+    let o = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("ftpseg did not finish within 120 s")
+    .unwrap();
+    assert_ok_and_equal(&o, &out, &data);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&blake3::hash(&data).to_hex().to_string()),
+        "summary names the file's BLAKE3: {stdout}"
+    );
+    let err = stderr(&o);
+    let counts = err
+        .lines()
+        .find_map(|l| l.split_once("chunks hashed as written: "))
+        .map(|(_, rest)| rest.to_owned())
+        .unwrap_or_else(|| panic!("no hashing line in the trace: {err}"));
+    let inline: u64 = counts.split(',').next().unwrap().trim().parse().unwrap();
+    assert!(
+        inline >= 5,
+        "most of the 11 chunks hashed as written: {counts}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_connection_keeps_only_what_it_can_finish_in_time() {
     // The second control connection is 64 times slower than the others for all its transfers
     // (a slow path, not a slow first transfer). Halving its range (the old rule) would leave it
