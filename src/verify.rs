@@ -1,9 +1,10 @@
 //! Trust in what was written: per-chunk BLAKE3 hashes, and the file's BLAKE3 built from them.
 //!
-//! The file is cut into aligned chunks of [`CHUNK_SIZE`] bytes (a power of two). When a chunk's
-//! bytes are all durable, the checkpointer hashes it once (from the page cache) and the manifest
-//! records its BLAKE3 *chaining value*: the hash of that chunk as a subtree of the file's BLAKE3
-//! tree (`blake3::hazmat`). Two things follow:
+//! The file is cut into aligned chunks of [`CHUNK_SIZE`] bytes (a power of two). Each chunk is
+//! hashed once: by the connection that wrote it, as it wrote it ([`ChunkStream`]), or else read
+//! back by the checkpointer once its bytes are all written. When its bytes are all durable, the
+//! manifest records its BLAKE3 *chaining value*: the hash of that chunk as a subtree of the
+//! file's BLAKE3 tree (`blake3::hazmat`). Two things follow:
 //! * On resume, every recorded chunk is hashed again from the `.part` and compared, so a
 //!   partial download damaged or edited between runs is caught, and only the bad chunks are
 //!   fetched again.
