@@ -2,10 +2,10 @@
 //!
 //! Data flow: socket -> pipe (`Session::splice_data`) -> the `.part`'s page cache at the
 //! range's offset (`PartWriter::write_from_pipe`; TLS: `Session::read_data` into a buffer, then
-//! `pwrite`; each piece is hashed as written, see `InlineHashes`) -> `Segment::advance`. Every `checkpoint_interval`, early when much arrived, and at
-//! the end, the checkpointer takes a [`Snapshot`](crate::sched::Snapshot), makes the new bytes
-//! durable (`fdatasync`), then saves the manifest atomically: the manifest never claims a byte
-//! that is not on disk.
+//! `pwrite`; each piece is hashed as written, see `InlineHashes`) -> `Segment::advance`. Every
+//! `checkpoint_interval`, early when much arrived, and at the end, the checkpointer takes a
+//! [`Snapshot`](crate::sched::Snapshot), makes the new bytes durable (`fdatasync`), then saves
+//! the manifest atomically: the manifest never claims a byte that is not on disk.
 //!
 //! Order of a run:
 //! 1. Refuse an existing output (unless `--force`), resolve the host, open the first session,
