@@ -105,29 +105,21 @@ async fn bench_discard_counts_the_bytes_and_stores_nothing() {
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::create_dir_all(&reports).unwrap();
     let json = reports.join("bench.json");
-    let child = common::ftpseg()
-        .args([
-            "bench",
-            "--discard",
-            "--connections",
-            "1,2",
-            "--bytes",
-            "8M",
-            "--json",
-            json.to_str().unwrap(),
-            &fx.url("big.bin"),
-        ])
-        .env("TMPDIR", &tmp)
-        .current_dir(&fx.local)
-        .spawn()
-        .unwrap();
-    let o = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        child.wait_with_output(),
-    )
-    .await
-    .expect("ftpseg bench did not finish within 120 s")
-    .unwrap();
+    let mut cmd = common::ftpseg();
+    cmd.args([
+        "bench",
+        "--discard",
+        "--connections",
+        "1,2",
+        "--bytes",
+        "8M",
+        "--json",
+        json.to_str().unwrap(),
+        &fx.url("big.bin"),
+    ])
+    .env("TMPDIR", &tmp)
+    .current_dir(&fx.local);
+    let o = common::run_command(cmd).await;
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("bytes discarded"), "{stdout}");

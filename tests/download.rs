@@ -192,19 +192,11 @@ async fn chunks_hashed_as_written_merge_into_the_file_s_blake3() {
     .await;
     let data = fx.serve("f.bin", 40 * MIB + 4321, 21);
     let out = fx.out("f.bin");
-    let child = ftpseg()
-        .args(["-n", "4", "-o", out.to_str().unwrap(), &fx.url("f.bin")])
+    let mut cmd = ftpseg();
+    cmd.args(["-n", "4", "-o", out.to_str().unwrap(), &fx.url("f.bin")])
         .current_dir(&fx.local)
-        .env("FTPSEG_TRACE", "1")
-        .spawn()
-        .unwrap();
-    let o = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        child.wait_with_output(),
-    )
-    .await
-    .expect("ftpseg did not finish within 120 s")
-    .unwrap();
+        .env("FTPSEG_TRACE", "1");
+    let o = run_command(cmd).await;
     assert_ok_and_equal(&o, &out, &data);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(

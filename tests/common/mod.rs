@@ -87,7 +87,15 @@ pub fn ftpseg() -> tokio::process::Command {
 
 /// Runs the binary to completion (at most 120 s) in `cwd`.
 pub async fn run(args: &[&str], cwd: &Path) -> Output {
-    let child = ftpseg().args(args).current_dir(cwd).spawn().unwrap();
+    let mut cmd = ftpseg();
+    cmd.args(args).current_dir(cwd);
+    run_command(cmd).await
+}
+
+/// Runs a command made from [`ftpseg`] (with its own environment or folder) to completion,
+/// at most 120 s.
+pub async fn run_command(mut cmd: tokio::process::Command) -> Output {
+    let child = cmd.spawn().unwrap();
     tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
         .await
         .expect("ftpseg did not finish within 120 s")
