@@ -39,8 +39,7 @@ pub fn hash_chunk<E>(
     buf: &mut [u8],
     mut read_at: impl FnMut(&mut [u8], u64) -> Result<(), E>,
 ) -> Result<ChainingValue, E> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.set_input_offset(from);
+    let mut hasher = chunk_hasher(from);
     let mut at = from;
     while at < to {
         let n = buf.len().min((to - at) as usize);
@@ -59,10 +58,16 @@ pub fn chunk_range(k: u64, chunk_size: u64, size: u64) -> (u64, u64) {
 
 /// The chaining value of the chunk that starts at byte `offset` and holds `data`.
 pub fn chunk_cv(offset: u64, data: &[u8]) -> ChainingValue {
-    let mut hasher = blake3::Hasher::new();
-    hasher.set_input_offset(offset);
+    let mut hasher = chunk_hasher(offset);
     hasher.update(data);
     hasher.finalize_non_root()
+}
+
+/// A hasher for the subtree of the file's BLAKE3 tree that starts at byte `offset`.
+fn chunk_hasher(offset: u64) -> blake3::Hasher {
+    let mut hasher = blake3::Hasher::new();
+    hasher.set_input_offset(offset);
+    hasher
 }
 
 /// The chunks one writer hashes as it writes them, so the checkpointer need not read them back
@@ -109,9 +114,7 @@ impl ChunkStream {
             let k = pos / self.chunk_size;
             let (from, to) = chunk_range(k, self.chunk_size, self.size);
             if pos == from {
-                let mut h = blake3::Hasher::new();
-                h.set_input_offset(from);
-                self.hasher = Some(h);
+                self.hasher = Some(chunk_hasher(from));
             }
             let n = data.len().min((to - pos) as usize);
             if let Some(h) = self.hasher.as_mut() {
