@@ -164,7 +164,7 @@ fn to_json(r: &Run) -> serde_json::Value {
 }
 
 fn hash(path: &Path) -> blake3::Hash {
-    ftpseg::verify::hash_file(path).unwrap()
+    ftpseg::integrity::verify::hash_file(path).unwrap()
 }
 
 fn measure(

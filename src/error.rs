@@ -53,7 +53,7 @@ pub mod exit {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
-    Url(#[from] crate::url::UrlError),
+    Url(#[from] crate::ftp::url::UrlError),
     /// Options that contradict each other or the URL (clap cannot see the URL's scheme).
     #[error("{0}")]
     Usage(String),
@@ -113,7 +113,7 @@ pub enum Error {
     #[error("{} exists already; use --force to overwrite it", .0.display())]
     Exists(PathBuf),
     #[error("{0}")]
-    Manifest(#[from] crate::manifest::ManifestError),
+    Manifest(#[from] crate::storage::manifest::ManifestError),
     #[error(
         "{detail}; the partial download {} was kept. Run with --restart to download the new file from scratch",
         .part.display()
@@ -187,8 +187,8 @@ impl Error {
             Error::ChecksumMismatch { .. } => exit::CHECKSUM,
             Error::BatchFailed { code, .. } => *code,
             Error::Manifest(
-                crate::manifest::ManifestError::Io { .. }
-                | crate::manifest::ManifestError::RefusedSave { .. },
+                crate::storage::manifest::ManifestError::Io { .. }
+                | crate::storage::manifest::ManifestError::RefusedSave { .. },
             ) => exit::LOCAL_IO,
             Error::Manifest(_) => exit::MANIFEST,
             Error::RemoteChanged { .. } | Error::CannotResume { .. } => exit::REMOTE_CHANGED,

@@ -222,7 +222,7 @@ async fn per_host_budget_of_four_keeps_under_the_server_limit_and_reuses_session
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_budget_against_a_limit_of_four_shrinks_after_at_most_four_refusals() {
     // The user does not know the server allows 4: the budget is -n (8). Each "421 Too many
-    // connections" gives a permit up for the rest of the batch (crate::pool), so at most
+    // connections" gives a permit up for the rest of the batch (crate::ftp::pool), so at most
     // 8 - 4 connections are ever refused, however many files follow.
     let fx = Fixture::new(|c| c.with_max_connections(4)).await;
     let mut want = Vec::new();

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ftpseg::manifest::Manifest;
+use ftpseg::storage::manifest::Manifest;
 use ftpseg::testserver::Faults;
 use rand::{Rng, SeedableRng};
 
@@ -28,9 +28,10 @@ fn claims_hold(m: &Manifest, part: &[u8], source: &[u8]) -> Result<(), String> {
     }
     for (k, h) in m.chunks.iter().enumerate() {
         let Some(h) = h else { continue };
-        let (from, to) = ftpseg::verify::chunk_range(k as u64, m.chunk_size, source.len() as u64);
-        let cv = ftpseg::verify::chunk_cv(from, &source[from as usize..to as usize]);
-        if *h != ftpseg::verify::to_hex(&cv) {
+        let (from, to) =
+            ftpseg::integrity::verify::chunk_range(k as u64, m.chunk_size, source.len() as u64);
+        let cv = ftpseg::integrity::verify::chunk_cv(from, &source[from as usize..to as usize]);
+        if *h != ftpseg::integrity::verify::to_hex(&cv) {
             return Err(format!("chunk {k}: recorded hash is not the source's"));
         }
     }
@@ -56,7 +57,7 @@ async fn sigkill_sweep_ends_byte_exact_every_time() {
     let source = fx.serve("c.bin", 24 * MIB + 12_345, 61);
     let out = fx.out("c.bin");
     let mpath = Manifest::path_for(&out);
-    let part = ftpseg::store::part_path(&out);
+    let part = ftpseg::storage::part_path(&out);
     let args = [
         "-q",
         "-n",

@@ -102,7 +102,7 @@ async fn no_space_exits_8_before_writing() {
     assert_eq!(code(&o), 8, "{}", stderr(&o));
     let line = one_line(&o);
     assert!(line.contains("need ") && line.contains("have "), "{line}");
-    let part = ftpseg::store::part_path(&fx.out("huge.iso"));
+    let part = ftpseg::storage::part_path(&fx.out("huge.iso"));
     let blocks = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     assert_eq!(blocks, 0, "nothing was allocated");
 }
@@ -276,7 +276,7 @@ async fn full_disk_fails_before_writing_on_a_real_small_filesystem() {
     assert_eq!(code(&o), 8, "{}", stderr(&o));
     let line = one_line(&o);
     assert!(line.contains("need 16.00 MiB, have "), "{line}");
-    let part = ftpseg::store::part_path(&out);
+    let part = ftpseg::storage::part_path(&out);
     assert_eq!(
         std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0),
         0,

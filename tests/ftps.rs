@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
+use ftpseg::ftp::url::FtpUrl;
 use ftpseg::ftp::{Credentials, Session, TlsClient, Verify};
-use ftpseg::manifest::Manifest;
+use ftpseg::storage::manifest::Manifest;
 use ftpseg::testserver::{Faults, TlsFiles, pattern_bytes};
-use ftpseg::url::FtpUrl;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -245,7 +245,7 @@ async fn untrusted_certificate_fails_with_exit_13_before_login() {
     assert!(line.contains("--ca-file"), "{line}");
     assert!(line.contains("--insecure"), "{line}");
     assert!(!out.exists());
-    assert!(!ftpseg::store::part_path(&out).exists());
+    assert!(!ftpseg::storage::part_path(&out).exists());
     assert_eq!(fx.server.stats().login_attempts, 0, "password never sent");
     assert_eq!(fx.server.stats().retrs, 0);
 

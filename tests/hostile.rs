@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::{code, ftpseg, stderr};
 use fake::*;
-use ftpseg::manifest::Manifest;
-use ftpseg::store::part_path;
+use ftpseg::storage::manifest::Manifest;
+use ftpseg::storage::part_path;
 
 const MIB: usize = 1 << 20;
 /// A run that takes longer than this hangs.

@@ -304,7 +304,12 @@ async fn kill_and_resume(sv: &Servers, kind: &str, tmp: &Path) -> Result<(), Str
         Ok(())
     }
     .await;
-    clean(&[fin, temp, local.clone(), ftpseg::put::manifest_path(&local)]);
+    clean(&[
+        fin,
+        temp,
+        local.clone(),
+        ftpseg::upload::manifest_path(&local),
+    ]);
     result
 }
 

@@ -1,4 +1,6 @@
-//! The FTP side: one control session ([`session`]) and the pure parsers for replies ([`reply`]).
+//! The FTP side: one control session ([`session`]), the pure parsers for replies ([`reply`]),
+//! URLs ([`url`]), credentials files ([`netrc`]) and listings ([`listing`]), a server's shared
+//! connection budget ([`pool`]), the data connections' pace ([`ratelimit`]) and pipe ([`pipe`]).
 //!
 //! The control channel is `suppaftp` (tokio); this module is the only place that talks to it,
 //! so a change of FTP library touches nothing else. Everything the engine needs is in
@@ -8,10 +10,16 @@
 //! an offset, `APPE`, `RNFR`/`RNTO`, `DELE`, server-side hashes).
 
 pub mod dir;
+pub mod listing;
+pub mod netrc;
+pub mod pipe;
+pub mod pool;
+pub mod ratelimit;
 pub mod reply;
 pub mod session;
 pub mod tls;
 pub mod upload;
+pub mod url;
 
 pub use reply::{Features, Mdtm};
 pub use session::{Credentials, DataStream, Session, SessionError, Timeouts, Transfer};

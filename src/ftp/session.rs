@@ -909,14 +909,14 @@ impl Session {
     }
 
     /// Like [`Session::read_data`] on a plain data connection, but the bytes (up to `max`, at
-    /// most the pipe's capacity) go into `pipe` instead of a buffer ([`crate::pipe`]): the
+    /// most the pipe's capacity) go into `pipe` instead of a buffer ([`crate::ftp::pipe`]): the
     /// caller then moves exactly the returned count on into the file. `Ok(0)` is the end of
     /// the data. Same waiting rules as `read_data`: readable at the low-water mark, whatever
     /// is queued after [`BATCH_WINDOW`], a stall after `data_idle` without a byte.
     pub async fn splice_data(
         &self,
         stream: &mut DataStream,
-        pipe: &crate::pipe::Pipe,
+        pipe: &crate::ftp::pipe::Pipe,
         max: usize,
     ) -> Result<usize, SessionError> {
         let io_err = |source| SessionError::Io {

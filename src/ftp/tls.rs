@@ -42,7 +42,7 @@ use suppaftp::tokio_rustls::rustls::{
 use suppaftp::{FtpError, FtpResult};
 use tokio::net::TcpStream;
 
-use crate::url::{FtpUrl, Host};
+use crate::ftp::url::{FtpUrl, Host};
 
 /// Sessions remembered per control session for resumption. One server name is ever used, so a
 /// few suffice (rustls keeps up to 8 TLS 1.3 tickets per name whatever this is).
@@ -200,7 +200,7 @@ impl TlsClient {
             verifier,
             name,
             host,
-            implicit: url.tls == crate::url::Tls::Implicit,
+            implicit: url.tls == crate::ftp::url::Tls::Implicit,
         })
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ftpseg::manifest::Manifest;
+use ftpseg::storage::manifest::Manifest;
 use ftpseg::testserver::{ServerConfig, TestServer, write_pattern_file};
 use tempfile::TempDir;
 
@@ -126,7 +126,10 @@ pub fn assert_ok_and_equal(o: &Output, out: &Path, expected: &[u8]) {
         panic!("bytes differ first at offset {at}");
     }
     assert!(!Manifest::path_for(out).exists(), "manifest left behind");
-    assert!(!ftpseg::store::part_path(out).exists(), ".part left behind");
+    assert!(
+        !ftpseg::storage::part_path(out).exists(),
+        ".part left behind"
+    );
 }
 
 /// Waits (bounded) until the manifest beside `out` records at least `bytes` done.

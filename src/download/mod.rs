@@ -4,7 +4,7 @@
 //! range's offset (`PartWriter::write_from_pipe`; TLS: `Session::read_data` into a buffer, then
 //! `pwrite`; each piece is hashed as written, see `InlineHashes`) -> `Segment::advance`. Every
 //! `checkpoint_interval`, early when much arrived, and at the end, the checkpointer takes a
-//! [`Snapshot`](crate::sched::Snapshot), makes the new bytes durable (`fdatasync`), then saves
+//! [`Snapshot`](crate::download::sched::Snapshot), makes the new bytes durable (`fdatasync`), then saves
 //! the manifest atomically: the manifest never claims a byte that is not on disk.
 //!
 //! Order of a run:
@@ -21,6 +21,10 @@
 //! 4. When every range is done: final checkpoint, the file's BLAKE3 (merged from the chunk hashes), flush,
 //!    rename `<out>.part` to `<out>`, remove the manifest.
 
+pub mod autotune;
+pub mod plan;
+pub mod sched;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,17 +34,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::download::sched::{READ_CHUNK, Scheduler, Segment, Speeds};
 use crate::error::Error;
+use crate::ftp::pool::{HostPool, Permit};
+use crate::ftp::ratelimit::RateLimit;
+use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Transfer, Verify};
-use crate::manifest::{Manifest, RangeRecord};
-use crate::plan;
-use crate::pool::{HostPool, Permit};
-use crate::progress::{ConnView, Progress, View};
-use crate::ratelimit::RateLimit;
-use crate::sched::{READ_CHUNK, Scheduler, Segment, Speeds};
-use crate::store::{self, Allocation, PartFile, PartWriter, Storage};
-use crate::url::FtpUrl;
-use crate::verify;
+use crate::integrity::verify;
+use crate::storage::manifest::{Manifest, RangeRecord};
+use crate::storage::{self, Allocation, PartFile, PartWriter, Storage};
+use crate::ui::progress::{ConnView, Progress, View};
 
 /// Everything one download needs to know.
 #[derive(Clone, Debug)]
@@ -51,7 +54,7 @@ pub struct Job {
     /// Connections to use (with `auto_connections`, the most that may be used).
     pub connections: usize,
     /// `-n auto`: start with few connections and add more while throughput still rises
-    /// ([`crate::autotune`]).
+    /// ([`crate::download::autotune`]).
     pub auto_connections: bool,
     pub min_range: u64,
     pub timeouts: Timeouts,
@@ -76,7 +79,7 @@ pub struct Job {
     /// before `--stall-timeout` gives up on the stalled one).
     pub straggler_timeout: Duration,
     /// The server's connection budget and idle sessions, shared with the other files of a
-    /// batch (`crate::pool`): every connection takes a permit first, and hands its session back
+    /// batch (`crate::ftp::pool`): every connection takes a permit first, and hands its session back
     /// when it is done. `None`: connect freely, log out at the end.
     pub pool: Option<Arc<HostPool>>,
     /// Fetch only the first `limit` bytes of the file (`ftpseg bench --bytes`).
@@ -86,9 +89,9 @@ pub struct Job {
     /// `--limit-rate-per-file`: bytes per second for this file's connections together.
     pub per_file_rate: Option<u64>,
     /// Sequential digests (`--checksum` SHA-2/SHA-1/MD5) that follow the written prefix
-    /// during the download ([`crate::digest`]); the caller finishes them. Not with
+    /// during the download ([`crate::integrity::digest`]); the caller finishes them. Not with
     /// [`Storage::Discard`] (refused: there is nothing to read back).
-    pub digest: Option<Arc<crate::digest::PrefixDigest>>,
+    pub digest: Option<Arc<crate::integrity::digest::PrefixDigest>>,
     /// Where the bytes go: `<out>.part` then `<out>`, or nowhere (`ftpseg bench --discard`).
     pub storage: Storage,
 }
@@ -386,7 +389,7 @@ impl Files {
         }
         let files = Files {
             manifest: Manifest::path_for(output),
-            part: store::part_path(output),
+            part: storage::part_path(output),
         };
         if job.restart {
             remove_if_exists(&files.manifest)?;
@@ -512,7 +515,7 @@ fn fresh_manifest(
         (false, _) => 1,
         (true, false) => job.connections,
         // The connections added later take their share by stealing.
-        (true, true) => crate::autotune::START.min(job.connections),
+        (true, true) => crate::download::autotune::START.min(job.connections),
     };
     let ranges = plan::initial_ranges(size, connections, job.min_range)
         .into_iter()
@@ -620,7 +623,7 @@ fn workers_for(job: &Job, bytes: u64, rest: bool) -> usize {
 /// How many of `workers` start at once: all, or with `-n auto` the tuner's start.
 fn starting_workers(job: &Job, workers: usize) -> usize {
     match job.auto_connections {
-        true => crate::autotune::START.min(workers),
+        true => crate::download::autotune::START.min(workers),
         false => workers,
     }
 }
@@ -1038,7 +1041,7 @@ struct Shared {
 type InlineHash = (u64, blake3::hazmat::ChainingValue, u64);
 
 /// Chaining values of whole chunks hashed by the connection that wrote them, right after each
-/// piece was written ([`crate::verify::ChunkStream`]), waiting for the checkpointer to take
+/// piece was written ([`crate::integrity::verify::ChunkStream`]), waiting for the checkpointer to take
 /// them ([`Checkpoint::take_inline`]): a chunk hashed here is not read back.
 #[derive(Default)]
 struct InlineHashes {
@@ -1267,8 +1270,8 @@ async fn run_workers(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut meter = RateMeter::new(shared);
     let t0 = Instant::now();
-    let mut tuner = (job.auto_connections && workers > crate::autotune::START)
-        .then(|| crate::autotune::AutoTuner::new(workers, 0.0));
+    let mut tuner = (job.auto_connections && workers > crate::download::autotune::START)
+        .then(|| crate::download::autotune::AutoTuner::new(workers, 0.0));
     let mut last_checkpoint = Instant::now();
     // A checkpoint also comes early once a third of the resume budget arrived since the last
     // one; readers pause at the whole budget (see `Shared::stake_limit`).
@@ -1353,13 +1356,13 @@ async fn run_workers(
 }
 
 /// Tells the job's sequential digests, if any, how far from byte 0 the file is written
-/// ([`crate::digest`]): one snapshot; the hashing runs on the digest's own thread.
+/// ([`crate::integrity::digest`]): one snapshot; the hashing runs on the digest's own thread.
 fn offer_prefix(job: &Job, shared: &Shared) {
     if let Some(d) = &job.digest {
         // The rewind count first: a rewind after it shows in the next offer.
         let rewinds = shared.sched.rewinds();
         let snap = shared.sched.snapshot();
-        let prefix = crate::digest::written_prefix(&snap.ranges);
+        let prefix = crate::integrity::digest::written_prefix(&snap.ranges);
         d.offer(&shared.part_path, prefix, rewinds);
     }
 }
@@ -1398,13 +1401,13 @@ async fn wait_for_checkpoint(shared: &Shared) {
 
 /// One `-n auto` tick: measure, maybe allow more connections, say when it settles.
 fn auto_step(
-    tuner: &mut crate::autotune::AutoTuner,
+    tuner: &mut crate::download::autotune::AutoTuner,
     shared: &Shared,
     t0: Instant,
     min_range: u64,
     progress: &mut Progress,
 ) {
-    use crate::autotune::Decision;
+    use crate::download::autotune::Decision;
     let bytes = shared.fetched.load(Ordering::Relaxed);
     let setup = match load_f64(&shared.setup) {
         s if s > 0.0 => s,
@@ -1468,12 +1471,12 @@ async fn worker(
     // receiving straight into a memory map (docs/architecture.md, "Decisions"). One per
     // connection, reused by every attempt.
     let mut buf = vec![0u8; READ_CHUNK as usize];
-    // Plain data connections skip the buffer: socket -> pipe -> page cache (crate::pipe).
+    // Plain data connections skip the buffer: socket -> pipe -> page cache (crate::ftp::pipe).
     // FTPSEG_NO_SPLICE=1 turns this off (for A/B measurements, docs/benchmarks.md).
     let pipe = if std::env::var_os("FTPSEG_NO_SPLICE").is_some() {
         None
     } else {
-        crate::pipe::Pipe::new()
+        crate::ftp::pipe::Pipe::new()
             .inspect_err(|e| crate::trace!("conn {id}: no pipe ({e}); reading into a buffer"))
             .ok()
     };
@@ -1693,7 +1696,7 @@ async fn park(
     wait: &mut Duration,
     session: &mut Option<Session>,
 ) -> bool {
-    // The batch's budget for this server shrinks by this connection (crate::pool).
+    // The batch's budget for this server shrinks by this connection (crate::ftp::pool).
     let permit = shared.slots[id]
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -1827,7 +1830,7 @@ async fn fetch_range(
     head: Option<HeadStart>,
     seg: &Arc<Segment>,
     buf: &mut [u8],
-    pipe: Option<&crate::pipe::Pipe>,
+    pipe: Option<&crate::ftp::pipe::Pipe>,
 ) -> Result<(), SessionError> {
     let stat = &shared.conns[id];
     let (login, preopened) = match head {
@@ -1894,7 +1897,7 @@ async fn fetch_range(
     };
     // Whole chunks this attempt writes are hashed as they are written (see `InlineHashes`).
     let (cs, file_size) = shared.chunking;
-    let mut chunks = crate::verify::ChunkStream::new(cs, file_size);
+    let mut chunks = crate::integrity::verify::ChunkStream::new(cs, file_size);
     let rewinds_at_start = shared.sched.rewinds();
     let mut hashed = |at: u64, bytes: &[u8]| {
         chunks.feed(at, bytes, |k, cv| {
@@ -1931,7 +1934,7 @@ async fn fetch_range(
         for l in &shared.rate_limits {
             l.take(n as u64).await;
         }
-        let show: crate::store::ShowWritten = (cs > 0).then_some(&mut hashed);
+        let show: crate::storage::ShowWritten = (cs > 0).then_some(&mut hashed);
         let written = match spliced {
             _ if n == 0 => Ok(()),
             Some(p) => shared.writer.write_from_pipe(p, n, pos, buf, show),
@@ -2101,7 +2104,7 @@ async fn stream_unknown_size(
     let started = Instant::now();
     let output = &job.output;
     let manifest_path = Manifest::path_for(output);
-    let part_path = store::part_path(output);
+    let part_path = storage::part_path(output);
     let redacted = job.url.redacted();
     let rest = session.supports_rest();
 
@@ -2238,8 +2241,8 @@ async fn stream_unknown_size(
     let hash = tokio::task::block_in_place(|| verify::hash_file(&part_path))
         .map_err(|e| Error::io("cannot read back", &part_path, e))?;
     let hash_time = hash_started.elapsed();
-    store::rename(&part_path, output, job.force)?;
-    store::sync_parent(output).map_err(|e| Error::io("cannot sync the folder of", output, e))?;
+    storage::rename(&part_path, output, job.force)?;
+    storage::sync_parent(output).map_err(|e| Error::io("cannot sync the folder of", output, e))?;
     Manifest::remove(&manifest_path)?;
     Ok(Outcome {
         path: output.clone(),

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::{self, Job, Outcome};
+use crate::download::plan;
+use crate::download::{self, Job, Outcome};
 use crate::error::{Error, exit, human_bytes};
+use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Timeouts, Verify};
-use crate::plan;
-use crate::progress::{Mode, Progress};
-use crate::url::FtpUrl;
+use crate::ui::progress::{Mode, Progress};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -290,7 +290,7 @@ pub struct PutArgs {
     pub connections: usize,
 
     /// Suffix of the temporary remote name the file is written under before the rename
-    #[arg(long, default_value = crate::put::DEFAULT_TEMP_SUFFIX, value_name = "SUFFIX",
+    #[arg(long, default_value = crate::upload::DEFAULT_TEMP_SUFFIX, value_name = "SUFFIX",
           conflicts_with = "no_temp")]
     pub temp_suffix: String,
 
@@ -475,8 +475,8 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     let result = match cli.command {
-        Some(Command::Demo(args)) => runtime.block_on(crate::demo::run(args)),
-        Some(Command::Serve(args)) => runtime.block_on(crate::demo::serve(args)),
+        Some(Command::Demo(args)) => runtime.block_on(crate::commands::demo::run(args)),
+        Some(Command::Serve(args)) => runtime.block_on(crate::commands::demo::serve(args)),
         Some(Command::Put(args)) => runtime.block_on(put(args)),
         Some(Command::Completions { shell }) => {
             use clap::CommandFactory;
@@ -490,7 +490,7 @@ pub fn run(cli: Cli) -> i32 {
                 .render(&mut std::io::stdout())
                 .map_err(|e| Error::io("cannot write", "standard output", e))
         }
-        Some(Command::Bench(args)) => runtime.block_on(crate::bench::run(args)),
+        Some(Command::Bench(args)) => runtime.block_on(crate::commands::bench::run(args)),
         None => runtime.block_on(get(cli.get)),
     };
     match result {
@@ -534,7 +534,7 @@ pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result
         output,
         connections: match args.connections {
             Connections::Fixed(n) => n,
-            Connections::Auto => crate::autotune::MAX,
+            Connections::Auto => crate::download::autotune::MAX,
         },
         auto_connections: args.connections == Connections::Auto,
         min_range: args.min_range.max(64 << 10),
@@ -557,12 +557,12 @@ pub fn job_for_url(args: &GetArgs, raw: &str, output: Option<PathBuf>) -> Result
         limit: None,
         rate_limits: args
             .limit_rate
-            .map(|r| std::sync::Arc::new(crate::ratelimit::RateLimit::new(r)))
+            .map(|r| std::sync::Arc::new(crate::ftp::ratelimit::RateLimit::new(r)))
             .into_iter()
             .collect(),
         per_file_rate: args.limit_rate_per_file,
         digest: None,
-        storage: crate::store::Storage::File,
+        storage: crate::storage::Storage::File,
     })
 }
 
@@ -574,8 +574,8 @@ fn tls_settings(
     ca_file: Option<&PathBuf>,
     insecure: bool,
 ) -> Result<Verify, Error> {
-    if ftps && url.tls == crate::url::Tls::None {
-        url.tls = crate::url::Tls::Explicit;
+    if ftps && url.tls == crate::ftp::url::Tls::None {
+        url.tls = crate::ftp::url::Tls::Explicit;
     }
     let verify = match (ca_file, insecure) {
         (Some(path), _) => Verify::CaFile(path.clone()),
@@ -622,7 +622,7 @@ fn credentials_from(
     let entries = read_netrc(netrc_file, no_netrc)?;
     let entry = entries
         .as_deref()
-        .and_then(|e| crate::netrc::lookup(e, &host, url.user.as_deref()));
+        .and_then(|e| crate::ftp::netrc::lookup(e, &host, url.user.as_deref()));
     let user = match (&url.user, entry.and_then(|e| e.login.clone())) {
         (Some(u), _) => u.clone(),
         (None, Some(login)) => login,
@@ -654,7 +654,7 @@ fn credentials_from(
 fn read_netrc(
     netrc_file: Option<&PathBuf>,
     no_netrc: bool,
-) -> Result<Option<Vec<crate::netrc::Entry>>, Error> {
+) -> Result<Option<Vec<crate::ftp::netrc::Entry>>, Error> {
     if no_netrc {
         return Ok(None);
     }
@@ -675,7 +675,7 @@ fn read_netrc(
             )));
         }
     };
-    crate::netrc::parse(&text).map(Some).map_err(|e| {
+    crate::ftp::netrc::parse(&text).map(Some).map_err(|e| {
         Error::Credentials(format!(
             "the netrc file {} cannot be read: {e}; fix it, or pass --no-netrc",
             path.display()
@@ -737,7 +737,7 @@ async fn get(args: GetArgs) -> Result<(), Error> {
 
 /// Builds the upload job from `ftpseg put` arguments (pure apart from reading
 /// FTPSEG_PASSWORD and netrc).
-pub fn put_job_from_args(args: &PutArgs) -> Result<crate::put::PutJob, Error> {
+pub fn put_job_from_args(args: &PutArgs) -> Result<crate::upload::PutJob, Error> {
     let (raw, locals) = args
         .paths
         .split_last()
@@ -759,7 +759,7 @@ pub fn put_job_from_args(args: &PutArgs) -> Result<crate::put::PutJob, Error> {
     }
     let verify = tls_settings(&mut url, args.ftps, args.ca_file.as_ref(), args.insecure)?;
     let creds = credentials_from(&url, args.netrc_file.as_ref(), args.no_netrc)?;
-    Ok(crate::put::PutJob {
+    Ok(crate::upload::PutJob {
         url,
         creds,
         locals: locals.iter().map(PathBuf::from).collect(),
@@ -802,7 +802,7 @@ async fn put(args: PutArgs) -> Result<(), Error> {
         }
         let _ = tx.send(true);
     });
-    let result = crate::put::put(&job, &mut progress, rx).await;
+    let result = crate::upload::put(&job, &mut progress, rx).await;
     signals.abort();
     progress.finish();
     let outcomes = result.map_err(|e| scrub(e, &job.creds.password))?;
@@ -839,7 +839,7 @@ pub async fn download_with_ctrl_c(job: &Job, progress: &mut Progress) -> Result<
         eprintln!("ftpseg: interrupted again: exiting at once");
         std::process::exit(crate::error::exit::INTERRUPTED);
     });
-    let result = engine::download(job, progress, rx).await;
+    let result = download::download(job, progress, rx).await;
     signals.abort();
     result
 }
@@ -906,7 +906,7 @@ mod tests {
 
     #[test]
     fn ftps_flag_and_schemes_choose_tls() {
-        use crate::url::Tls;
+        use crate::ftp::url::Tls;
         let job = |args: &[&str]| {
             let mut all = vec!["ftpseg"];
             all.extend_from_slice(args);

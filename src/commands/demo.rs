@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 use crate::cli::{DemoArgs, ServeArgs, download_with_ctrl_c};
-use crate::engine::Job;
+use crate::download::Job;
 use crate::error::{Error, human_bytes};
+use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Timeouts};
-use crate::progress::{Mode, Progress};
 use crate::testserver::{Faults, ServerConfig, TestServer, write_pattern_file};
-use crate::url::FtpUrl;
+use crate::ui::progress::{Mode, Progress};
 
 /// Runs the demo; an error means the demo itself failed (a bug or a broken machine).
 pub async fn run(args: DemoArgs) -> Result<(), Error> {
@@ -35,8 +35,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     let source = served.join("demo.bin");
     write_pattern_file(&source, args.size, 42)
         .map_err(|e| Error::io("cannot write", &source, e))?;
-    let expected =
-        crate::verify::hash_file(&source).map_err(|e| Error::io("cannot read", &source, e))?;
+    let expected = crate::integrity::verify::hash_file(&source)
+        .map_err(|e| Error::io("cannot read", &source, e))?;
 
     let mut cfg = ServerConfig::new(&served);
     cfg.faults = Faults {

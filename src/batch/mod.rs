@@ -1,12 +1,12 @@
 //! Many files in one run: several URLs, `-i FILE` (one URL a line), globs in the last path
 //! component, `-r` folders (MLSD, with LIST and NLST as fallbacks), all downloaded into `-d DIR`
 //! with safe local names, `-j` files at once, one connection budget per server shared by every
-//! file in flight (`--max-connections-per-host`, [`crate::pool`]), logged-in sessions reused
+//! file in flight (`--max-connections-per-host`, [`crate::ftp::pool`]), logged-in sessions reused
 //! across files, checksums (`--checksum`, `--checksum-file FILE|auto`, `--verify-remote`), and
-//! one summary at the end (`--json` for scripts, [`crate::events`]).
+//! one summary at the end (`--json` for scripts, [`crate::ui::events`]).
 //!
 //! Pure parts (input file lines, the skip decision, MDTM to a time, the exit code of a batch)
-//! are plain functions with tests; the run calls [`engine::download`] once per file. A file
+//! are plain functions with tests; the run calls [`download::download`] once per file. A file
 //! that fails is reported with its reason and the others go on; the exit code is non-zero when
 //! any file failed. Design: docs/bulk.md.
 
@@ -19,19 +19,19 @@ use clap::Args;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::checksum::{self, Algo, Expected, SumLine};
 use crate::cli::GetArgs;
-use crate::digest::PrefixDigest;
-use crate::engine::{self, Job, Outcome};
+use crate::download::{self, Job, Outcome};
 use crate::error::{Error, exit, human_bytes};
-use crate::events::Events;
 use crate::ftp::dir::ListCommand;
+use crate::ftp::listing::{self, Entry, Kind};
+use crate::ftp::pool::{HostPool, Permit};
 use crate::ftp::upload::{HashCommand, hash_commands};
+use crate::ftp::url::FtpUrl;
 use crate::ftp::{Session, SessionError};
-use crate::listing::{self, Entry, Kind};
-use crate::pool::{HostPool, Permit};
-use crate::progress::{Mode, Progress};
-use crate::url::FtpUrl;
+use crate::integrity::checksum::{self, Algo, Expected, SumLine};
+use crate::integrity::digest::PrefixDigest;
+use crate::ui::events::Events;
+use crate::ui::progress::{Mode, Progress};
 
 /// The options of batches (flattened into the download arguments).
 #[derive(Debug, Clone, Default, Args)]
@@ -377,7 +377,7 @@ pub async fn run(get: &GetArgs, bulk: &BulkArgs) -> Result<(), Error> {
             let n = match get.connections {
                 crate::cli::Connections::Fixed(n) => n,
                 // -n auto may grow to this many.
-                crate::cli::Connections::Auto => crate::autotune::MAX,
+                crate::cli::Connections::Auto => crate::download::autotune::MAX,
             };
             n.max(usize::from(bulk.jobs))
         });
@@ -802,7 +802,7 @@ async fn session(ctx: &Ctx, host: usize) -> Result<(Permit, Session), Error> {
     let t = &h.template;
     let fresh = idle.is_none();
     let addrs = match fresh {
-        true => engine::resolve(&t.url, t.timeouts.connect).await?,
+        true => download::resolve(&t.url, t.timeouts.connect).await?,
         false => Vec::new(),
     };
     let tls = match fresh && t.url.tls.is_tls() {
@@ -814,14 +814,14 @@ async fn session(ctx: &Ctx, host: usize) -> Result<(Permit, Session), Error> {
         .pool
         .connect_or_wait(permit, idle, connect)
         .await
-        .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
+        .map_err(|e| download::startup_error(&t.url, &t.creds, e))?;
     // A download's worker session never asked FEAT (hash commands, MLSD); a new one neither.
     if s.features().raw.is_empty() {
         s.set_use_pasv_address(t.use_pasv_address);
         s.set_active(t.active);
         s.probe()
             .await
-            .map_err(|e| engine::startup_error(&t.url, &t.creds, e))?;
+            .map_err(|e| download::startup_error(&t.url, &t.creds, e))?;
     }
     Ok((permit, s))
 }
@@ -840,7 +840,7 @@ async fn list_folder(ctx: &Ctx, host: usize, folder: &str) -> Result<Vec<Entry>,
             path: folder.to_owned(),
             reply: format!("{text} (listing the folder)"),
         },
-        e => engine::startup_error(&t.url, &t.creds, e),
+        e => download::startup_error(&t.url, &t.creds, e),
     };
     let home = {
         let mut home = h.home.lock().await;
@@ -918,7 +918,7 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
     // Already there? Compare with the server's size and modification time.
     if let Ok(meta) = std::fs::metadata(&f.output)
         && meta.is_file()
-        && !crate::manifest::Manifest::path_for(&f.output).exists()
+        && !crate::storage::manifest::Manifest::path_for(&f.output).exists()
     {
         let (size, mdtm) = match (f.size, &f.mdtm) {
             (Some(s), Some(m)) => (Some(s), Some(m.clone())),
@@ -949,7 +949,7 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
         "file_start",
         json!({"url": f.url.redacted(), "path": f.output.display().to_string()}),
     );
-    // Known before the download, so the sequential digests can follow it (crate::digest).
+    // Known before the download, so the sequential digests can follow it (crate::integrity::digest).
     let expected = expected_for(ctx, f).await?;
     let stream = streamed_algos(expected.as_ref().map(|(e, _)| e.algo), ctx.verify_remote);
     let digest = (!stream.is_empty()).then(|| Arc::new(PrefixDigest::new(&stream)));
@@ -959,7 +959,7 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
     job.pool = Some(h.pool.clone());
     job.digest = digest.clone();
     let mut progress = Progress::new(ctx.mode);
-    let outcome = engine::download(&job, &mut progress, ctx.stop.clone()).await?;
+    let outcome = download::download(&job, &mut progress, ctx.stop.clone()).await?;
     crate::trace!("{}: downloaded", f.output.display());
     let remote_time = outcome.remote_mtime.as_deref().and_then(mdtm_to_time);
     let set_time = |t: SystemTime| {
@@ -994,11 +994,11 @@ async fn remote_size_mdtm(ctx: &Ctx, f: &FileJob) -> Result<(Option<u64>, Option
     let size = s
         .size(&f.url.path)
         .await
-        .map_err(|e| engine::startup_error(&f.url, &t.creds, e))?;
+        .map_err(|e| download::startup_error(&f.url, &t.creds, e))?;
     let mdtm = s
         .mdtm(&f.url.path)
         .await
-        .map_err(|e| engine::startup_error(&f.url, &t.creds, e))?;
+        .map_err(|e| download::startup_error(&f.url, &t.creds, e))?;
     h.pool.give_back(Some(s), permit);
     Ok((size, mdtm.map(|m| m.0)))
 }
@@ -1095,7 +1095,7 @@ async fn verify(
                 r
             }
             Err(e) => {
-                return Err(engine::startup_error(
+                return Err(download::startup_error(
                     &f.url,
                     &ctx.hosts[f.host].template.creds,
                     e,

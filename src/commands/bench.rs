@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use crate::cli::{BenchArgs, Cli, download_with_ctrl_c, job_from_args, scrub};
 use crate::error::{Error, human_bytes};
-use crate::progress::{Mode, Progress};
-use crate::store::Storage;
+use crate::storage::Storage;
+use crate::ui::progress::{Mode, Progress};
 
 /// A count is recommended when its throughput is within this fraction of the best one.
 pub const RECOMMEND_WITHIN: f64 = 0.05;
@@ -294,8 +294,8 @@ fn cpu_seconds() -> f64 {
 /// Removes a run's output and its leftovers (after a failed or interrupted run).
 fn clean(output: &Path) {
     let _ = std::fs::remove_file(output);
-    let _ = std::fs::remove_file(crate::store::part_path(output));
-    let _ = std::fs::remove_file(crate::manifest::Manifest::path_for(output));
+    let _ = std::fs::remove_file(crate::storage::part_path(output));
+    let _ = std::fs::remove_file(crate::storage::manifest::Manifest::path_for(output));
 }
 
 /// The arguments of a normal download that the benchmark's runs share.

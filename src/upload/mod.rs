@@ -33,13 +33,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::engine;
+use crate::download;
 use crate::error::{Error, human_bytes};
 use crate::ftp::upload::{HashAlgo, HashCommand, RemoteHash, Store, hash_commands};
+use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Verify};
-use crate::progress::{ConnView, Progress, View};
-use crate::url::FtpUrl;
-use crate::verify;
+use crate::integrity::verify;
+use crate::ui::progress::{ConnView, Progress, View};
 
 /// `format` of an upload manifest.
 pub const MANIFEST_FORMAT: &str = "ftpseg-upload";
@@ -271,7 +271,7 @@ impl UploadManifest {
             f.write_all(&text)?;
             f.sync_all()?;
             std::fs::rename(&tmp, path)?;
-            crate::store::sync_parent(path)
+            crate::storage::sync_parent(path)
         };
         write().map_err(|e| Error::io("cannot save the upload manifest", path, e))
     }
@@ -424,7 +424,7 @@ pub async fn put(
         true => Some(Arc::new(TlsClient::new(&job.url, &job.verify)?)),
         false => None,
     };
-    let addrs = engine::resolve(&job.url, job.timeouts.connect).await?;
+    let addrs = download::resolve(&job.url, job.timeouts.connect).await?;
     let conn = Arc::new(Conn {
         addrs,
         tls,
@@ -500,12 +500,12 @@ impl Conn {
         let mut s =
             Session::connect_with(&self.addrs, &self.creds, self.timeouts, self.tls.as_ref())
                 .await
-                .map_err(|e| engine::startup_error(&job.url, &job.creds, e))?;
+                .map_err(|e| download::startup_error(&job.url, &job.creds, e))?;
         s.set_use_pasv_address(self.use_pasv_address);
         s.set_active(self.active);
         s.probe()
             .await
-            .map_err(|e| engine::startup_error(&job.url, &job.creds, e))?;
+            .map_err(|e| download::startup_error(&job.url, &job.creds, e))?;
         *self.learned.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((s.rest_support(), s.uses_epsv()));
         Ok(s)
@@ -538,7 +538,7 @@ fn upload_error(job: &PutJob, path: &str, e: SessionError) -> Error {
             path: path.to_owned(),
             reply: format!("{command}: {text}"),
         },
-        other => engine::startup_error(&job.url, &job.creds, other),
+        other => download::startup_error(&job.url, &job.creds, other),
     }
 }
 
@@ -884,7 +884,7 @@ async fn put_file(
         }
     }
     s.quit().await;
-    crate::engine::remove_if_exists(&mpath)?;
+    crate::download::remove_if_exists(&mpath)?;
     Ok(PutOutcome {
         local: local.to_owned(),
         remote: url_text,
@@ -1198,7 +1198,7 @@ async fn send_single(
             busy_wait = (busy_wait * 2).min(Duration::from_secs(120));
             w
         } else {
-            engine::backoff(tries)
+            download::backoff(tries)
         };
         progress.note(&format!(
             "upload interrupted ({e}); retrying in {:.1} s",
@@ -1253,7 +1253,7 @@ async fn send_parallel(
                             last: e.to_string(),
                         });
                     }
-                    tokio::time::sleep(engine::backoff(tries)).await;
+                    tokio::time::sleep(download::backoff(tries)).await;
                 }
                 Err(other) => return Err(other),
             }
@@ -1441,7 +1441,7 @@ async fn piece_worker(
                     busy_wait = (busy_wait * 2).min(Duration::from_secs(120));
                     w
                 } else {
-                    engine::backoff(tries as u32)
+                    download::backoff(tries as u32)
                 };
                 tokio::time::sleep(wait).await;
             }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::checksum::{Algo, Hasher};
+use crate::integrity::checksum::{Algo, Hasher};
 
 /// Bytes read and hashed per step of the hashing thread.
 const STEP: usize = 4 << 20;
@@ -289,7 +289,7 @@ fn follow(shared: &Shared, algos: &[Algo]) -> Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksum::hash_file;
+    use crate::integrity::checksum::hash_file;
 
     #[test]
     fn prefix_of_snapshots() {

@@ -4,7 +4,7 @@
 //! `recv` into a buffer and `pwrite` from it copy every byte twice (kernel to user, user to
 //! page cache); with a pipe in between, the socket's pages are moved into the pipe and copied
 //! once into the page cache. The session fills the pipe ([`crate::ftp::Session::splice_data`]),
-//! the store empties it into the file ([`crate::store::PartWriter::write_from_pipe`]); each
+//! the store empties it into the file ([`crate::storage::PartWriter::write_from_pipe`]); each
 //! connection owns one pipe and keeps it empty between those two calls. TLS data cannot take
 //! this path (the bytes must be decrypted in user space): it is read into a buffer as before.
 

@@ -187,11 +187,11 @@ impl PartFile {
         .map_err(|e| Error::io("cannot read back", &self.path, e))
     }
 
-    /// BLAKE3 of the whole file in one pass (see [`crate::verify::hash_file`]), for files
+    /// BLAKE3 of the whole file in one pass (see [`crate::integrity::verify::hash_file`]), for files
     /// without chunk hashes. `None` for a discarded download: there is nothing to hash.
     pub fn blake3(&self) -> Result<Option<blake3::Hash>, Error> {
         match &self.target {
-            Target::File(_) => crate::verify::hash_file(&self.path)
+            Target::File(_) => crate::integrity::verify::hash_file(&self.path)
                 .map(Some)
                 .map_err(|e| Error::io("cannot read back", &self.path, e)),
             Target::Discard(_) => Ok(None),
@@ -358,7 +358,7 @@ impl PartWriter {
     /// back is not shown (the next one then does not follow on, which the hashing notices).
     pub fn write_from_pipe(
         &self,
-        pipe: &crate::pipe::Pipe,
+        pipe: &crate::ftp::pipe::Pipe,
         len: usize,
         at: u64,
         buf: &mut [u8],
@@ -416,7 +416,7 @@ impl PartWriter {
     /// `left` bytes from the pipe through `buf`, written at `at`.
     fn write_rest_of_pipe(
         &self,
-        pipe: &crate::pipe::Pipe,
+        pipe: &crate::ftp::pipe::Pipe,
         mut left: usize,
         mut at: u64,
         buf: &mut [u8],
@@ -481,7 +481,7 @@ mod tests {
     #[test]
     fn pipe_bytes_land_at_their_offset_even_where_splice_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let fill = |pipe: &crate::pipe::Pipe, bytes: &[u8]| {
+        let fill = |pipe: &crate::ftp::pipe::Pipe, bytes: &[u8]| {
             assert_eq!(
                 rustix::io::write(pipe.write_end(), bytes).unwrap(),
                 bytes.len()
@@ -492,7 +492,7 @@ mod tests {
         // A normal file: spliced.
         let pf = PartFile::create(&dir.path().join("a.part"), 400_000).unwrap();
         let w = pf.writer();
-        let pipe = crate::pipe::Pipe::new().unwrap();
+        let pipe = crate::ftp::pipe::Pipe::new().unwrap();
         fill(&pipe, &data[..60_000]);
         w.write_from_pipe(&pipe, 60_000, 1000, &mut buf, None)
             .unwrap();
@@ -564,7 +564,7 @@ mod tests {
         w.write_at(b"dropped", 5).unwrap();
         w.write_back(0, 1 << 30);
         // Spliced bytes leave the pipe (into /dev/null) and the pipe is empty again.
-        let pipe = crate::pipe::Pipe::new().unwrap();
+        let pipe = crate::ftp::pipe::Pipe::new().unwrap();
         let data = vec![7u8; 50_000];
         assert_eq!(rustix::io::write(pipe.write_end(), &data).unwrap(), 50_000);
         let mut buf = vec![0u8; 4096];

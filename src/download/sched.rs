@@ -21,8 +21,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::manifest::RangeRecord;
-use crate::plan;
+use crate::download::plan;
+use crate::storage::manifest::RangeRecord;
 
 /// Largest single read into the file. Bounds how far a read under way can reach past a cut.
 pub const READ_CHUNK: u64 = 256 << 10;

@@ -32,8 +32,8 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! trace {
     ($($arg:tt)*) => {
-        if $crate::trace::enabled() {
-            $crate::trace::line(format_args!($($arg)*));
+        if $crate::ui::trace::enabled() {
+            $crate::ui::trace::line(format_args!($($arg)*));
         }
     };
 }
