@@ -166,6 +166,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// An error whose message contains the password (a server that echoes it back in a reply,
+    /// say) is rewritten with the password replaced: passwords never reach the terminal.
+    pub fn scrub(self, password: &str) -> Error {
+        let e = self;
+        let message = e.to_string();
+        if password.is_empty() || !message.contains(password) {
+            return e;
+        }
+        Error::Redacted {
+            message: message.replace(password, "<password>"),
+            code: e.exit_code(),
+        }
+    }
+
     /// The process exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -208,31 +222,16 @@ impl Error {
     }
 }
 
-/// Bytes as a short human string with binary units: "1.50 GiB", "512 B".
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.2} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn human_bytes_units() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1024), "1.00 KiB");
-        assert_eq!(human_bytes(3 << 29), "1.50 GiB");
+        assert_eq!(crate::ui::human_bytes(0), "0 B");
+        assert_eq!(crate::ui::human_bytes(1023), "1023 B");
+        assert_eq!(crate::ui::human_bytes(1024), "1.00 KiB");
+        assert_eq!(crate::ui::human_bytes(3 << 29), "1.50 GiB");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::cli::GetArgs;
 use crate::download::{self, Job, Outcome};
-use crate::error::{Error, exit, human_bytes};
+use crate::error::{Error, exit};
 use crate::ftp::dir::ListCommand;
 use crate::ftp::listing::{self, Entry, Kind};
 use crate::ftp::pool::{HostPool, Permit};
@@ -31,6 +31,7 @@ use crate::ftp::{Session, SessionError};
 use crate::integrity::checksum::{self, Algo, Expected, SumLine};
 use crate::integrity::digest::PrefixDigest;
 use crate::ui::events::Events;
+use crate::ui::human_bytes;
 use crate::ui::progress::{Mode, Progress};
 
 /// The options of batches (flattened into the download arguments).
@@ -375,9 +376,9 @@ pub async fn run(get: &GetArgs, bulk: &BulkArgs) -> Result<(), Error> {
         .map(usize::from)
         .unwrap_or_else(|| {
             let n = match get.connections {
-                crate::cli::Connections::Fixed(n) => n,
+                crate::download::Connections::Fixed(n) => n,
                 // -n auto may grow to this many.
-                crate::cli::Connections::Auto => crate::download::autotune::MAX,
+                crate::download::Connections::Auto => crate::download::autotune::MAX,
             };
             n.max(usize::from(bulk.jobs))
         });
@@ -551,7 +552,7 @@ fn report(ctx: &Ctx, label: &str, path: Option<&Path>, end: &FileEnd) {
                 } else {
                     format!("; {}", checks.join("; "))
                 };
-                println!("{}{extra}", crate::cli::summary(outcome));
+                println!("{}{extra}", outcome.summary());
             }
         }
         FileEnd::Skipped(why) => {
@@ -906,10 +907,7 @@ async fn list_folder(ctx: &Ctx, host: usize, folder: &str) -> Result<Vec<Entry>,
 async fn one_file(ctx: &Ctx, f: FileJob) -> FileEnd {
     match fetch_and_check(ctx, &f).await {
         Ok(end) => end,
-        Err(e) => FileEnd::Failed(crate::cli::scrub(
-            e,
-            &ctx.hosts[f.host].template.creds.password,
-        )),
+        Err(e) => FileEnd::Failed(e.scrub(&ctx.hosts[f.host].template.creds.password)),
     }
 }
 

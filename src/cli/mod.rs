@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::download::plan;
-use crate::download::{self, Job, Outcome};
-use crate::error::{Error, exit, human_bytes};
+use crate::download::{self, Connections, Job, Outcome};
+use crate::error::{Error, exit};
 use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Timeouts, Verify};
 use crate::ui::progress::{Mode, Progress};
@@ -406,22 +406,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((v * mult as f64) as u64)
 }
 
-/// `-n`: a fixed number of connections, or `auto`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Connections {
-    Fixed(usize),
-    Auto,
-}
-
-impl std::fmt::Display for Connections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Connections::Fixed(n) => write!(f, "{n}"),
-            Connections::Auto => f.write_str("auto"),
-        }
-    }
-}
-
 fn parse_connections_or_auto(s: &str) -> Result<Connections, String> {
     if s.eq_ignore_ascii_case("auto") {
         return Ok(Connections::Auto);
@@ -593,19 +577,6 @@ fn tls_settings(
     Ok(verify)
 }
 
-/// An error whose message contains the password (a server that echoes it back in a reply,
-/// say) is rewritten with the password replaced: passwords never reach the terminal.
-pub fn scrub(e: Error, password: &str) -> Error {
-    let message = e.to_string();
-    if password.is_empty() || !message.contains(password) {
-        return e;
-    }
-    Error::Redacted {
-        message: message.replace(password, "<password>"),
-        code: e.exit_code(),
-    }
-}
-
 /// Who to log in as, and the password, from (in this order) the URL, `FTPSEG_PASSWORD`, the
 /// netrc file, or a prompt on the terminal. Without a user anywhere: anonymous.
 fn credentials(url: &FtpUrl, args: &GetArgs) -> Result<Credentials, Error> {
@@ -728,9 +699,9 @@ async fn get(args: GetArgs) -> Result<(), Error> {
     let mut progress = Progress::new(mode);
     let outcome = download_with_ctrl_c(&job, &mut progress)
         .await
-        .map_err(|e| scrub(e, &job.creds.password))?;
+        .map_err(|e| e.scrub(&job.creds.password))?;
     if !args.quiet {
-        println!("{}", summary(&outcome));
+        println!("{}", outcome.summary());
     }
     Ok(())
 }
@@ -805,7 +776,7 @@ async fn put(args: PutArgs) -> Result<(), Error> {
     let result = crate::upload::put(&job, &mut progress, rx).await;
     signals.abort();
     progress.finish();
-    let outcomes = result.map_err(|e| scrub(e, &job.creds.password))?;
+    let outcomes = result.map_err(|e| e.scrub(&job.creds.password))?;
     if !args.quiet {
         for o in outcomes {
             println!("{}", o.summary());
@@ -842,32 +813,6 @@ pub async fn download_with_ctrl_c(job: &Job, progress: &mut Progress) -> Result<
     let result = download::download(job, progress, rx).await;
     signals.abort();
     result
-}
-
-/// The final report of a download, one line.
-pub fn summary(o: &Outcome) -> String {
-    let secs = o.elapsed.as_secs_f64().max(1e-6);
-    let resumed = if o.resumed > 0 {
-        format!(", {} resumed from an earlier run", human_bytes(o.resumed))
-    } else {
-        String::new()
-    };
-    let how = if o.hash_from_chunks {
-        "merged from the chunk hashes taken during the download"
-    } else {
-        "one pass at the end"
-    };
-    format!(
-        "saved {} ({}) in {:.2} s, {}/s mean over {} connection(s){}; BLAKE3 {} ({how}, {:.2} s)",
-        o.path.display(),
-        human_bytes(o.size),
-        secs,
-        human_bytes((o.fetched as f64 / secs) as u64),
-        o.connections,
-        resumed,
-        o.blake3.map_or("-".into(), |h| h.to_hex().to_string()),
-        o.hash_time.as_secs_f64()
-    )
 }
 
 #[cfg(test)]

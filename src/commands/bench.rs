@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{BenchArgs, Cli, download_with_ctrl_c, job_from_args, scrub};
-use crate::error::{Error, human_bytes};
+use crate::cli::{BenchArgs, Cli, download_with_ctrl_c, job_from_args};
+use crate::error::Error;
 use crate::storage::Storage;
+use crate::ui::human_bytes;
 use crate::ui::progress::{Mode, Progress};
 
 /// A count is recommended when its throughput is within this fraction of the best one.
@@ -395,7 +396,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Error> {
             if storage == Storage::File {
                 clean(&output);
             }
-            let outcome = result.map_err(|e| scrub(e, &job.creds.password))?;
+            let outcome = result.map_err(|e| e.scrub(&job.creds.password))?;
             size = outcome.size;
             let sample = Sample {
                 connections: n,

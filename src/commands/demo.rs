@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use crate::cli::{DemoArgs, ServeArgs, download_with_ctrl_c};
 use crate::download::Job;
-use crate::error::{Error, human_bytes};
+use crate::error::Error;
 use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Timeouts};
 use crate::testserver::{Faults, ServerConfig, TestServer, write_pattern_file};
+use crate::ui::human_bytes;
 use crate::ui::progress::{Mode, Progress};
 
 /// Runs the demo; an error means the demo itself failed (a bug or a broken machine).
@@ -84,7 +85,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());
         let mut progress = Progress::new(Mode::Auto);
         let outcome = download_with_ctrl_c(&job, &mut progress).await?;
-        println!("{}", crate::cli::summary(&outcome));
+        println!("{}", outcome.summary());
         let ok = outcome.blake3 == Some(expected);
         println!(
             "verified against the served file: {}",

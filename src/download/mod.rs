@@ -43,6 +43,7 @@ use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Transf
 use crate::integrity::verify;
 use crate::storage::manifest::{Manifest, RangeRecord};
 use crate::storage::{self, Allocation, PartFile, PartWriter, Storage};
+use crate::ui::human_bytes;
 use crate::ui::progress::{ConnView, Progress, View};
 
 /// Everything one download needs to know.
@@ -96,6 +97,22 @@ pub struct Job {
     pub storage: Storage,
 }
 
+/// `-n`: a fixed number of connections, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connections {
+    Fixed(usize),
+    Auto,
+}
+
+impl std::fmt::Display for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connections::Fixed(n) => write!(f, "{n}"),
+            Connections::Auto => f.write_str("auto"),
+        }
+    }
+}
+
 /// What a finished download reports.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -119,6 +136,35 @@ pub struct Outcome {
     pub remote_mtime: Option<String>,
     /// From the start of the run to the first byte of file data.
     pub first_byte: Option<Duration>,
+}
+
+impl Outcome {
+    /// The final report of a download, one line.
+    pub fn summary(&self) -> String {
+        let o = self;
+        let secs = o.elapsed.as_secs_f64().max(1e-6);
+        let resumed = if o.resumed > 0 {
+            format!(", {} resumed from an earlier run", human_bytes(o.resumed))
+        } else {
+            String::new()
+        };
+        let how = if o.hash_from_chunks {
+            "merged from the chunk hashes taken during the download"
+        } else {
+            "one pass at the end"
+        };
+        format!(
+            "saved {} ({}) in {:.2} s, {}/s mean over {} connection(s){}; BLAKE3 {} ({how}, {:.2} s)",
+            o.path.display(),
+            human_bytes(o.size),
+            secs,
+            human_bytes((o.fetched as f64 / secs) as u64),
+            o.connections,
+            resumed,
+            o.blake3.map_or("-".into(), |h| h.to_hex().to_string()),
+            o.hash_time.as_secs_f64()
+        )
+    }
 }
 
 /// Downloads `job.url` to `job.output`. `stop` turning true (Ctrl-C) ends the run after a final
@@ -446,7 +492,7 @@ impl Files {
             // Never throw away downloaded bytes on our own: the user decides.
             return Err(Error::CannotResume {
                 part: self.part.clone(),
-                done: crate::error::human_bytes(manifest.bytes_done()),
+                done: human_bytes(manifest.bytes_done()),
             });
         }
         if !rest && manifest.ranges.len() > 1 {
@@ -486,8 +532,8 @@ impl Files {
             }
             progress.note(&format!(
                 "resuming: {} of {} already on disk ({checked} chunk(s) verified)",
-                crate::error::human_bytes(resumed),
-                crate::error::human_bytes(size)
+                human_bytes(resumed),
+                human_bytes(size)
             ));
         }
         Ok((manifest, part, resumed))
@@ -2146,7 +2192,7 @@ async fn stream_unknown_size(
             Ok(_) if !rest => {
                 return Err(Error::CannotResume {
                     part: part_path,
-                    done: crate::error::human_bytes(offset),
+                    done: human_bytes(offset),
                 });
             }
             Ok(_) => {}

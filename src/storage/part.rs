@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::{Error, human_bytes};
+use crate::error::Error;
+use crate::ui::human_bytes;
 
 /// `<out>.part`: where the bytes go until the download is complete.
 pub fn part_path(output: &Path) -> PathBuf {

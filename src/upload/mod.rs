@@ -34,11 +34,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::download;
-use crate::error::{Error, human_bytes};
+use crate::error::Error;
 use crate::ftp::upload::{HashAlgo, HashCommand, RemoteHash, Store, hash_commands};
 use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Verify};
 use crate::integrity::verify;
+use crate::ui::human_bytes;
 use crate::ui::progress::{ConnView, Progress, View};
 
 /// `format` of an upload manifest.
