@@ -18,6 +18,7 @@
 //! 5. `RNFR`/`RNTO` to the final name (not with `--no-temp`), remove the manifest.
 //!
 //! The pure parts (names, piece plan, resume decisions, the manifest) are separate from the
+//! I/O and unit tested (`tests.rs`).
 //!
 //! Where each part lives: `plan` (pure: names, pieces, resume decisions), `manifest` (the
 //! `<local>.ftpseg-put` record), `inputs` (which files go where), `file` (the run for one
