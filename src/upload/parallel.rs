@@ -212,6 +212,12 @@ async fn piece_worker(
     conn: Arc<Conn>,
     mut session: Option<Session>,
 ) -> Result<(), SendError> {
+    let worker = Worker {
+        id,
+        up: &up,
+        shared: &shared,
+        conn: &conn,
+    };
     let mut waits = Waits::new(up.busy_retry);
     loop {
         if up.failed.load(Ordering::SeqCst) {
@@ -220,12 +226,6 @@ async fn piece_worker(
         let next = shared.queue().pop_front();
         let Some(i) = next else { break };
         let piece = shared.manifest().pieces[i];
-        let worker = Worker {
-            id,
-            up: &up,
-            shared: &shared,
-            conn: &conn,
-        };
         match worker.send_piece(&mut session, piece).await {
             Ok(()) => {
                 shared.ack(i)?;
