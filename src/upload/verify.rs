@@ -57,7 +57,8 @@ pub(super) async fn verify_remote(
     }
     let f = s.features();
     let commands: Vec<HashCommand> = hash_commands(f.hash.as_deref(), &f.raw);
-    // The server reads the whole file to answer: give it time (100 MB/s at least).
+    // The server reads the whole file before it answers; `--reply-timeout`
+    // applies as to any command.
     let remote: Option<RemoteHash> = s
         .remote_hash(target, &commands)
         .await
