@@ -7,17 +7,17 @@
 //!
 //! The batch is given plain [`Settings`] and a [`JobFor`] that builds each server's download
 //! job (the command line's second stage implements it); it never sees clap. The parts, by job:
-//! [`inputs`] (URLs, `-i`, the checksum file), [`walk`] (globs and folders into files, on the
-//! server's sessions), `run` (the downloads, `-j` at a time, and the skip decision),
-//! [`checks`] (checksums and the server's hash), [`report`] (each file's end, the summary,
-//! the exit code). A file that fails is reported with its reason and the others go on; the
+//! `inputs` (URLs, `-i`, the checksum file, folder URLs), `walk` (globs and folders into
+//! files, on the server's sessions), `run` (the downloads, `-j` at a time, and the skip
+//! decision), `checks` (checksums and the server's hash), `report` (each file's end, the
+//! summary, the exit code). A file that fails is reported with its reason and the others go on; the
 //! exit code is non-zero when any file failed. Design: docs/bulk.md.
 
-pub mod checks;
-pub mod inputs;
-pub mod report;
+mod checks;
+mod inputs;
+mod report;
 mod run;
-pub mod walk;
+mod walk;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ use crate::integrity::checksum::{Expected, SumLine};
 use crate::ui::events::Events;
 use crate::ui::progress::Mode;
 
-pub use inputs::{Input, InputLine, Inputs, parse_file_or_folder, parse_input};
+pub use inputs::{Input, InputLine, Inputs, folder_path, parse_file_or_folder, parse_input};
 pub use report::batch_exit_code;
 pub use run::{Local, local_state, mdtm_to_time};
 

@@ -71,7 +71,7 @@ fn folder_urls_keep_their_slash() {
     let (u, folder) = parse_file_or_folder("ftp://h/pub/").unwrap();
     assert!(folder);
     assert_eq!(u.path, "pub/");
-    assert_eq!(inputs::folder_path(&u.path), "pub");
+    assert_eq!(folder_path(&u.path), "pub");
     let (u, folder) = parse_file_or_folder("ftp://h/").unwrap();
     assert!(folder);
     assert_eq!(u.path, "");

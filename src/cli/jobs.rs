@@ -170,7 +170,7 @@ pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
         .ok_or_else(|| Error::Usage("give the local files, then the remote URL".into()))?;
     let (mut url, folder) = parse_file_or_folder(raw)?;
     if folder {
-        url.path = batch::inputs::folder_path(&url.path);
+        url.path = batch::folder_path(&url.path);
     }
     let into_dir = folder || locals.len() > 1 || args.recursive;
     if into_dir && !folder {

@@ -26,7 +26,7 @@ pub struct DemoPlan {
 }
 
 /// Runs the demo; an error means the demo itself failed (a bug or a broken machine).
-pub async fn run(args: DemoPlan, stop: &Stop) -> Result<(), Error> {
+pub async fn run(plan: DemoPlan, stop: &Stop) -> Result<(), Error> {
     let dir = tempfile::Builder::new()
         .prefix("ftpseg-demo-")
         .tempdir()
@@ -43,14 +43,14 @@ pub async fn run(args: DemoPlan, stop: &Stop) -> Result<(), Error> {
         std::fs::create_dir_all(d).map_err(|e| Error::io("cannot create", d, e))?;
     }
     let source = served.join("demo.bin");
-    write_pattern_file(&source, args.size, 42)
+    write_pattern_file(&source, plan.size, 42)
         .map_err(|e| Error::io("cannot write", &source, e))?;
     let expected = crate::integrity::verify::hash_file(&source)
         .map_err(|e| Error::io("cannot read", &source, e))?;
 
     let mut cfg = ServerConfig::new(&served);
     cfg.faults = Faults {
-        rate_per_transfer: Some(args.rate),
+        rate_per_transfer: Some(plan.rate),
         ..Faults::default()
     };
     let server = TestServer::start(cfg)
@@ -59,14 +59,14 @@ pub async fn run(args: DemoPlan, stop: &Stop) -> Result<(), Error> {
     let url = server.url("demo.bin");
     println!(
         "ftpseg demo: serving {} of generated data at {url}, each connection throttled to {}/s",
-        human_bytes(args.size),
-        human_bytes(args.rate)
+        human_bytes(plan.size),
+        human_bytes(plan.rate)
     );
 
     let mut times = Vec::new();
-    for n in [1, args.connections] {
+    for n in [1, plan.connections] {
         let out = local.join(format!("demo-{n}.bin"));
-        let mut job = args.jobs.job_for(&url, Some(out.clone()))?;
+        let mut job = plan.jobs.job_for(&url, Some(out.clone()))?;
         job.connections = n;
         println!("\n$ ftpseg -n {n} -o {} {url}", out.display());
         let mut progress = Progress::new(Mode::Auto);
@@ -88,7 +88,7 @@ pub async fn run(args: DemoPlan, stop: &Stop) -> Result<(), Error> {
 
     let (_, t1) = times[0];
     let (n, tn) = times[1];
-    let ideal = args.size as f64 / args.rate as f64;
+    let ideal = plan.size as f64 / plan.rate as f64;
     println!(
         "\nspeed-up with {n} connections: {:.1}x ({:.2} s vs {:.2} s; one capped connection \
          needs at least {:.2} s)",

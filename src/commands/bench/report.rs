@@ -157,12 +157,6 @@ pub fn table(report: &Report) -> String {
 
 /// An SVG line chart of median throughput against connections (log2 axis), self-contained.
 pub fn svg_chart(report: &Report) -> String {
-    const W: f64 = 640.0;
-    const H: f64 = 400.0;
-    const L: f64 = 70.0;
-    const R: f64 = 20.0;
-    const T: f64 = 40.0;
-    const B: f64 = 60.0;
     let pts: Vec<(f64, f64, usize)> = report
         .rows
         .iter()
@@ -174,12 +168,7 @@ pub fn svg_chart(report: &Report) -> String {
             )
         })
         .collect();
-    let xmin = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
-    let xmax = pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
-    let ymax = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.1;
-    let xspan = if xmax > xmin { xmax - xmin } else { 1.0 };
-    let x = |v: f64| L + (v - xmin.min(v)) / xspan * (W - L - R);
-    let y = |v: f64| H - B - v / ymax * (H - T - B);
+    let chart = Chart::fit(&pts);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -193,69 +182,111 @@ pub fn svg_chart(report: &Report) -> String {
         xml_escape(&human_bytes(report.bytes_per_run)),
         if report.discard { ", discarded" } else { "" }
     );
-    // Axes.
-    let _ = writeln!(
-        s,
-        r#"<path d="M{L} {T} V{} H{}" fill="none" stroke="black"/>"#,
-        H - B,
-        W - R
-    );
-    for i in 0..=4 {
-        let v = ymax / 1.1 * f64::from(i) / 4.0;
-        let _ = writeln!(
-            s,
-            r##"<text x="{}" y="{:.1}" text-anchor="end">{v:.0}</text><path d="M{L} {:.1} H{}" stroke="#ddd"/>"##,
-            L - 6.0,
-            y(v) + 4.0,
-            y(v),
-            W - R
-        );
-    }
-    for &(lx, _, n) in &pts {
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{n}</text>"#,
-            x(lx),
-            H - B + 18.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">connections</text>"#,
-        (L + W - R) / 2.0,
-        H - 16.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">MiB/s</text>"#,
-        (T + H - B) / 2.0,
-        (T + H - B) / 2.0
-    );
-    // The line and the points; the recommended count is marked.
-    let path: Vec<String> = pts
-        .iter()
-        .map(|&(lx, v, _)| format!("{:.1},{:.1}", x(lx), y(v)))
-        .collect();
-    let _ = writeln!(
-        s,
-        r##"<polyline points="{}" fill="none" stroke="#1f6feb" stroke-width="2"/>"##,
-        path.join(" ")
-    );
-    for &(lx, v, n) in &pts {
-        let fill = if n == report.recommended {
-            "#d1242f"
-        } else {
-            "#1f6feb"
-        };
-        let _ = writeln!(
-            s,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{fill}"><title>{n} connection(s): {v:.1} MiB/s</title></circle>"#,
-            x(lx),
-            y(v)
-        );
-    }
+    chart.axes(&mut s, &pts);
+    chart.series(&mut s, &pts, report.recommended);
     s.push_str("</svg>\n");
     s
+}
+
+/// The chart's size and margins (left, right, top, bottom), in pixels.
+const W: f64 = 640.0;
+const H: f64 = 400.0;
+const L: f64 = 70.0;
+const R: f64 = 20.0;
+const T: f64 = 40.0;
+const B: f64 = 60.0;
+
+/// The scales of the chart: log2(connections) across, MiB/s up.
+struct Chart {
+    xmin: f64,
+    xspan: f64,
+    ymax: f64,
+}
+
+impl Chart {
+    /// Scales that fit the points `(log2 connections, MiB/s, connections)`.
+    fn fit(pts: &[(f64, f64, usize)]) -> Chart {
+        let xmin = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+        let xmax = pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+        let ymax = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.1;
+        let xspan = if xmax > xmin { xmax - xmin } else { 1.0 };
+        Chart { xmin, xspan, ymax }
+    }
+
+    fn x(&self, v: f64) -> f64 {
+        L + (v - self.xmin.min(v)) / self.xspan * (W - L - R)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        H - B - v / self.ymax * (H - T - B)
+    }
+
+    /// The axes, their grid lines and labels.
+    fn axes(&self, s: &mut String, pts: &[(f64, f64, usize)]) {
+        let _ = writeln!(
+            s,
+            r#"<path d="M{L} {T} V{} H{}" fill="none" stroke="black"/>"#,
+            H - B,
+            W - R
+        );
+        for i in 0..=4 {
+            let v = self.ymax / 1.1 * f64::from(i) / 4.0;
+            let _ = writeln!(
+                s,
+                r##"<text x="{}" y="{:.1}" text-anchor="end">{v:.0}</text><path d="M{L} {:.1} H{}" stroke="#ddd"/>"##,
+                L - 6.0,
+                self.y(v) + 4.0,
+                self.y(v),
+                W - R
+            );
+        }
+        for &(lx, _, n) in pts {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{n}</text>"#,
+                self.x(lx),
+                H - B + 18.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">connections</text>"#,
+            (L + W - R) / 2.0,
+            H - 16.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">MiB/s</text>"#,
+            (T + H - B) / 2.0,
+            (T + H - B) / 2.0
+        );
+    }
+
+    /// The line and the points; the recommended count is marked.
+    fn series(&self, s: &mut String, pts: &[(f64, f64, usize)], recommended: usize) {
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(lx, v, _)| format!("{:.1},{:.1}", self.x(lx), self.y(v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r##"<polyline points="{}" fill="none" stroke="#1f6feb" stroke-width="2"/>"##,
+            path.join(" ")
+        );
+        for &(lx, v, n) in pts {
+            let fill = if n == recommended {
+                "#d1242f"
+            } else {
+                "#1f6feb"
+            };
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{fill}"><title>{n} connection(s): {v:.1} MiB/s</title></circle>"#,
+                self.x(lx),
+                self.y(v)
+            );
+        }
+    }
 }
 
 fn xml_escape(s: &str) -> String {
