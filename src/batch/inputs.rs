@@ -3,6 +3,7 @@
 //! parsed.
 
 use std::path::Path;
+use std::time::Instant;
 
 use super::{Settings, Sums, SumsFile};
 use crate::error::Error;
@@ -58,6 +59,8 @@ pub struct Inputs {
     pub(super) list: Vec<Input>,
     /// `--checksum-file FILE`: its name and lines.
     pub(super) sums: Option<SumsFile>,
+    /// When the batch began (its reading of the inputs included): the summary's time.
+    pub(super) started: Instant,
 }
 
 impl Inputs {
@@ -65,6 +68,7 @@ impl Inputs {
     /// input); and the `--checksum-file` if it names a local file. Usage errors: no URL at
     /// all, `-o` with several files, a checksum file without a checksum line.
     pub fn read(settings: &Settings) -> Result<Inputs, Error> {
+        let started = Instant::now();
         let mut list: Vec<Input> = settings
             .urls
             .iter()
@@ -101,7 +105,11 @@ impl Inputs {
             Sums::None | Sums::Auto => None,
             Sums::File(path) => Some(read_sums(path, settings.quiet)?),
         };
-        Ok(Inputs { list, sums })
+        Ok(Inputs {
+            list,
+            sums,
+            started,
+        })
     }
 }
 

@@ -22,7 +22,6 @@ mod walk;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -154,7 +153,7 @@ pub async fn run(
     jobs: &dyn JobFor,
     stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let started = Instant::now();
+    let inputs_started = inputs.started;
     let base = settings.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&base).map_err(|e| Error::io("cannot create the folder", &base, e))?;
     let mut ctx = Ctx {
@@ -187,7 +186,13 @@ pub async fn run(
     for h in &ctx.hosts {
         h.pool.close_idle().await;
     }
-    report::summary(&ctx, &results, started.elapsed(), reused, settings.json)
+    report::summary(
+        &ctx,
+        &results,
+        inputs_started.elapsed(),
+        reused,
+        settings.json,
+    )
 }
 
 /// Drops the files whose output another file of the batch already has (each fails instead:
