@@ -3,7 +3,8 @@
 //! The folders are the layers (docs/architecture.md has the map). One rule for imports:
 //! `cli -> commands -> {download, upload, batch} -> {ftp, storage, integrity, ui, error}`,
 //! nothing pointing back up.
-//! * [`cli`]: arguments and the run; [`commands`]: `bench`, `demo`, `serve`.
+//! * [`cli`]: the arguments (clap), then the checked jobs; [`commands`]: `get`, `put`,
+//!   `bench`, `demo`, `serve`, each run with the one [`commands::Stop`] (Ctrl-C, SIGTERM).
 //! * [`download`]: one file over N connections (plan, schedule, workers, checkpoints, commit).
 //! * [`upload`]: `ftpseg put`, resumable, atomic, verified uploads (docs/upload.md).
 //! * [`batch`]: many files (several URLs, `-i`, globs, `-r`), budgets per host, checks.

@@ -1,0 +1,153 @@
+//! What a batch is given: the command line's URLs and the `-i` file's lines, the
+//! `--checksum-file`, and how a URL on the command line (a file, or a folder ending in `/`) is
+//! parsed.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::{Settings, Sums, SumsFile};
+use crate::error::Error;
+use crate::ftp::url::FtpUrl;
+use crate::integrity::checksum;
+
+/// One line of an input file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputLine {
+    /// 1-based line number.
+    pub line: usize,
+    pub url: String,
+    /// Output name (relative to `-d`), if the line gives one.
+    pub output: Option<String>,
+}
+
+/// Parses an input file: one URL a line, an optional output name after whitespace, `#`
+/// comments and blank lines skipped. Lines are never rejected here: the URL is checked later,
+/// so a bad line fails alone.
+pub fn parse_input(text: &str) -> Vec<InputLine> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (url, rest) = match line.split_once(char::is_whitespace) {
+            Some((u, r)) => (u, r.trim()),
+            None => (line, ""),
+        };
+        out.push(InputLine {
+            line: i + 1,
+            url: url.to_owned(),
+            output: (!rest.is_empty()).then(|| rest.to_owned()),
+        });
+    }
+    out
+}
+
+/// One input of the batch: a URL (a file, a glob or a folder) and where it came from.
+#[derive(Clone, Debug)]
+pub struct Input {
+    /// For messages: the URL as typed, or `FILE:LINE` of the input file.
+    pub label: String,
+    pub url: String,
+    /// The output name the input file's line gives (relative to `-d`).
+    pub output: Option<String>,
+}
+
+/// Everything a batch reads before it starts: its inputs and the `--checksum-file`.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    pub(super) list: Vec<Input>,
+    /// `--checksum-file FILE`: its name and lines.
+    pub(super) sums: Option<SumsFile>,
+    /// When the batch began (its reading of the inputs included): the summary's time.
+    pub(super) started: Instant,
+}
+
+impl Inputs {
+    /// Reads the inputs: the command line's URLs, then the input file's lines (`-` is standard
+    /// input); and the `--checksum-file` if it names a local file. Usage errors: no URL at
+    /// all, `-o` with several files, a checksum file without a checksum line.
+    pub fn read(settings: &Settings) -> Result<Inputs, Error> {
+        let started = Instant::now();
+        let mut list: Vec<Input> = settings
+            .urls
+            .iter()
+            .map(|u| Input {
+                label: u.clone(),
+                url: u.clone(),
+                output: None,
+            })
+            .collect();
+        if let Some(path) = &settings.input_file {
+            let text = if path == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| Error::io("cannot read", "standard input", e))?
+            } else {
+                std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?
+            };
+            list.extend(parse_input(&text).into_iter().map(|l| Input {
+                label: format!("{path}:{}", l.line),
+                url: l.url,
+                output: l.output,
+            }));
+        }
+        if list.is_empty() {
+            return Err(Error::Usage(
+                "no URL to download (give URLs, or -i FILE)".into(),
+            ));
+        }
+        if settings.output.is_some() && (list.len() > 1 || settings.recursive) {
+            return Err(Error::Usage(
+                "-o names one file; with several files use -d DIR".into(),
+            ));
+        }
+        let sums = match &settings.sums {
+            Sums::None | Sums::Auto => None,
+            Sums::File(path) => Some(read_sums(path, settings.quiet)?),
+        };
+        Ok(Inputs {
+            list,
+            sums,
+            started,
+        })
+    }
+}
+
+/// A local checksum file: its name and lines (unreadable lines are skipped, with a note).
+fn read_sums(path: &str, quiet: bool) -> Result<SumsFile, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let (lines, bad) = checksum::parse_sums(&text);
+    if lines.is_empty() {
+        return Err(Error::Usage(format!(
+            "{path} has no checksum line (expected `HEX  NAME` or `SHA256 (NAME) = HEX`)"
+        )));
+    }
+    if !bad.is_empty() && !quiet {
+        eprintln!("ftpseg: {path}: ignoring unreadable line(s) {bad:?}");
+    }
+    let name = Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((name, lines))
+}
+
+/// Parses a URL that names a file, or a folder when it ends in `/` (`ftp://h/pub/`, or
+/// `ftp://h/` for the login folder), which [`FtpUrl::parse`] alone refuses. Returns the URL
+/// and whether it names a folder; a folder's path keeps the `/` it ends in (`pub/`; `""` for
+/// the login folder), see [`folder_path`].
+pub fn parse_file_or_folder(raw: &str) -> Result<(FtpUrl, bool), Error> {
+    if raw.ends_with('/') {
+        // Parsed with a placeholder file name, which is then dropped.
+        let mut u = FtpUrl::parse(&format!("{raw}_"))?;
+        u.path.pop();
+        Ok((u, true))
+    } else {
+        Ok((FtpUrl::parse(raw)?, false))
+    }
+}
+
+/// A folder's path without the `/` it ends in (`pub/` -> `pub`), to list or upload into.
+pub fn folder_path(path: &str) -> String {
+    path.trim_end_matches('/').to_owned()
+}

@@ -1,0 +1,306 @@
+//! The second stage of the command line: what was typed ([`super::args`]) becomes a checked
+//! job or plan the commands run (as ripgrep's `HiArgs::from_low_args`). Each setting is read
+//! from its flag here and only here: a [`Job`] is written out once, in [`job_for`], for single
+//! downloads, each server of a batch, bench's runs and demo's runs alike.
+//!
+//! Pure apart from what a job needs from outside: `FTPSEG_PASSWORD`, the netrc file, a
+//! password prompt, and for batches the `-i` and `--checksum-file` files.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, FromArgMatches};
+
+use super::args::{BenchArgs, DemoArgs, DownloadOpts, GetArgs, PutArgs, ServeArgs};
+use super::groups::TlsOpts;
+use crate::batch::{self, JobFor, Sums, parse_file_or_folder};
+use crate::commands::bench::BenchPlan;
+use crate::commands::demo::DemoPlan;
+use crate::commands::get::GetPlan;
+use crate::commands::put::PutPlan;
+use crate::commands::serve::ServePlan;
+use crate::download::{Connections, Job, autotune};
+use crate::error::Error;
+use crate::ftp::Verify;
+use crate::ftp::ratelimit::RateLimit;
+use crate::ftp::url::{FtpUrl, Tls};
+use crate::storage::Storage;
+use crate::testserver::{Faults, ServerConfig};
+use crate::ui::progress::Mode;
+
+/// `ftpseg URL...`: one download, or a batch when the options ask for one (its inputs are read
+/// here, before any signal is watched).
+pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
+    if args.bulk.wants_batch(args.url.as_deref()) {
+        let settings = batch_settings(&args);
+        let inputs = batch::Inputs::read(&settings)?;
+        return Ok(GetPlan::Batch {
+            settings: Box::new(settings),
+            inputs,
+            jobs: Box::new(DownloadJobs(args.download)),
+        });
+    }
+    let job = job_for(
+        &args.download,
+        args.url.as_deref().unwrap_or_default(),
+        args.output,
+    )?;
+    Ok(GetPlan::One {
+        job: Box::new(job),
+        mode: args.download.output.mode(),
+        quiet: args.download.output.quiet,
+    })
+}
+
+/// The download job for `raw` (a file URL, or a folder URL ending in `/` for a batch's
+/// template) with the options of `opts`, saving to `output` [default: the remote name].
+pub fn job_for(opts: &DownloadOpts, raw: &str, output: Option<PathBuf>) -> Result<Job, Error> {
+    let (mut url, _) = parse_file_or_folder(raw)?;
+    let verify = tls_settings(&mut url, &opts.tls)?;
+    let output = match output {
+        Some(p) => p,
+        None => PathBuf::from(url.file_name()?),
+    };
+    let creds = opts.credentials.resolve(&url)?;
+    Ok(Job {
+        url,
+        creds,
+        output,
+        connections: match opts.connections {
+            Connections::Fixed(n) => n,
+            Connections::Auto => autotune::MAX,
+        },
+        auto_connections: opts.connections == Connections::Auto,
+        min_range: opts.min_range.max(64 << 10),
+        timeouts: opts.network.timeouts(),
+        max_tries: opts.max_tries,
+        force: opts.force,
+        restart: opts.restart,
+        checkpoint_interval: Duration::from_secs_f64(opts.checkpoint_interval),
+        use_pasv_address: opts.data.use_pasv_address,
+        active: opts.data.active,
+        busy_retry: Duration::from_secs_f64(opts.busy_retry),
+        no_rang: opts.no_rang,
+        straggler_timeout: Duration::from_secs_f64(opts.straggler_timeout),
+        verify,
+        pool: None,
+        limit: None,
+        rate_limits: opts
+            .limit_rate
+            .map(|r| Arc::new(RateLimit::new(r)))
+            .into_iter()
+            .collect(),
+        per_file_rate: opts.limit_rate_per_file,
+        digest: None,
+        storage: Storage::File,
+    })
+}
+
+/// The download options as a [`JobFor`]: a batch (or the demo) builds each job through it.
+pub struct DownloadJobs(pub DownloadOpts);
+
+impl JobFor for DownloadJobs {
+    fn job_for(&self, raw: &str, output: Option<PathBuf>) -> Result<Job, Error> {
+        job_for(&self.0, raw, output)
+    }
+}
+
+/// The options of a download when no flag is given: clap's own defaults, so each default is
+/// written once, in its `#[arg]` (for bench's and demo's runs, which take no such flags).
+fn default_download_opts() -> DownloadOpts {
+    let cmd = DownloadOpts::augment_args(clap::Command::new("ftpseg"));
+    let matches = cmd
+        .try_get_matches_from(["ftpseg"])
+        .expect("the download options have defaults only");
+    DownloadOpts::from_arg_matches(&matches).expect("the download options have defaults only")
+}
+
+/// The batch's settings from the arguments.
+fn batch_settings(args: &GetArgs) -> batch::Settings {
+    let (bulk, opts) = (&args.bulk, &args.download);
+    let quiet = opts.output.quiet;
+    let mode = if quiet {
+        Mode::Quiet
+    } else if bulk.verbose {
+        Mode::Plain
+    } else if bulk.no_progress || bulk.json || bulk.jobs > 1 {
+        Mode::Quiet
+    } else {
+        opts.output.mode()
+    };
+    let budget = bulk
+        .max_connections_per_host
+        .map(usize::from)
+        .unwrap_or_else(|| {
+            let n = match opts.connections {
+                Connections::Fixed(n) => n,
+                // -n auto may grow to this many.
+                Connections::Auto => autotune::MAX,
+            };
+            n.max(usize::from(bulk.jobs))
+        });
+    batch::Settings {
+        urls: args.url.iter().chain(&bulk.more_urls).cloned().collect(),
+        input_file: bulk.input_file.clone(),
+        output: args.output.clone(),
+        dir: bulk.dir.clone(),
+        recursive: bulk.recursive,
+        jobs: usize::from(bulk.jobs),
+        budget,
+        checksum: bulk.checksum.clone(),
+        sums: match bulk.checksum_file.as_deref() {
+            None => Sums::None,
+            Some("auto") => Sums::Auto,
+            Some(path) => Sums::File(path.to_owned()),
+        },
+        verify_remote: bulk.verify_remote,
+        json: bulk.json,
+        quiet,
+        verbose: bulk.verbose,
+        mode,
+    }
+}
+
+/// `ftpseg put LOCAL... URL`.
+pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
+    let (raw, locals) = args
+        .paths
+        .split_last()
+        .ok_or_else(|| Error::Usage("give the local files, then the remote URL".into()))?;
+    let (mut url, folder) = parse_file_or_folder(raw)?;
+    if folder {
+        url.path = batch::folder_path(&url.path);
+    }
+    let into_dir = folder || locals.len() > 1 || args.recursive;
+    if into_dir && !folder {
+        return Err(Error::Usage(format!(
+            "several files or -r go into a folder: end the URL with / ({raw}/)"
+        )));
+    }
+    let verify = tls_settings(&mut url, &args.tls)?;
+    let creds = args.credentials.resolve(&url)?;
+    let job = crate::upload::PutJob {
+        url,
+        creds,
+        locals: locals.iter().map(PathBuf::from).collect(),
+        into_dir,
+        recursive: args.recursive,
+        connections: args.connections,
+        timeouts: args.network.timeouts(),
+        max_tries: args.max_tries,
+        force: args.force,
+        restart: args.restart,
+        temp_suffix: (!args.no_temp).then(|| args.temp_suffix.clone()),
+        use_pasv_address: args.data.use_pasv_address,
+        active: args.data.active,
+        verify,
+        busy_retry: Duration::from_secs_f64(args.busy_retry),
+    };
+    Ok(PutPlan {
+        job,
+        mode: args.output.mode(),
+        quiet: args.output.quiet,
+    })
+}
+
+/// `ftpseg bench URL`: the download every run repeats (a normal one with `--force
+/// --restart`, into a temporary file or nowhere), and the counts to run it with.
+pub fn bench_plan(args: &BenchArgs) -> Result<BenchPlan, Error> {
+    if args.connections.is_empty() {
+        return Err(Error::Usage(
+            "--connections needs at least one count".into(),
+        ));
+    }
+    let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let storage = if args.discard {
+        Storage::Discard
+    } else {
+        Storage::File
+    };
+    if storage == Storage::File && !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "--dir {}: no such folder; give an existing folder for the temporary downloads",
+            dir.display()
+        )));
+    }
+    // With --discard the engine never creates this file (nor its .part or manifest).
+    let output = dir.join(format!("ftpseg-bench-{}.tmp", std::process::id()));
+    let mut opts = default_download_opts();
+    opts.force = true;
+    opts.restart = true;
+    opts.tls = args.tls.clone();
+    opts.credentials = args.credentials.clone();
+    opts.data = args.data.clone();
+    let mut job = job_for(&opts, &args.url, Some(output))?;
+    job.limit = args.bytes;
+    job.storage = storage;
+    Ok(BenchPlan {
+        job,
+        counts: args.connections.clone(),
+        repeat: args.repeat,
+        dir,
+        json: args.json.clone(),
+        plot: args.plot.clone(),
+    })
+}
+
+/// `ftpseg demo`: its runs are plain downloads with `--force --restart`, anonymous (no netrc).
+pub fn demo_plan(args: &DemoArgs) -> DemoPlan {
+    let mut opts = default_download_opts();
+    opts.force = true;
+    opts.restart = true;
+    opts.credentials.no_netrc = true;
+    DemoPlan {
+        size: args.size,
+        rate: args.rate,
+        connections: args.connections,
+        jobs: Box::new(DownloadJobs(opts)),
+    }
+}
+
+/// `ftpseg serve ROOT`: the test server's configuration.
+pub fn serve_plan(args: &ServeArgs) -> ServePlan {
+    let mut config = ServerConfig::new(&args.root);
+    config.faults = Faults {
+        rate_per_transfer: args.rate,
+        session_rates: args.session_rates.clone(),
+        stall_after: args.stall_after,
+        faulty_transfers: args.faulty_transfers,
+        ..Faults::default()
+    };
+    config.max_connections = args.max_connections;
+    config.port = args.port;
+    config.latency = args.rtt_ms.map(Duration::from_millis);
+    ServePlan {
+        config,
+        stats_file: args.stats_file.clone(),
+    }
+}
+
+/// The TLS settings from `--ftps`, `--ca-file` and `--insecure`: `--ftps` turns an ftp:// URL
+/// into explicit TLS; the certificate options on a plain URL are a usage error.
+fn tls_settings(url: &mut FtpUrl, tls: &TlsOpts) -> Result<Verify, Error> {
+    if tls.ftps && url.tls == Tls::None {
+        url.tls = Tls::Explicit;
+    }
+    let verify = match (&tls.ca_file, tls.insecure) {
+        (Some(path), _) => Verify::CaFile(path.clone()),
+        (None, true) => Verify::Insecure,
+        (None, false) => Verify::SystemRoots,
+    };
+    if verify != Verify::SystemRoots && !url.tls.is_tls() {
+        // Never let the user believe a plain connection is protected.
+        return Err(Error::Usage(format!(
+            "{} applies to FTPS only, and {} is plain FTP; add --ftps, or use an ftpes:// \
+             (explicit TLS) or ftps:// (implicit TLS) URL",
+            if tls.insecure {
+                "--insecure"
+            } else {
+                "--ca-file"
+            },
+            url.redacted()
+        )));
+    }
+    Ok(verify)
+}

@@ -1,0 +1,45 @@
+//! `ftpseg URL...`: one file over N connections, or a batch of many ([`crate::batch`]).
+
+use super::Stop;
+use crate::batch::{self, JobFor};
+use crate::download::{self, Job};
+use crate::error::Error;
+use crate::ui::progress::{Mode, Progress};
+
+/// What `ftpseg URL...` is asked to do.
+pub enum GetPlan {
+    /// One file.
+    One {
+        job: Box<Job>,
+        mode: Mode,
+        /// `-q`: no summary line either.
+        quiet: bool,
+    },
+    /// Several URLs, `-i`, globs, `-r`, checksums or `--json`.
+    Batch {
+        settings: Box<batch::Settings>,
+        inputs: batch::Inputs,
+        jobs: Box<dyn JobFor>,
+    },
+}
+
+/// Runs the download (or the batch); Ctrl-C stops it after a final checkpoint.
+pub async fn run(plan: GetPlan, stop: &Stop) -> Result<(), Error> {
+    match plan {
+        GetPlan::One { job, mode, quiet } => {
+            let mut progress = Progress::new(mode);
+            let outcome = download::download(&job, &mut progress, stop.receiver())
+                .await
+                .map_err(|e| e.scrub(&job.creds.password))?;
+            if !quiet {
+                println!("{}", outcome.summary());
+            }
+            Ok(())
+        }
+        GetPlan::Batch {
+            settings,
+            inputs,
+            jobs,
+        } => batch::run(&settings, inputs, jobs.as_ref(), stop.receiver()).await,
+    }
+}
