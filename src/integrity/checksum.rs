@@ -379,6 +379,46 @@ mod tests {
         }
 
         #[test]
+        fn bsd_lines_round_trip(
+            algo in proptest::sample::select(Algo::ALL.to_vec()),
+            spelling in 0..3u8,
+            digits in proptest::collection::vec((0..16u8, any::<bool>()), 128),
+            name in "[^\r\n]{1,30}",
+            end in prop_oneof![Just(""), Just(" "), Just("\r")],
+        ) {
+            prop_assume!(!name.starts_with("./"));
+            let written = match spelling {
+                0 => algo.name().to_ascii_uppercase(),
+                1 => algo.name().to_owned(),
+                // "SHA-256", "MD-5", "BLAKE-3": a dash before the digits.
+                _ => {
+                    let n = algo.name().to_ascii_uppercase();
+                    let at = n.find(|c: char| c.is_ascii_digit()).unwrap_or(n.len());
+                    format!("{}-{}", &n[..at], &n[at..])
+                }
+            };
+            let hex: String = digits[..algo.hex_len()]
+                .iter()
+                .map(|&(d, upper)| {
+                    let c = char::from_digit(u32::from(d), 16).unwrap();
+                    if upper { c.to_ascii_uppercase() } else { c }
+                })
+                .collect();
+            let line = format!("{written} ({name}) = {hex}{end}\n");
+            let (lines, bad) = parse_sums(&line);
+            prop_assert!(bad.is_empty(), "{:?}", line);
+            let want = SumLine { algo: Some(algo), hex: hex.to_ascii_lowercase(), name: name.clone() };
+            prop_assert_eq!(&lines, &vec![want], "{:?}", line);
+            let e = lookup(&lines, "CHECKSUMS", &name).unwrap();
+            prop_assert_eq!(e, Expected { algo, hex: hex.to_ascii_lowercase() });
+            // One digit more or less is not a digest of that algorithm.
+            for wrong in [&hex[1..], &format!("{hex}0")[..]] {
+                let (lines, bad) = parse_sums(&format!("{written} ({name}) = {wrong}\n"));
+                prop_assert!(lines.is_empty() && bad == vec![1], "{:?}", wrong);
+            }
+        }
+
+        #[test]
         fn sums_parser_never_panics(text in "\\PC{0,200}") {
             let _ = parse_sums(&text);
         }
