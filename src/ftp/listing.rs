@@ -490,7 +490,11 @@ mod tests {
             (hour, minute, clock) in (0u8..24, 0u8..60, 0u8..3),
             size in proptest::option::of(any::<u64>()),
             dir_word in prop_oneof![Just("<DIR>"), Just("<dir>"), Just("<Dir>")],
-            name in "[^ \t\r\n][^\r\n]{0,30}",
+            name in ("[^ \t\r\n]", proptest::collection::vec(
+                prop_oneof![Just(" ".to_owned()), Just("\t".to_owned()), "[^\r\n]{1,4}"],
+                0..6,
+            ))
+                .prop_map(|(first, rest)| first + &rest.concat()),
             gaps in proptest::collection::vec("[ \t]{1,12}", 3),
             end in prop_oneof![Just(""), Just("\r"), Just("\r\n")],
         ) {

@@ -262,10 +262,22 @@ default login anonymous password guest@
         ]
     }
 
-    /// A value: any one-line text (quoted, so spaces, `#` and quotes are fine), except the word
-    /// `macdef`, which the tokenizer takes as the start of a macro even when quoted.
+    /// A value: any one-line text, rich in what quoting must protect (backslashes, quotes,
+    /// spaces, `#`), except the word `macdef`, which the tokenizer takes as the start of a
+    /// macro even when quoted.
     fn value() -> impl Strategy<Value = String> {
-        "[^\r\n]{0,16}".prop_filter("macdef", |v| v != "macdef")
+        proptest::collection::vec(
+            prop_oneof![
+                Just("\\".to_owned()),
+                Just("\"".to_owned()),
+                Just(" ".to_owned()),
+                Just("#".to_owned()),
+                "[^\r\n]{1,4}",
+            ],
+            0..6,
+        )
+        .prop_map(|pieces| pieces.concat())
+        .prop_filter("macdef", |v| v != "macdef")
     }
 
     fn entry() -> impl Strategy<Value = Entry> {

@@ -432,7 +432,11 @@ mod tests {
     proptest! {
         #[test]
         fn pwd_round_trips_any_folder(
-            dir in "[^\r\n]{0,40}",
+            dir in proptest::collection::vec(
+                prop_oneof![Just("\"".to_owned()), Just("/".to_owned()), Just(" ".to_owned()), "[^\r\n]{1,5}"],
+                0..8,
+            )
+            .prop_map(|pieces| pieces.concat()),
             after in proptest::option::of(" [^\r\n]{0,30}"),
         ) {
             let reply = format!("257 \"{}\"{}", dir.replace('"', "\"\""), after.clone().unwrap_or_default());

@@ -383,7 +383,18 @@ mod tests {
             algo in proptest::sample::select(Algo::ALL.to_vec()),
             spelling in 0..3u8,
             digits in proptest::collection::vec((0..16u8, any::<bool>()), 128),
-            name in "[^\r\n]{1,30}",
+            // Names rich in what could be taken for the line's own parentheses and " = ".
+            name in proptest::collection::vec(
+                prop_oneof![
+                    Just(" (".to_owned()),
+                    Just(") = ".to_owned()),
+                    Just(")".to_owned()),
+                    Just(" ".to_owned()),
+                    "[^\r\n]{1,4}",
+                ],
+                1..6,
+            )
+            .prop_map(|pieces| pieces.concat()),
             end in prop_oneof![Just(""), Just(" "), Just("\r")],
         ) {
             prop_assume!(!name.starts_with("./"));
