@@ -6,7 +6,7 @@
 //! Parsing is pure; [`hash_file`] reads the file (from the page cache, right after the download:
 //! see docs/bulk.md for why SHA-2 cannot be computed while ranges arrive out of order, and what
 //! the extra pass costs). BLAKE3 needs no pass at all: the engine merges it from the chunk
-//! hashes it takes during the download ([`crate::download::Outcome::blake3`]).
+//! hashes it takes during the download ([`super::verify::root_hash`]).
 
 use std::io::Read;
 use std::path::Path;

@@ -10,14 +10,15 @@ use std::{
 
 use super::TlsFiles;
 
-/// Configuration of a [`TestServer`].
+/// Configuration of a [`TestServer`](super::TestServer).
 #[derive(Clone)]
 pub struct ServerConfig {
     /// Folder served (read and write). Must exist.
     pub root: PathBuf,
     /// Address to bind. Must be a loopback address; default 127.0.0.1.
     pub bind: IpAddr,
-    /// Port to bind; default 0, chosen by the system (see [`TestServer::addr`]).
+    /// Port to bind; default 0, chosen by the system (see
+    /// [`TestServer::addr`](super::TestServer::addr)).
     pub port: u16,
     /// Accept users `anonymous` and `ftp` with any password; default true.
     pub anonymous: bool,
@@ -27,7 +28,8 @@ pub struct ServerConfig {
     /// (after waiting up to 200 ms for a slot, as a client that has just closed a connection
     /// may reconnect before the server has noticed the close).
     pub max_connections: Option<usize>,
-    /// Faults applied to downloads (can be changed later with [`TestServer::set_faults`]).
+    /// Faults applied to downloads (can be changed later with
+    /// [`TestServer::set_faults`](super::TestServer::set_faults)).
     pub faults: Faults,
     /// FTPS: certificate, key, explicit or implicit. None: plain FTP only (`AUTH TLS` is
     /// answered 502).

@@ -33,8 +33,8 @@ impl Session {
     ///
     /// Plain data sockets have a receive low-water mark ([`DATA_LOWAT`]), so the thread wakes
     /// when a useful batch has arrived instead of for every small segment a throttled or distant
-    /// server sends (measured: 64 MiB from a 16 MiB/s-capped server took 125,000 reads of
-    /// ~530 bytes and 3 CPU-seconds without it). If less than a batch arrives within
+    /// server sends (docs/architecture.md, "Wake-ups follow bytes, not packets"). If less than
+    /// a batch arrives within
     /// [`BATCH_WINDOW`], whatever is queued is read directly, so a slow server is never
     /// mistaken for a stalled one. Only `data_idle` without a single byte is a stall.
     ///

@@ -26,6 +26,11 @@
 //!   and `PROT P`). Every data connection is TLS too, resuming the control connection's session.
 //!   There is one session type for plain and TLS sessions: a plain session simply has no TLS
 //!   connector. A TLS failure is never answered by falling back to plain FTP.
+//!
+//! This file holds the session's types, settings and small commands (`SIZE`, `MDTM`, raw
+//! commands); `connect.rs` opens a session (TCP, TLS, login, probe), `transfer.rs` runs and
+//! ends `RETR`s, `data.rs` opens, tunes and reads data connections, `error.rs` says why a step
+//! failed.
 
 mod connect;
 mod data;

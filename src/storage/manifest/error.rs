@@ -133,7 +133,8 @@ pub enum ManifestError {
         /// The version found, as JSON (or `missing`).
         found: String,
     },
-    /// A loaded manifest breaks an invariant (see [`Manifest::validate`]).
+    /// A loaded manifest breaks an invariant (see
+    /// [`Manifest::validate`](super::Manifest::validate)).
     #[error(
         "manifest {} is inconsistent ({reason}): {}",
         .path.display(), restart_advice(.path)
@@ -144,7 +145,7 @@ pub enum ManifestError {
         /// Which invariant is broken.
         reason: String,
     },
-    /// [`Manifest::save`] was asked to write a manifest that breaks an
+    /// [`Manifest::save`](super::Manifest::save) was asked to write a manifest that breaks an
     /// invariant; nothing was written.
     #[error(
         "refusing to save manifest {} ({reason}); the previous manifest is unchanged: this is a bug in ftpseg, please report it",
@@ -156,13 +157,14 @@ pub enum ManifestError {
         /// Which invariant is broken.
         reason: String,
     },
-    /// [`Manifest::new`] or [`Manifest::validate`] found a broken invariant.
+    /// [`Manifest::new`](super::Manifest::new) or
+    /// [`Manifest::validate`](super::Manifest::validate) found a broken invariant.
     #[error("invalid download manifest ({reason}): this is a bug in ftpseg, please report it")]
     Invalid {
         /// Which invariant is broken.
         reason: String,
     },
-    /// The URL given to [`Manifest::new`] (or found in a manifest being
+    /// The URL given to [`Manifest::new`](super::Manifest::new) (or found in a manifest being
     /// validated) carries a password. The URL itself is not kept, so the
     /// password cannot leak through this error either.
     #[error(

@@ -30,6 +30,9 @@
 //!
 //! The on-disk format, its invariants and its compatibility rules are
 //! described in `docs/manifest.md`.
+//!
+//! This file holds the format's types and the in-memory updates; `file.rs` loads, saves and
+//! removes the file, `validate.rs` checks the invariants, `error.rs` words what went wrong.
 
 mod error;
 mod file;

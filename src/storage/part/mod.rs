@@ -4,12 +4,13 @@
 //!   runs out of space halfway. Only where the filesystem does not support `fallocate`
 //!   (EOPNOTSUPP) does the file fall back to a sparse file, after the same space check, with a
 //!   warning.
-//! * Connections write their ranges with `pwrite` through a [`PartWriter`] and start their
-//!   write-back early; the engine guarantees that no two writers ever write overlapping bytes.
+//! * Connections write their ranges through a [`PartWriter`], with `splice` from a pipe the
+//!   data connection filled or with `pwrite` from a buffer, and start their write-back early;
+//!   the engine guarantees that no two writers ever write overlapping bytes.
 //! * [`PartFile::flush`] makes every written byte durable (`fdatasync`: the file's written data and
 //!   the extent conversions that make it readable after a crash); the engine calls it before
-//!   the manifest claims those bytes. No memory map: the last one, kept only for `msync`, made
-//!   unthrottled downloads bimodal (docs/architecture.md, "No memory map").
+//!   the manifest claims those bytes. The file is never mapped into memory (why:
+//!   docs/architecture.md, "No memory map").
 //! * [`PartFile::commit`] flushes everything, renames `<out>.part` to `<out>` and syncs the folder.
 //! * [`Storage::Discard`] ([`PartFile::discard`], `ftpseg bench --discard`): the same interface
 //!   over no file at all. Writes are dropped (spliced bytes go to `/dev/null`, which consumes a
@@ -299,9 +300,8 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 }
 
 /// The most one `splice` moves from a connection's pipe into the file: each call is one buffered
-/// write, and since Linux 6.16 ext4 sizes a write's page-cache folios by its length. On the
-/// test VM (free page reporting) 1 MiB writes made 4 GiB downloads at N = 8 slower and less
-/// even than 128 KiB ones, while the pipe itself stays large (fewer wake-ups per byte);
+/// write, and ext4 sizes a write's page-cache folios by its length, so the writes stay small
+/// while the pipe itself stays large (fewer wake-ups per byte). Why this size:
 /// docs/architecture.md, "Writes into the page cache of at most 128 KiB".
 pub const MAX_SPLICE_WRITE: usize = 128 << 10;
 
@@ -319,8 +319,7 @@ pub struct PartWriter {
     no_splice: Arc<AtomicBool>,
     /// Held around each write into the file. ext4 (like most file systems) serialises buffered
     /// writes to one file on the inode's lock, and a writer that finds it taken spins while the
-    /// holder copies: with the runtime's two threads both writing, `perf record -a` put 20 % of
-    /// the machine's time of a 4 GiB download in `rwsem_spin_on_owner`. Waiting here sleeps.
+    /// holder copies; waiting here sleeps instead (docs/architecture.md, "Decisions").
     one_at_a_time: Arc<std::sync::Mutex<()>>,
 }
 
@@ -330,11 +329,9 @@ impl PartWriter {
         self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes `buf` at offset `at` of the file (`pwrite`) into the page cache. Compared with
-    /// receiving into a memory map (ftpseg before session 2): no page fault per 4 KiB page, no
-    /// zeroing of each new page of a preallocated extent before it is overwritten, and an error
-    /// instead of SIGBUS if the disk fails (docs/architecture.md, "Decisions"). Only the owner
-    /// of `[at, at + buf.len())` calls it.
+    /// Writes `buf` at offset `at` of the file (`pwrite`) into the page cache: no page fault per
+    /// page, and an error instead of SIGBUS if the disk fails. Only the owner of
+    /// `[at, at + buf.len())` calls it.
     pub fn write_at(&self, buf: &[u8], at: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         match &self.target {
