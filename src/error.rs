@@ -222,6 +222,26 @@ impl Error {
     }
 }
 
+/// A disk failure of the `.part` keeps its variant, message and exit code.
+impl From<crate::storage::StorageError> for Error {
+    fn from(e: crate::storage::StorageError) -> Error {
+        use crate::storage::StorageError;
+        match e {
+            StorageError::NoSpace { path, need, have } => Error::NoSpace { path, need, have },
+            StorageError::Io {
+                action,
+                path,
+                source,
+            } => Error::Io {
+                action,
+                path,
+                source,
+            },
+            StorageError::Exists(path) => Error::Exists(path),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

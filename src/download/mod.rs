@@ -1251,7 +1251,7 @@ impl Checkpoint {
         let size = self.part.len();
         let cs = self.manifest.chunk_size;
         if cs == 0 || size <= cs {
-            return self.part.blake3();
+            return self.part.blake3().map_err(Error::from);
         }
         let cvs: Option<Vec<_>> = self
             .manifest
@@ -1261,7 +1261,7 @@ impl Checkpoint {
             .collect();
         match cvs {
             Some(cvs) => Ok(Some(verify::root_hash(&cvs, cs, size))),
-            None => self.part.blake3(),
+            None => self.part.blake3().map_err(Error::from),
         }
     }
 }

@@ -485,6 +485,57 @@ mod tests {
         }
 
         #[test]
+        fn dos_list_round_trips(
+            (month, day, year) in (1u8..=12, 1u8..=31, prop_oneof![0u16..100, 1980u16..2100]),
+            (hour, minute, clock) in (0u8..24, 0u8..60, 0u8..3),
+            size in proptest::option::of(any::<u64>()),
+            dir_word in prop_oneof![Just("<DIR>"), Just("<dir>"), Just("<Dir>")],
+            name in ("[^ \t\r\n]", proptest::collection::vec(
+                prop_oneof![Just(" ".to_owned()), Just("\t".to_owned()), "[^\r\n]{1,4}"],
+                0..6,
+            ))
+                .prop_map(|(first, rest)| first + &rest.concat()),
+            gaps in proptest::collection::vec("[ \t]{1,12}", 3),
+            end in prop_oneof![Just(""), Just("\r"), Just("\r\n")],
+        ) {
+            prop_assume!(name != "." && name != "..");
+            let date = if year < 100 {
+                format!("{month:02}-{day:02}-{year:02}")
+            } else {
+                format!("{month:02}-{day:02}-{year}")
+            };
+            // 12-hour clock with AM/PM (either case), or 24-hour.
+            let time = match clock {
+                0 => format!("{:02}:{minute:02}AM", hour % 12 + 1),
+                1 => format!("{:02}:{minute:02}pm", hour % 12 + 1),
+                _ => format!("{hour:02}:{minute:02}"),
+            };
+            let what = size.map_or(dir_word.to_owned(), |n| n.to_string());
+            let line = format!("{date}{}{time}{}{what}{}{name}{end}", gaps[0], gaps[1], gaps[2]);
+            let want = Entry {
+                name: name.clone(),
+                kind: if size.is_some() { Kind::File } else { Kind::Dir },
+                size,
+                modify: None,
+                unique: None,
+            };
+            prop_assert_eq!(parse_list_line(&line), Some(want), "{:?}", line);
+        }
+
+        #[test]
+        fn nlst_gives_the_last_component(
+            folders in proptest::collection::vec("[^/\r\n]{1,10}", 0..3),
+            name in "[^/\r\n]{1,20}",
+            end in prop_oneof![Just(""), Just("\r"), Just("\r\n")],
+        ) {
+            let mut line: String = folders.iter().map(|f| format!("{f}/")).collect();
+            line.push_str(&name);
+            line.push_str(end);
+            let want = (name != "." && name != "..").then(|| name.clone());
+            prop_assert_eq!(parse_nlst_line(&line), want, "{:?}", line);
+        }
+
+        #[test]
         fn parsers_never_panic(line in "\\PC{0,80}") {
             let _ = parse_mlsd_line(&line);
             let _ = parse_list_line(&line);

@@ -248,10 +248,138 @@ default login anonymous password guest@
         assert!(!format!("{e:?}").contains("topsecret"));
     }
 
+    /// `s` as a quoted netrc word: `"` and `\\` escaped with a backslash.
+    fn quoted(s: &str) -> String {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+
+    /// Whitespace between tokens: spaces, tabs, or a line break (then maybe a comment line).
+    fn gap() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ \t]{1,3}",
+            Just("\n".to_owned()),
+            Just("\n# a comment line\n  ".to_owned()),
+        ]
+    }
+
+    /// A value: any one-line text, rich in what quoting must protect (backslashes, quotes,
+    /// spaces, `#`), except the word `macdef`, which the tokenizer takes as the start of a
+    /// macro even when quoted.
+    fn value() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("\\".to_owned()),
+                Just("\"".to_owned()),
+                Just(" ".to_owned()),
+                Just("#".to_owned()),
+                "[^\r\n]{1,4}",
+            ],
+            0..6,
+        )
+        .prop_map(|pieces| pieces.concat())
+        .prop_filter("macdef", |v| v != "macdef")
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        (
+            proptest::option::of(value()),
+            proptest::option::of(value()),
+            proptest::option::of(value()),
+        )
+            .prop_map(|(machine, login, password)| Entry {
+                machine,
+                login,
+                password,
+            })
+    }
+
+    /// The netrc text of `entries`, each token followed by the gap at its index.
+    fn render(entries: &[Entry], password_first: bool, gaps: &[String]) -> String {
+        let mut tokens = Vec::new();
+        for e in entries {
+            match &e.machine {
+                Some(m) => tokens.extend(["machine".to_owned(), quoted(m)]),
+                None => tokens.push("default".to_owned()),
+            }
+            let login = e.login.as_ref().map(|l| ["login".to_owned(), quoted(l)]);
+            let password = e
+                .password
+                .as_ref()
+                .map(|p| ["password".to_owned(), quoted(p)]);
+            let (a, b) = if password_first {
+                (password, login)
+            } else {
+                (login, password)
+            };
+            tokens.extend(a.into_iter().flatten());
+            tokens.extend(b.into_iter().flatten());
+        }
+        let mut text = String::new();
+        for (i, t) in tokens.iter().enumerate() {
+            text.push_str(t);
+            text.push_str(&gaps[i % gaps.len()]);
+        }
+        text
+    }
+
+    /// A password that cannot be mistaken for any word of an error message.
+    fn secret() -> impl Strategy<Value = String> {
+        "pw[a-z0-9]{6,12}"
+    }
+
     proptest! {
         #[test]
         fn never_panics(text in "\\PC{0,300}") {
             let _ = parse(&text);
+        }
+
+        #[test]
+        fn generated_files_round_trip(
+            entries in proptest::collection::vec(entry(), 0..6),
+            password_first in any::<bool>(),
+            gaps in proptest::collection::vec(gap(), 1..8),
+        ) {
+            let text = render(&entries, password_first, &gaps);
+            prop_assert_eq!(parse(&text), Ok(entries), "{}", text);
+        }
+
+        #[test]
+        fn errors_never_show_the_password(
+            head in proptest::collection::vec(entry(), 0..3),
+            a in secret(),
+            b in secret(),
+            how in 0..5u8,
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let mut text = render(&head, false, &[" ".to_owned()]);
+            text.push_str("machine h login u password ");
+            match how {
+                // Unquoted with a space: the second half is an unexpected word.
+                0 => text.push_str(&format!("{a} {b}")),
+                // A quoted password that is never closed.
+                1 => text.push_str(&format!("\"{a} {b}")),
+                // A stray word after the password.
+                2 => text.push_str(&format!("{a} {b}\nmachine h2")),
+                // A well-formed file: its entries' Debug must hide the password.
+                3 => text.push_str(&quoted(&format!("{a} {b}"))),
+                // Any prefix of a well-formed file.
+                _ => {
+                    text.push_str(&quoted(&format!("{a} {b}")));
+                    let ends: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
+                    text.truncate(ends[cut.index(ends.len())]);
+                }
+            }
+            match parse(&text) {
+                Err(err) => {
+                    let shown = err.to_string();
+                    prop_assert!(!shown.contains(&a) && !shown.contains(&b), "{}", shown);
+                }
+                Ok(entries) => {
+                    prop_assert!(how >= 3, "{:?}", entries);
+                    let shown = format!("{entries:?}");
+                    prop_assert!(!shown.contains(&a) && !shown.contains(&b), "{}", shown);
+                }
+            }
         }
     }
 }

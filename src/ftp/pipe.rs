@@ -3,10 +3,10 @@
 //!
 //! `recv` into a buffer and `pwrite` from it copy every byte twice (kernel to user, user to
 //! page cache); with a pipe in between, the socket's pages are moved into the pipe and copied
-//! once into the page cache. The session fills the pipe ([`crate::ftp::Session::splice_data`]),
-//! the store empties it into the file ([`crate::storage::PartWriter::write_from_pipe`]); each
+//! once into the page cache. The session fills the pipe ([`super::Session::splice_data`]),
+//! the storage layer empties it into the file (`storage::PartWriter::write_from_pipe`); each
 //! connection owns one pipe and keeps it empty between those two calls. TLS data cannot take
-//! this path (the bytes must be decrypted in user space): it is read into a buffer as before.
+//! this path (the bytes must be decrypted in user space): it is read into a buffer instead.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

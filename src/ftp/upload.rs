@@ -370,6 +370,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn hash_commands_prefer_sha256_and_end_with_site_md5() {
@@ -426,5 +427,54 @@ mod tests {
             parse_hash_reply("213 zz1d8cd98f00b204e9800998ecf8427e", 32),
             None
         );
+    }
+
+    proptest! {
+        #[test]
+        fn pwd_round_trips_any_folder(
+            dir in proptest::collection::vec(
+                prop_oneof![Just("\"".to_owned()), Just("/".to_owned()), Just(" ".to_owned()), "[^\r\n]{1,5}"],
+                0..8,
+            )
+            .prop_map(|pieces| pieces.concat()),
+            after in proptest::option::of(" [^\r\n]{0,30}"),
+        ) {
+            let reply = format!("257 \"{}\"{}", dir.replace('"', "\"\""), after.clone().unwrap_or_default());
+            prop_assert_eq!(parse_pwd(&reply), Some(dir.clone()), "{:?}", reply);
+            // Without its closing quote, or without quotes at all, there is no folder.
+            let open = format!("257 \"{}", dir.replace('"', "\"\""));
+            prop_assert_eq!(parse_pwd(&open), None, "{:?}", open);
+            let bare = format!("257 {} is the current directory", dir.replace('"', ""));
+            prop_assert_eq!(parse_pwd(&bare), None, "{:?}", bare);
+        }
+
+        #[test]
+        fn hash_reply_finds_the_digest_of_its_length(
+            len in proptest::sample::select(vec![32usize, 40, 64, 128]),
+            digits in proptest::collection::vec((0..16u8, any::<bool>()), 129),
+            form in 0..3u8,
+            name in "[a-z/._ -]{0,20}[/._-][a-z]{0,5}",
+            end in prop_oneof![Just(""), Just("\r\n")],
+        ) {
+            let hex_of = |n: usize| -> String {
+                digits[..n]
+                    .iter()
+                    .map(|&(d, upper)| {
+                        let c = char::from_digit(u32::from(d), 16).unwrap();
+                        if upper { c.to_ascii_uppercase() } else { c }
+                    })
+                    .collect()
+            };
+            let reply = |hex: &str| match form {
+                0 => format!("213 SHA-256 0-{len} {hex} {name}{end}"),
+                1 => format!("250 {hex}{end}"),
+                _ => format!("213 {hex}    {name}{end}"),
+            };
+            let hex = hex_of(len);
+            prop_assert_eq!(parse_hash_reply(&reply(&hex), len), Some(hex.to_ascii_lowercase()));
+            // A digest one digit short or long is not one of this length.
+            prop_assert_eq!(parse_hash_reply(&reply(&hex[1..]), len), None);
+            prop_assert_eq!(parse_hash_reply(&reply(&hex_of(len + 1)), len), None);
+        }
     }
 }

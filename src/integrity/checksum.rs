@@ -6,7 +6,7 @@
 //! Parsing is pure; [`hash_file`] reads the file (from the page cache, right after the download:
 //! see docs/bulk.md for why SHA-2 cannot be computed while ranges arrive out of order, and what
 //! the extra pass costs). BLAKE3 needs no pass at all: the engine merges it from the chunk
-//! hashes it takes during the download ([`crate::download::Outcome::blake3`]).
+//! hashes it takes during the download ([`super::verify::root_hash`]).
 
 use std::io::Read;
 use std::path::Path;
@@ -376,6 +376,57 @@ mod tests {
             prop_assert_eq!(&lines[0].name, &name);
             let e = lookup(&lines, "SHA256SUMS", &name).unwrap();
             prop_assert_eq!(e.hex, hex);
+        }
+
+        #[test]
+        fn bsd_lines_round_trip(
+            algo in proptest::sample::select(Algo::ALL.to_vec()),
+            spelling in 0..3u8,
+            digits in proptest::collection::vec((0..16u8, any::<bool>()), 128),
+            // Names rich in what could be taken for the line's own parentheses and " = ".
+            name in proptest::collection::vec(
+                prop_oneof![
+                    Just(" (".to_owned()),
+                    Just(") = ".to_owned()),
+                    Just(")".to_owned()),
+                    Just(" ".to_owned()),
+                    "[^\r\n]{1,4}",
+                ],
+                1..6,
+            )
+            .prop_map(|pieces| pieces.concat()),
+            end in prop_oneof![Just(""), Just(" "), Just("\r")],
+        ) {
+            prop_assume!(!name.starts_with("./"));
+            let written = match spelling {
+                0 => algo.name().to_ascii_uppercase(),
+                1 => algo.name().to_owned(),
+                // "SHA-256", "MD-5", "BLAKE-3": a dash before the digits.
+                _ => {
+                    let n = algo.name().to_ascii_uppercase();
+                    let at = n.find(|c: char| c.is_ascii_digit()).unwrap_or(n.len());
+                    format!("{}-{}", &n[..at], &n[at..])
+                }
+            };
+            let hex: String = digits[..algo.hex_len()]
+                .iter()
+                .map(|&(d, upper)| {
+                    let c = char::from_digit(u32::from(d), 16).unwrap();
+                    if upper { c.to_ascii_uppercase() } else { c }
+                })
+                .collect();
+            let line = format!("{written} ({name}) = {hex}{end}\n");
+            let (lines, bad) = parse_sums(&line);
+            prop_assert!(bad.is_empty(), "{:?}", line);
+            let want = SumLine { algo: Some(algo), hex: hex.to_ascii_lowercase(), name: name.clone() };
+            prop_assert_eq!(&lines, &vec![want], "{:?}", line);
+            let e = lookup(&lines, "CHECKSUMS", &name).unwrap();
+            prop_assert_eq!(e, Expected { algo, hex: hex.to_ascii_lowercase() });
+            // One digit more or less is not a digest of that algorithm.
+            for wrong in [&hex[1..], &format!("{hex}0")[..]] {
+                let (lines, bad) = parse_sums(&format!("{written} ({name}) = {wrong}\n"));
+                prop_assert!(lines.is_empty() && bad == vec![1], "{:?}", wrong);
+            }
         }
 
         #[test]

@@ -70,9 +70,8 @@ fn chunk_hasher(offset: u64) -> blake3::Hasher {
     hasher
 }
 
-/// The chunks one writer hashes as it writes them, so the checkpointer need not read them back
-/// (on a fast link that read-back and a hash of data gone cold cost ftpseg about as much CPU
-/// as the rest of the download: docs/benchmarks.md, "Session 8").
+/// The chunks one writer hashes as it writes them, while the bytes are still in the CPU's
+/// cache, so the checkpointer need not read them back cold (the cost: docs/benchmarks.md).
 ///
 /// A writer feeds every run of bytes it has just written, in the order it wrote them
 /// ([`ChunkStream::feed`]). A chunk gets a chaining value only if this one stream fed all of its

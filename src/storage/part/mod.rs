@@ -4,12 +4,13 @@
 //!   runs out of space halfway. Only where the filesystem does not support `fallocate`
 //!   (EOPNOTSUPP) does the file fall back to a sparse file, after the same space check, with a
 //!   warning.
-//! * Connections write their ranges with `pwrite` through a [`PartWriter`] and start their
-//!   write-back early; the engine guarantees that no two writers ever write overlapping bytes.
+//! * Connections write their ranges through a [`PartWriter`], with `splice` from a pipe the
+//!   data connection filled or with `pwrite` from a buffer, and start their write-back early;
+//!   the engine guarantees that no two writers ever write overlapping bytes.
 //! * [`PartFile::flush`] makes every written byte durable (`fdatasync`: the file's written data and
 //!   the extent conversions that make it readable after a crash); the engine calls it before
-//!   the manifest claims those bytes. No memory map: the last one, kept only for `msync`, made
-//!   unthrottled downloads bimodal (docs/architecture.md, "No memory map").
+//!   the manifest claims those bytes. The file is never mapped into memory (why:
+//!   docs/architecture.md, "No memory map").
 //! * [`PartFile::commit`] flushes everything, renames `<out>.part` to `<out>` and syncs the folder.
 //! * [`Storage::Discard`] ([`PartFile::discard`], `ftpseg bench --discard`): the same interface
 //!   over no file at all. Writes are dropped (spliced bytes go to `/dev/null`, which consumes a
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::Error;
+use super::StorageError;
 use crate::ui::human_bytes;
 
 /// `<out>.part`: where the bytes go until the download is complete.
@@ -73,31 +74,31 @@ pub struct PartFile {
 
 impl PartFile {
     /// Creates `path` (truncating an untrusted leftover) with `len` bytes reserved.
-    pub fn create(path: &Path, len: u64) -> Result<PartFile, Error> {
+    pub fn create(path: &Path, len: u64) -> Result<PartFile, StorageError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(path)
-            .map_err(|e| Error::io("cannot create", path, e))?;
+            .map_err(|e| StorageError::io("cannot create", path, e))?;
         Self::prepare(path, file, len)
     }
 
     /// Opens an existing `path` that must already be `len` bytes long (a resumed download), makes
     /// sure its blocks are reserved.
-    pub fn open_existing(path: &Path, len: u64) -> Result<PartFile, Error> {
+    pub fn open_existing(path: &Path, len: u64) -> Result<PartFile, StorageError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| Error::io("cannot open", path, e))?;
+            .map_err(|e| StorageError::io("cannot open", path, e))?;
         let actual = file
             .metadata()
-            .map_err(|e| Error::io("cannot inspect", path, e))?
+            .map_err(|e| StorageError::io("cannot inspect", path, e))?
             .len();
         if actual != len {
-            return Err(Error::io(
+            return Err(StorageError::io(
                 "cannot resume into",
                 path,
                 io::Error::other(format!(
@@ -111,12 +112,12 @@ impl PartFile {
 
     /// The sink of [`Storage::Discard`] for a download of `len` bytes: no file is created;
     /// written bytes are dropped, flushes and the commit do nothing, and there is no hash.
-    pub fn discard(len: u64) -> Result<PartFile, Error> {
+    pub fn discard(len: u64) -> Result<PartFile, StorageError> {
         let path = PathBuf::from("/dev/null");
         let null = OpenOptions::new()
             .write(true)
             .open(&path)
-            .map_err(|e| Error::io("cannot open", &path, e))?;
+            .map_err(|e| StorageError::io("cannot open", &path, e))?;
         Ok(PartFile {
             path,
             target: Target::Discard(Arc::new(null)),
@@ -125,7 +126,7 @@ impl PartFile {
         })
     }
 
-    fn prepare(path: &Path, file: File, len: u64) -> Result<PartFile, Error> {
+    fn prepare(path: &Path, file: File, len: u64) -> Result<PartFile, StorageError> {
         let allocation = reserve(path, &file, len)?;
         Ok(PartFile {
             path: path.to_owned(),
@@ -168,33 +169,33 @@ impl PartFile {
     /// already under way, see [`PartWriter::write_back`]), waits for them, and commits the
     /// journal entries that turn the preallocated extents into written ones. Nothing for a
     /// discarded download.
-    pub fn flush(&self) -> Result<(), Error> {
+    pub fn flush(&self) -> Result<(), StorageError> {
         match &self.target {
             Target::File(file) => file
                 .sync_data()
-                .map_err(|e| Error::io("cannot flush", &self.path, e)),
+                .map_err(|e| StorageError::io("cannot flush", &self.path, e)),
             Target::Discard(_) => Ok(()),
         }
     }
 
     /// Reads exactly `buf.len()` bytes at `offset` with `pread`. A
     /// discarded download has nothing to read back: an error.
-    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Error> {
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), StorageError> {
         use std::os::unix::fs::FileExt;
         match &self.target {
             Target::File(file) => file.read_exact_at(buf, offset),
             Target::Discard(_) => Err(io::Error::other("the bytes were discarded")),
         }
-        .map_err(|e| Error::io("cannot read back", &self.path, e))
+        .map_err(|e| StorageError::io("cannot read back", &self.path, e))
     }
 
     /// BLAKE3 of the whole file in one pass (see [`crate::integrity::verify::hash_file`]), for files
     /// without chunk hashes. `None` for a discarded download: there is nothing to hash.
-    pub fn blake3(&self) -> Result<Option<blake3::Hash>, Error> {
+    pub fn blake3(&self) -> Result<Option<blake3::Hash>, StorageError> {
         match &self.target {
             Target::File(_) => crate::integrity::verify::hash_file(&self.path)
                 .map(Some)
-                .map_err(|e| Error::io("cannot read back", &self.path, e)),
+                .map_err(|e| StorageError::io("cannot read back", &self.path, e)),
             Target::Discard(_) => Ok(None),
         }
     }
@@ -203,32 +204,32 @@ impl PartFile {
     /// the folder so the rename itself is durable. Without `force`, a file that appeared at
     /// `output` during the download is not replaced (`RENAME_NOREPLACE`). A discarded
     /// download has nothing to commit.
-    pub fn commit(self, output: &Path, force: bool) -> Result<(), Error> {
+    pub fn commit(self, output: &Path, force: bool) -> Result<(), StorageError> {
         let Target::File(file) = &self.target else {
             return Ok(());
         };
         file.sync_all()
-            .map_err(|e| Error::io("cannot sync", &self.path, e))?;
+            .map_err(|e| StorageError::io("cannot sync", &self.path, e))?;
         rename(&self.path, output, force)?;
-        sync_parent(output).map_err(|e| Error::io("cannot sync the folder of", output, e))
+        sync_parent(output).map_err(|e| StorageError::io("cannot sync the folder of", output, e))
     }
 }
 
 /// Checks free space, then reserves `len` bytes for `file` with `fallocate`.
-fn reserve(path: &Path, file: &File, len: u64) -> Result<Allocation, Error> {
+fn reserve(path: &Path, file: &File, len: u64) -> Result<Allocation, StorageError> {
     if len == 0 {
         return Ok(Allocation::Reserved);
     }
     let meta = file
         .metadata()
-        .map_err(|e| Error::io("cannot inspect", path, e))?;
+        .map_err(|e| StorageError::io("cannot inspect", path, e))?;
     let already = meta.blocks().saturating_mul(512).min(len);
     let need = len - already;
     let vfs = rustix::fs::fstatvfs(file)
-        .map_err(|e| Error::io("cannot read free space for", path, e.into()))?;
+        .map_err(|e| StorageError::io("cannot read free space for", path, e.into()))?;
     let have = vfs.f_bavail.saturating_mul(vfs.f_frsize);
     if need > have {
-        return Err(Error::NoSpace {
+        return Err(StorageError::NoSpace {
             path: path.to_owned(),
             need: human_bytes(need),
             have: human_bytes(have),
@@ -238,20 +239,20 @@ fn reserve(path: &Path, file: &File, len: u64) -> Result<Allocation, Error> {
         Ok(()) => Ok(Allocation::Reserved),
         Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
             file.set_len(len)
-                .map_err(|e| Error::io("cannot size", path, e))?;
+                .map_err(|e| StorageError::io("cannot size", path, e))?;
             Ok(Allocation::Sparse)
         }
-        Err(e) if e == rustix::io::Errno::NOSPC => Err(Error::NoSpace {
+        Err(e) if e == rustix::io::Errno::NOSPC => Err(StorageError::NoSpace {
             path: path.to_owned(),
             need: human_bytes(need),
             have: human_bytes(have),
         }),
-        Err(e) => Err(Error::io("cannot preallocate", path, e.into())),
+        Err(e) => Err(StorageError::io("cannot preallocate", path, e.into())),
     }
 }
 
 /// Renames `from` to `to`; without `force`, refuses to replace an existing `to`.
-pub fn rename(from: &Path, to: &Path, force: bool) -> Result<(), Error> {
+pub fn rename(from: &Path, to: &Path, force: bool) -> Result<(), StorageError> {
     let result = if force {
         std::fs::rename(from, to)
     } else {
@@ -278,8 +279,14 @@ pub fn rename(from: &Path, to: &Path, force: bool) -> Result<(), Error> {
     };
     match result {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::Exists(to.to_owned())),
-        Err(e) => Err(Error::io("cannot rename the finished download to", to, e)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(StorageError::Exists(to.to_owned()))
+        }
+        Err(e) => Err(StorageError::io(
+            "cannot rename the finished download to",
+            to,
+            e,
+        )),
     }
 }
 
@@ -293,9 +300,8 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 }
 
 /// The most one `splice` moves from a connection's pipe into the file: each call is one buffered
-/// write, and since Linux 6.16 ext4 sizes a write's page-cache folios by its length. On the
-/// test VM (free page reporting) 1 MiB writes made 4 GiB downloads at N = 8 slower and less
-/// even than 128 KiB ones, while the pipe itself stays large (fewer wake-ups per byte);
+/// write, and ext4 sizes a write's page-cache folios by its length, so the writes stay small
+/// while the pipe itself stays large (fewer wake-ups per byte). Why this size:
 /// docs/architecture.md, "Writes into the page cache of at most 128 KiB".
 pub const MAX_SPLICE_WRITE: usize = 128 << 10;
 
@@ -313,8 +319,7 @@ pub struct PartWriter {
     no_splice: Arc<AtomicBool>,
     /// Held around each write into the file. ext4 (like most file systems) serialises buffered
     /// writes to one file on the inode's lock, and a writer that finds it taken spins while the
-    /// holder copies: with the runtime's two threads both writing, `perf record -a` put 20 % of
-    /// the machine's time of a 4 GiB download in `rwsem_spin_on_owner`. Waiting here sleeps.
+    /// holder copies; waiting here sleeps instead (docs/architecture.md, "Decisions").
     one_at_a_time: Arc<std::sync::Mutex<()>>,
 }
 
@@ -324,11 +329,9 @@ impl PartWriter {
         self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes `buf` at offset `at` of the file (`pwrite`) into the page cache. Compared with
-    /// receiving into a memory map (ftpseg before session 2): no page fault per 4 KiB page, no
-    /// zeroing of each new page of a preallocated extent before it is overwritten, and an error
-    /// instead of SIGBUS if the disk fails (docs/architecture.md, "Decisions"). Only the owner
-    /// of `[at, at + buf.len())` calls it.
+    /// Writes `buf` at offset `at` of the file (`pwrite`) into the page cache: no page fault per
+    /// page, and an error instead of SIGBUS if the disk fails. Only the owner of
+    /// `[at, at + buf.len())` calls it.
     pub fn write_at(&self, buf: &[u8], at: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         match &self.target {
@@ -476,195 +479,4 @@ fn pipe_ran_dry() -> io::Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pipe_bytes_land_at_their_offset_even_where_splice_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let fill = |pipe: &crate::ftp::pipe::Pipe, bytes: &[u8]| {
-            assert_eq!(
-                rustix::io::write(pipe.write_end(), bytes).unwrap(),
-                bytes.len()
-            );
-        };
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let mut buf = vec![0u8; 4096];
-        // A normal file: spliced.
-        let pf = PartFile::create(&dir.path().join("a.part"), 400_000).unwrap();
-        let w = pf.writer();
-        let pipe = crate::ftp::pipe::Pipe::new().unwrap();
-        fill(&pipe, &data[..60_000]);
-        w.write_from_pipe(&pipe, 60_000, 1000, &mut buf, None)
-            .unwrap();
-        assert!(w.splices());
-        let mut back = vec![0u8; 60_000];
-        pf.read_exact_at(&mut back, 1000).unwrap();
-        assert_eq!(back, data[..60_000]);
-        // More than one splice's worth (MAX_SPLICE_WRITE) moves in several writes, in order,
-        // and each piece is shown as written, read back at its offset.
-        let n = (2 * MAX_SPLICE_WRITE + 7_000).min(pipe.capacity());
-        fill(&pipe, &data[..n]);
-        let mut big = vec![0u8; 256 << 10];
-        let mut shown: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut show = |at: u64, b: &[u8]| shown.push((at, b.to_vec()));
-        w.write_from_pipe(&pipe, n, 70_000, &mut big, Some(&mut show))
-            .unwrap();
-        let mut back = vec![0u8; n];
-        pf.read_exact_at(&mut back, 70_000).unwrap();
-        assert_eq!(back, data[..n]);
-        assert!(shown.len() >= 2, "several pieces: {}", shown.len());
-        let mut at = 70_000;
-        for (from, bytes) in &shown {
-            assert_eq!(*from, at);
-            assert!(bytes.len() <= MAX_SPLICE_WRITE);
-            at += bytes.len() as u64;
-        }
-        let joined: Vec<u8> = shown.iter().flat_map(|(_, b)| b.clone()).collect();
-        assert_eq!(joined, data[..n]);
-        // A file opened for appending refuses splice (EINVAL): the rest goes through `buf`
-        // (pwrite, which on Linux appends on such a file: all that matters here is that every
-        // byte arrives in order), and the writer stops splicing.
-        let path = dir.path().join("b");
-        std::fs::write(&path, vec![0u8; 100_000]).unwrap();
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        let w = PartWriter {
-            target: Target::File(Arc::new(file)),
-            no_splice: Arc::new(AtomicBool::new(false)),
-            one_at_a_time: Arc::new(std::sync::Mutex::new(())),
-        };
-        fill(&pipe, &data[..50_000]);
-        let mut shown = Vec::new();
-        let mut show = |at: u64, b: &[u8]| shown.push((at, b.len()));
-        w.write_from_pipe(&pipe, 50_000, 0, &mut buf, Some(&mut show))
-            .unwrap();
-        assert!(!w.splices());
-        assert_eq!(shown.iter().map(|s| s.1).sum::<usize>(), 50_000);
-        assert_eq!(shown[0].0, 0);
-        let written = std::fs::read(&path).unwrap();
-        assert_eq!(
-            written.len(),
-            150_000,
-            "appended: pwrite on O_APPEND appends on Linux"
-        );
-        assert_eq!(&written[100_000..], &data[..50_000]);
-        // The pipe was emptied exactly.
-        let mut one = [0u8; 1];
-        assert!(rustix::io::read(pipe.read_end(), &mut one).is_err());
-    }
-
-    #[test]
-    fn discard_drops_every_byte_and_creates_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let pf = PartFile::discard(1 << 30).unwrap();
-        assert_eq!(pf.len(), 1 << 30);
-        let w = pf.writer();
-        w.write_at(b"dropped", 5).unwrap();
-        w.write_back(0, 1 << 30);
-        // Spliced bytes leave the pipe (into /dev/null) and the pipe is empty again.
-        let pipe = crate::ftp::pipe::Pipe::new().unwrap();
-        let data = vec![7u8; 50_000];
-        assert_eq!(rustix::io::write(pipe.write_end(), &data).unwrap(), 50_000);
-        let mut buf = vec![0u8; 4096];
-        let mut shown = 0;
-        let mut show = |_: u64, _: &[u8]| shown += 1;
-        w.write_from_pipe(&pipe, 50_000, 123, &mut buf, Some(&mut show))
-            .unwrap();
-        assert_eq!(shown, 0, "nothing written, nothing to show");
-        assert!(w.splices());
-        let mut one = [0u8; 1];
-        assert!(rustix::io::read(pipe.read_end(), &mut one).is_err());
-        // Asking for more than the pipe holds is the same error as for a file.
-        assert!(w.write_from_pipe(&pipe, 1, 0, &mut buf, None).is_err());
-        pf.flush().unwrap();
-        assert!(
-            pf.read_exact_at(&mut one, 0).is_err(),
-            "nothing to read back"
-        );
-        assert_eq!(pf.blake3().unwrap(), None);
-        let out = dir.path().join("never");
-        pf.commit(&out, false).unwrap();
-        assert!(!out.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn create_reserves_and_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let part = dir.path().join("f.part");
-        let out = dir.path().join("f");
-        let pf = PartFile::create(&part, 3 << 20).unwrap();
-        assert_eq!(pf.allocation(), Allocation::Reserved);
-        let meta = std::fs::metadata(&part).unwrap();
-        assert_eq!(meta.len(), 3 << 20);
-        assert!(meta.blocks() * 512 >= 3 << 20, "blocks really allocated");
-        let w = pf.writer();
-        w.write_at(b"abc", 0).unwrap();
-        w.write_at(b"z", (3 << 20) - 1).unwrap();
-        w.write_back(0, 3 << 20);
-        pf.flush().unwrap();
-        let hash = pf.blake3().unwrap().unwrap();
-        pf.commit(&out, false).unwrap();
-        let data = std::fs::read(&out).unwrap();
-        assert_eq!(&data[..3], b"abc");
-        assert_eq!(data[(3 << 20) - 1], b'z');
-        assert_eq!(blake3::hash(&data), hash);
-        assert!(!part.exists());
-    }
-
-    #[test]
-    fn zero_length_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let part = dir.path().join("e.part");
-        let pf = PartFile::create(&part, 0).unwrap();
-        assert_eq!(pf.blake3().unwrap(), Some(blake3::hash(b"")));
-        pf.commit(&dir.path().join("e"), false).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("e")).unwrap(), b"");
-    }
-
-    #[test]
-    fn resume_requires_same_length() {
-        let dir = tempfile::tempdir().unwrap();
-        let part = dir.path().join("r.part");
-        std::fs::write(&part, b"12345").unwrap();
-        let err = PartFile::open_existing(&part, 6).err().unwrap();
-        assert!(err.to_string().contains("5 bytes long"), "{err}");
-        let pf = PartFile::open_existing(&part, 5).unwrap();
-        assert_eq!(pf.len(), 5);
-    }
-
-    #[test]
-    fn no_space_is_reported_before_writing() {
-        let dir = tempfile::tempdir().unwrap();
-        let part = dir.path().join("huge.part");
-        let err = PartFile::create(&part, 1 << 60).err().unwrap();
-        assert!(matches!(err, Error::NoSpace { .. }), "{err}");
-        assert!(err.to_string().contains("need 1024.00 PiB"), "{err}");
-    }
-
-    #[test]
-    fn commit_does_not_replace_a_file_that_appeared_unless_forced() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("o");
-        std::fs::write(&out, b"someone else's").unwrap();
-        let pf = PartFile::create(&dir.path().join("o.part"), 4).unwrap();
-        let err = pf.commit(&out, false).err().unwrap();
-        assert!(matches!(err, Error::Exists(_)), "{err}");
-        assert_eq!(std::fs::read(&out).unwrap(), b"someone else's");
-        assert!(dir.path().join("o.part").exists(), "the download is kept");
-        let pf = PartFile::open_existing(&dir.path().join("o.part"), 4).unwrap();
-        pf.commit(&out, true).unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), vec![0u8; 4]);
-    }
-
-    #[test]
-    fn part_path_appends() {
-        assert_eq!(
-            part_path(Path::new("a/b.iso")),
-            PathBuf::from("a/b.iso.part")
-        );
-    }
-}
+mod tests;
