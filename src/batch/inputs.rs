@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use super::{Settings, Sums, SumsFile};
 use crate::error::Error;
-use crate::ftp::url::FtpUrl;
 use crate::integrity::checksum;
 
 /// One line of an input file.
@@ -130,24 +129,4 @@ fn read_sums(path: &str, quiet: bool) -> Result<SumsFile, Error> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     Ok((name, lines))
-}
-
-/// Parses a URL that names a file, or a folder when it ends in `/` (`ftp://h/pub/`, or
-/// `ftp://h/` for the login folder), which [`FtpUrl::parse`] alone refuses. Returns the URL
-/// and whether it names a folder; a folder's path keeps the `/` it ends in (`pub/`; `""` for
-/// the login folder), see [`folder_path`].
-pub fn parse_file_or_folder(raw: &str) -> Result<(FtpUrl, bool), Error> {
-    if raw.ends_with('/') {
-        // Parsed with a placeholder file name, which is then dropped.
-        let mut u = FtpUrl::parse(&format!("{raw}_"))?;
-        u.path.pop();
-        Ok((u, true))
-    } else {
-        Ok((FtpUrl::parse(raw)?, false))
-    }
-}
-
-/// A folder's path without the `/` it ends in (`pub/` -> `pub`), to list or upload into.
-pub fn folder_path(path: &str) -> String {
-    path.trim_end_matches('/').to_owned()
 }

@@ -33,7 +33,7 @@ use crate::integrity::checksum::{Expected, SumLine};
 use crate::ui::events::Events;
 use crate::ui::progress::Mode;
 
-pub use inputs::{Input, InputLine, Inputs, folder_path, parse_file_or_folder, parse_input};
+pub use inputs::{Input, InputLine, Inputs, parse_input};
 pub use report::batch_exit_code;
 pub use run::{Local, local_state, mdtm_to_time};
 

@@ -66,21 +66,6 @@ fn exit_codes_of_batches() {
     assert_eq!(batch_exit_code(&[exit::CHECKSUM, 130]), 130);
 }
 
-#[test]
-fn folder_urls_keep_their_slash() {
-    let (u, folder) = parse_file_or_folder("ftp://h/pub/").unwrap();
-    assert!(folder);
-    assert_eq!(u.path, "pub/");
-    assert_eq!(folder_path(&u.path), "pub");
-    let (u, folder) = parse_file_or_folder("ftp://h/").unwrap();
-    assert!(folder);
-    assert_eq!(u.path, "");
-    let (u, folder) = parse_file_or_folder("ftp://h/pub/a.iso").unwrap();
-    assert!(!folder);
-    assert_eq!(u.path, "pub/a.iso");
-    assert!(parse_file_or_folder("http://h/").is_err());
-}
-
 proptest! {
     #[test]
     fn input_lines_keep_url_and_name(url in "ftp://[a-z]{1,8}/[a-z0-9%._-]{1,20}", name in "[a-z0-9._-][a-z0-9 ._-]{0,15}") {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::inputs::{Input, folder_path, parse_file_or_folder};
+use super::inputs::Input;
 use super::{Ctx, Ended, FileEnd, FileJob, Host, JobFor, Settings};
 use crate::download;
 use crate::error::Error;
@@ -14,6 +14,7 @@ use crate::ftp::dir::ListCommand;
 use crate::ftp::listing::{self, Entry, Kind};
 use crate::ftp::pool::{HostPool, Permit};
 use crate::ftp::url::FtpUrl;
+use crate::ftp::url::folder_path;
 use crate::ftp::{Session, SessionError};
 
 /// Expands the inputs into files, creating each server of the batch on first use.
@@ -83,7 +84,7 @@ impl<'a> Planner<'a> {
     /// The files an input stands for: itself, the matches of its glob, or (with `-r`) the
     /// tree of its folder.
     async fn expand(&mut self, raw: &str, output: Option<&str>) -> Result<Vec<FileJob>, Error> {
-        let (mut url, is_folder) = parse_file_or_folder(raw)?;
+        let (mut url, is_folder) = FtpUrl::parse_file_or_folder(raw)?;
         if is_folder {
             url.path = folder_path(&url.path);
         }

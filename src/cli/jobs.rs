@@ -14,7 +14,7 @@ use clap::{Args, FromArgMatches};
 
 use super::args::{BenchArgs, DemoArgs, DownloadOpts, GetArgs, PutArgs, ServeArgs};
 use super::groups::TlsOpts;
-use crate::batch::{self, JobFor, Sums, parse_file_or_folder};
+use crate::batch::{self, JobFor, Sums};
 use crate::commands::bench::BenchPlan;
 use crate::commands::demo::DemoPlan;
 use crate::commands::get::GetPlan;
@@ -56,7 +56,7 @@ pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
 /// The download job for `raw` (a file URL, or a folder URL ending in `/` for a batch's
 /// template) with the options of `opts`, saving to `output` [default: the remote name].
 pub fn job_for(opts: &DownloadOpts, raw: &str, output: Option<PathBuf>) -> Result<Job, Error> {
-    let (mut url, _) = parse_file_or_folder(raw)?;
+    let (mut url, _) = FtpUrl::parse_file_or_folder(raw)?;
     let verify = tls_settings(&mut url, &opts.tls)?;
     let output = match output {
         Some(p) => p,
@@ -168,9 +168,9 @@ pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
         .paths
         .split_last()
         .ok_or_else(|| Error::Usage("give the local files, then the remote URL".into()))?;
-    let (mut url, folder) = parse_file_or_folder(raw)?;
+    let (mut url, folder) = FtpUrl::parse_file_or_folder(raw)?;
     if folder {
-        url.path = batch::folder_path(&url.path);
+        url.path = crate::ftp::url::folder_path(&url.path);
     }
     let into_dir = folder || locals.len() > 1 || args.recursive;
     if into_dir && !folder {

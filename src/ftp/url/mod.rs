@@ -236,6 +236,21 @@ pub enum UrlError {
 }
 
 impl FtpUrl {
+    /// Parses a URL that names a file, or a folder when it ends in `/` (`ftp://h/pub/`, or
+    /// `ftp://h/` for the login folder), which [`FtpUrl::parse`] alone refuses. Returns the URL
+    /// and whether it names a folder; a folder's path keeps the `/` it ends in (`pub/`; `""` for
+    /// the login folder), see [`folder_path`].
+    pub fn parse_file_or_folder(raw: &str) -> Result<(FtpUrl, bool), UrlError> {
+        if raw.ends_with('/') {
+            // Parsed with a placeholder file name, which is then dropped.
+            let mut u = FtpUrl::parse(&format!("{raw}_"))?;
+            u.path.pop();
+            Ok((u, true))
+        } else {
+            Ok((FtpUrl::parse(raw)?, false))
+        }
+    }
+
     /// Parses an `ftp://`, `ftpes://` or `ftps://` URL naming one file.
     ///
     /// Leading and trailing ASCII whitespace is ignored. The user name,
@@ -503,6 +518,11 @@ fn encode_path(path: &str) -> String {
         .map(|piece| utf8_percent_encode(piece, SEGMENT_ESCAPES).to_string())
         .collect();
     format!("{prefix}{}", encoded.join("/"))
+}
+
+/// A folder's path without the `/` it ends in (`pub/` -> `pub`), to list or upload into.
+pub fn folder_path(path: &str) -> String {
+    path.trim_end_matches('/').to_owned()
 }
 
 #[cfg(test)]

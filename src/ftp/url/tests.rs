@@ -788,3 +788,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn folder_urls_keep_their_slash() {
+    let (u, folder) = FtpUrl::parse_file_or_folder("ftp://h/pub/").unwrap();
+    assert!(folder);
+    assert_eq!(u.path, "pub/");
+    assert_eq!(folder_path(&u.path), "pub");
+    let (u, folder) = FtpUrl::parse_file_or_folder("ftp://h/").unwrap();
+    assert!(folder);
+    assert_eq!(u.path, "");
+    let (u, folder) = FtpUrl::parse_file_or_folder("ftp://h/pub/a.iso").unwrap();
+    assert!(!folder);
+    assert_eq!(u.path, "pub/a.iso");
+    assert!(FtpUrl::parse_file_or_folder("http://h/").is_err());
+}
