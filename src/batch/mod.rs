@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::cli::GetArgs;
 use crate::download::{self, Job, Outcome};
-use crate::error::{Error, exit};
+use crate::error::{Error, SessionContext, exit};
 use crate::ftp::dir::ListCommand;
 use crate::ftp::listing::{self, Entry, Kind};
 use crate::ftp::pool::{HostPool, Permit};
@@ -803,7 +803,7 @@ async fn session(ctx: &Ctx, host: usize) -> Result<(Permit, Session), Error> {
     let t = &h.template;
     let fresh = idle.is_none();
     let addrs = match fresh {
-        true => download::resolve(&t.url, t.timeouts.connect).await?,
+        true => crate::retry::resolve(&t.url, t.timeouts.connect).await?,
         false => Vec::new(),
     };
     let tls = match fresh && t.url.tls.is_tls() {
@@ -815,14 +815,14 @@ async fn session(ctx: &Ctx, host: usize) -> Result<(Permit, Session), Error> {
         .pool
         .connect_or_wait(permit, idle, connect)
         .await
-        .map_err(|e| download::startup_error(&t.url, &t.creds, e))?;
+        .map_err(|e| Error::from_session(SessionContext::startup(&t.url, &t.creds), e))?;
     // A download's worker session never asked FEAT (hash commands, MLSD); a new one neither.
     if s.features().raw.is_empty() {
         s.set_use_pasv_address(t.use_pasv_address);
         s.set_active(t.active);
         s.probe()
             .await
-            .map_err(|e| download::startup_error(&t.url, &t.creds, e))?;
+            .map_err(|e| Error::from_session(SessionContext::startup(&t.url, &t.creds), e))?;
     }
     Ok((permit, s))
 }
@@ -841,7 +841,7 @@ async fn list_folder(ctx: &Ctx, host: usize, folder: &str) -> Result<Vec<Entry>,
             path: folder.to_owned(),
             reply: format!("{text} (listing the folder)"),
         },
-        e => download::startup_error(&t.url, &t.creds, e),
+        e => Error::from_session(SessionContext::startup(&t.url, &t.creds), e),
     };
     let home = {
         let mut home = h.home.lock().await;
@@ -992,11 +992,11 @@ async fn remote_size_mdtm(ctx: &Ctx, f: &FileJob) -> Result<(Option<u64>, Option
     let size = s
         .size(&f.url.path)
         .await
-        .map_err(|e| download::startup_error(&f.url, &t.creds, e))?;
+        .map_err(|e| Error::from_session(SessionContext::startup(&f.url, &t.creds), e))?;
     let mdtm = s
         .mdtm(&f.url.path)
         .await
-        .map_err(|e| download::startup_error(&f.url, &t.creds, e))?;
+        .map_err(|e| Error::from_session(SessionContext::startup(&f.url, &t.creds), e))?;
     h.pool.give_back(Some(s), permit);
     Ok((size, mdtm.map(|m| m.0)))
 }
@@ -1093,9 +1093,8 @@ async fn verify(
                 r
             }
             Err(e) => {
-                return Err(download::startup_error(
-                    &f.url,
-                    &ctx.hosts[f.host].template.creds,
+                return Err(Error::from_session(
+                    SessionContext::startup(&f.url, &ctx.hosts[f.host].template.creds),
                     e,
                 ));
             }

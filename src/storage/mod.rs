@@ -5,3 +5,11 @@ pub mod manifest;
 pub mod part;
 
 pub use part::*;
+
+/// Removes `path`; one that is not there is fine.
+pub fn remove_if_exists(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}

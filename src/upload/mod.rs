@@ -33,14 +33,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::download;
-use crate::error::Error;
+use crate::error::{Error, SessionContext, Step};
 use crate::ftp::upload::{HashAlgo, HashCommand, RemoteHash, Store, hash_commands};
 use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Verify};
 use crate::integrity::verify;
 use crate::ui::human_bytes;
-use crate::ui::progress::{ConnView, Progress, View};
+use crate::ui::progress::{ConnState, ConnView, Progress, View};
 
 /// `format` of an upload manifest.
 pub const MANIFEST_FORMAT: &str = "ftpseg-upload";
@@ -425,7 +424,7 @@ pub async fn put(
         true => Some(Arc::new(TlsClient::new(&job.url, &job.verify)?)),
         false => None,
     };
-    let addrs = download::resolve(&job.url, job.timeouts.connect).await?;
+    let addrs = crate::retry::resolve(&job.url, job.timeouts.connect).await?;
     let conn = Arc::new(Conn {
         addrs,
         tls,
@@ -501,12 +500,14 @@ impl Conn {
         let mut s =
             Session::connect_with(&self.addrs, &self.creds, self.timeouts, self.tls.as_ref())
                 .await
-                .map_err(|e| download::startup_error(&job.url, &job.creds, e))?;
+                .map_err(|e| {
+                    Error::from_session(SessionContext::startup(&job.url, &job.creds), e)
+                })?;
         s.set_use_pasv_address(self.use_pasv_address);
         s.set_active(self.active);
         s.probe()
             .await
-            .map_err(|e| download::startup_error(&job.url, &job.creds, e))?;
+            .map_err(|e| Error::from_session(SessionContext::startup(&job.url, &job.creds), e))?;
         *self.learned.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((s.rest_support(), s.uses_epsv()));
         Ok(s)
@@ -530,17 +531,10 @@ impl Conn {
 
 /// The user-facing error for a failed upload step on `path`.
 fn upload_error(job: &PutJob, path: &str, e: SessionError) -> Error {
-    match e {
-        SessionError::Reply {
-            code: code @ (450 | 452 | 532 | 550 | 551 | 552 | 553),
-            text,
-            command,
-        } if code >= 500 || !text.is_empty() => Error::UploadRefused {
-            path: path.to_owned(),
-            reply: format!("{command}: {text}"),
-        },
-        other => download::startup_error(&job.url, &job.creds, other),
-    }
+    Error::from_session(
+        SessionContext::new(&job.url, &job.creds, Step::Upload { path }),
+        e,
+    )
 }
 
 /// The local file as it is now: size and modification time (ns since the epoch).
@@ -885,7 +879,7 @@ async fn put_file(
         }
     }
     s.quit().await;
-    crate::download::remove_if_exists(&mpath)?;
+    crate::storage::remove_if_exists(&mpath).map_err(|e| Error::io("cannot remove", &mpath, e))?;
     Ok(PutOutcome {
         local: local.to_owned(),
         remote: url_text,
@@ -1086,8 +1080,8 @@ async fn send_range(
 /// Whether a failed step is worth another try on a new session, and whether the server said
 /// it is busy.
 fn retry_kind(e: &SessionError) -> (bool, bool) {
-    let busy = e.is_busy() || e.code() == Some(530);
-    (busy || e.is_transient(), busy)
+    let failure = crate::retry::Failure::after_login(e);
+    (failure.retry(), failure == crate::retry::Failure::Busy)
 }
 
 /// The single stream: from `resume_at` (the remote size) to the end; after a failure, a new
@@ -1117,7 +1111,7 @@ async fn send_single(
             conns: vec![ConnView {
                 bytes: up.sent.load(Ordering::Relaxed),
                 range: Some((p, up.size)),
-                state: "sending".into(),
+                state: ConnState::Sending,
             }],
         };
         let result = {
@@ -1199,7 +1193,7 @@ async fn send_single(
             busy_wait = (busy_wait * 2).min(Duration::from_secs(120));
             w
         } else {
-            download::backoff(tries)
+            crate::retry::backoff(tries)
         };
         progress.note(&format!(
             "upload interrupted ({e}); retrying in {:.1} s",
@@ -1254,7 +1248,7 @@ async fn send_parallel(
                             last: e.to_string(),
                         });
                     }
-                    tokio::time::sleep(download::backoff(tries)).await;
+                    tokio::time::sleep(crate::retry::backoff(tries)).await;
                 }
                 Err(other) => return Err(other),
             }
@@ -1296,7 +1290,7 @@ async fn send_parallel(
             .map(|i| ConnView {
                 bytes: shared.positions[i].load(Ordering::Relaxed),
                 range: None,
-                state: "sending".into(),
+                state: ConnState::Sending,
             })
             .collect();
         let inflight: u64 = shared
@@ -1442,7 +1436,7 @@ async fn piece_worker(
                     busy_wait = (busy_wait * 2).min(Duration::from_secs(120));
                     w
                 } else {
-                    download::backoff(tries as u32)
+                    crate::retry::backoff(tries as u32)
                 };
                 tokio::time::sleep(wait).await;
             }
