@@ -233,7 +233,7 @@ pub(super) fn resume_budget(size: u64, workers: usize) -> u64 {
 
 /// Readers pause only when this many resume budgets are not covered by a checkpoint: a pause
 /// at one budget would cap a single fast connection at one budget per checkpoint, for bytes
-/// that are quick to fetch again (docs/benchmarks.md has the measurements).
+/// that are quick to fetch again (docs/benchmarks.md, "the reader-pause fix").
 pub(super) const STAKE_PAUSE: u64 = 8;
 
 /// Whether a reader is so far ahead of the checkpoints that it must wait for one.

@@ -50,6 +50,7 @@ use crate::download::sched::Scheduler;
 use crate::download::startup::{Size, Started};
 use crate::download::state::{Chunking, Setup, Shared};
 use crate::error::Error;
+use crate::ftp::Transfer;
 use crate::storage::PartFile;
 #[cfg(doc)]
 use crate::storage::Storage;
@@ -67,69 +68,109 @@ pub async fn download(
     let files = Files::for_job(job)?;
     let tls = startup::tls_client(job)?;
     let saved_in = files.as_ref().map(|f| f.manifest.as_path());
-    let Started {
-        addrs,
-        mut first,
-        size,
-        mdtm,
-        permit,
-        early,
-    } = startup::startup_or_stop(job, tls.as_ref(), stop.clone(), saved_in).await?;
+    let mut start = startup::startup_or_stop(job, tls, stop.clone(), saved_in).await?;
     if job.no_rang {
-        first.set_rang(false);
+        start.first.set_rang(false);
     }
+    let keeps_files = files.is_some();
     let (size, preopened) =
-        match startup::settle_size(job, progress, &mut first, size, files.is_some()).await? {
+        match startup::settle_size(job, progress, &mut start.first, start.size, keeps_files).await?
+        {
             Size::Known { size, preopened } => (size, preopened),
             Size::Unknown(transfer) => {
-                let _held = permit;
+                let _held = start.permit;
+                let (first, mdtm) = (start.first, start.mdtm);
                 return streaming::stream_unknown_size(job, progress, stop, first, transfer, mdtm)
                     .await;
             }
         };
+    let begun = Begun {
+        started,
+        start,
+        size,
+        preopened,
+    };
+    let Prepared {
+        shared,
+        mut checkpoint,
+        crew,
+        part,
+        resumed,
+    } = prepare(job, progress, files.as_ref(), begun)?;
+    let result = run::run_workers(&shared, crew, job, progress, &mut checkpoint, stop).await;
+    progress.finish();
+    crate::trace!("workers done");
+    // Whatever happened, record what is on disk (with a file).
+    let saved = tokio::task::block_in_place(|| checkpoint.save());
+    result?;
+    saved?;
+    crate::trace!("last checkpoint saved");
+    commit(job, &shared, checkpoint, part, files.as_ref(), resumed)
+}
+
+/// A download whose size is known, after its startup.
+struct Begun {
+    started: Instant,
+    start: Started,
+    /// The file's size on the server.
+    size: u64,
+    /// A transfer from byte 0 the first session already started (a server without `SIZE`).
+    preopened: Option<Transfer>,
+}
+
+/// A download ready to run its workers.
+struct Prepared {
+    shared: Arc<Shared>,
+    checkpoint: Checkpoint,
+    crew: Crew,
+    part: Arc<PartFile>,
+    /// Bytes an earlier run left.
+    resumed: u64,
+}
+
+/// The manifest and the `.part` (resumed or fresh), the connections the bytes left need, the
+/// scheduler over the manifest's ranges, the shared state and the checkpointer.
+fn prepare(
+    job: &Job,
+    progress: &mut Progress,
+    files: Option<&Files>,
+    begun: Begun,
+) -> Result<Prepared, Error> {
+    let Begun {
+        started,
+        start,
+        size: remote_size,
+        preopened,
+    } = begun;
     // `ftpseg bench --bytes`: only the first bytes of the file.
-    let remote_size = size;
-    let size = job.limit.map_or(size, |limit| limit.clamp(1, size));
-    let rest = first.rest_support().0;
+    let size = job
+        .limit
+        .map_or(remote_size, |limit| limit.clamp(1, remote_size));
+    let rest = start.first.rest_support().0;
     let redacted = job.url.redacted();
     let remote = Remote {
         redacted: &redacted,
         size,
-        mdtm,
+        mdtm: start.mdtm,
         rest,
     };
     let Resumed {
         manifest,
         part,
         resumed,
-    } = match &files {
-        Some(f) => f.open(job, progress, &remote)?,
-        None => resume::discarded(job, &remote)?,
-    };
-    if !rest {
-        progress.note(
-            "the server does not support REST: using one connection; an interrupted download \
-             will have to start over",
-        );
-    }
+    } = resume::resume_or_start(job, progress, files, &remote)?;
     let min_range = if rest { job.min_range } else { u64::MAX };
     let remaining: u64 = manifest.ranges.iter().map(|r| r.remaining()).sum();
     let workers = startup::workers_for(job, remaining, rest);
     // `-n auto` starts with few workers allowed; the others join (and count as live) later.
     let allowed = startup::starting_workers(job, workers);
     let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range, allowed));
-    let chunking = match (files.is_some(), manifest.size) {
-        (true, Some(size)) => Chunking {
-            chunk_size: manifest.chunk_size,
-            file_size: size,
-        },
-        _ => Chunking::default(),
-    };
+    let chunking = Chunking::of(&manifest, files.is_some());
     let setup = Setup {
         started,
-        first: &first,
-        addrs,
-        tls,
+        first: &start.first,
+        addrs: start.addrs,
+        tls: start.tls,
         sched: sched.clone(),
         part: &part,
         size,
@@ -141,27 +182,24 @@ pub async fn download(
     let shared = Arc::new(Shared::new(job, setup));
     *shared.server.slots[0]
         .lock()
-        .unwrap_or_else(|p| p.into_inner()) = permit;
+        .unwrap_or_else(|p| p.into_inner()) = start.permit;
     let part = Arc::new(part);
-    let manifest_path = files.as_ref().map(|f| f.manifest.clone());
-    let hashed_inline = shared.output.hashed_inline.clone();
-    let mut checkpoint =
-        Checkpoint::new(sched, part.clone(), manifest, manifest_path, hashed_inline);
+    let manifest_path = files.map(|f| f.manifest.clone());
+    let inline = shared.output.hashed_inline.clone();
+    let checkpoint = Checkpoint::new(sched, part.clone(), manifest, manifest_path, inline);
     let crew = Crew {
-        first,
+        first: start.first,
         preopened,
-        early,
+        early: start.early,
         workers,
     };
-    let result = run::run_workers(&shared, crew, job, progress, &mut checkpoint, stop).await;
-    progress.finish();
-    crate::trace!("workers done");
-    // Whatever happened, record what is on disk (with a file).
-    let saved = tokio::task::block_in_place(|| checkpoint.save());
-    result?;
-    saved?;
-    crate::trace!("last checkpoint saved");
-    commit(job, &shared, checkpoint, part, files.as_ref(), resumed)
+    Ok(Prepared {
+        shared,
+        checkpoint,
+        crew,
+        part,
+        resumed,
+    })
 }
 
 /// Every range is done and durable: the file's hash, then the `.part` becomes the output and

@@ -189,9 +189,30 @@ impl Files {
     }
 }
 
+/// Where the download starts: from the files on disk ([`Files::open`]) or, for discarded
+/// bytes, from scratch ([`discarded`]). Says so when the server cannot resume at all.
+pub(super) fn resume_or_start(
+    job: &Job,
+    progress: &mut Progress,
+    files: Option<&Files>,
+    r: &Remote,
+) -> Result<Resumed, Error> {
+    let resumed = match files {
+        Some(f) => f.open(job, progress, r)?,
+        None => discarded(job, r)?,
+    };
+    if !r.rest {
+        progress.note(
+            "the server does not support REST: using one connection; an interrupted download \
+             will have to start over",
+        );
+    }
+    Ok(resumed)
+}
+
 /// Where a download whose bytes are discarded starts: fresh ranges, a manifest that is never
 /// saved, no chunk hashes.
-pub(super) fn discarded(job: &Job, r: &Remote) -> Result<Resumed, Error> {
+fn discarded(job: &Job, r: &Remote) -> Result<Resumed, Error> {
     Ok(Resumed {
         manifest: fresh_manifest(r, job)?,
         part: PartFile::discard(r.size)?,

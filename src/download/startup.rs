@@ -16,6 +16,8 @@ use crate::ui::progress::Progress;
 /// What [`startup`] learned and opened.
 pub(super) struct Started {
     pub addrs: Vec<SocketAddr>,
+    /// The TLS client when the URL uses TLS.
+    pub tls: Option<Arc<TlsClient>>,
     pub first: Session,
     pub size: Option<u64>,
     pub mdtm: Option<String>,
@@ -120,7 +122,7 @@ pub(super) fn interrupted(manifest: Option<&std::path::Path>) -> Error {
 /// earlier run's progress is, for the message).
 pub(super) async fn startup_or_stop(
     job: &Job,
-    tls: Option<&Arc<TlsClient>>,
+    tls: Option<Arc<TlsClient>>,
     mut stop: watch::Receiver<bool>,
     saved_in: Option<&std::path::Path>,
 ) -> Result<Started, Error> {
@@ -132,11 +134,13 @@ pub(super) async fn startup_or_stop(
 
 /// Resolves the host, opens the first session, asks `SIZE`, starts the other logins
 /// ([`EarlyLogins`]), then probes the first session (`FEAT`, `REST`) and asks `MDTM`.
-async fn startup(job: &Job, tls: Option<&Arc<TlsClient>>) -> Result<Started, Error> {
+async fn startup(job: &Job, tls: Option<Arc<TlsClient>>) -> Result<Started, Error> {
     let failed = |e| Error::from_session(SessionContext::startup(&job.url, &job.creds), e);
     crate::trace!("startup: resolving {}", job.url.host_for_connect());
     let addrs = crate::retry::resolve(&job.url, job.timeouts.connect).await?;
-    let (permit, mut first) = open_first(job, &addrs, tls).await.map_err(failed)?;
+    let (permit, mut first) = open_first(job, &addrs, tls.as_ref())
+        .await
+        .map_err(failed)?;
     first.set_use_pasv_address(job.use_pasv_address);
     first.set_active(job.active);
     // SIZE first (the session is in binary mode since its login): the size says how many
@@ -145,7 +149,7 @@ async fn startup(job: &Job, tls: Option<&Arc<TlsClient>>) -> Result<Started, Err
         Error::from_session(SessionContext::new(&job.url, &job.creds, Step::File), e)
     })?;
     crate::trace!("startup: SIZE answered {size:?}");
-    let early = early_logins(job, &addrs, tls, size);
+    let early = early_logins(job, &addrs, tls.as_ref(), size);
     first.probe().await.map_err(failed)?;
     let mdtm = first
         .mdtm(&job.url.path)
@@ -155,6 +159,7 @@ async fn startup(job: &Job, tls: Option<&Arc<TlsClient>>) -> Result<Started, Err
     crate::trace!("startup: probed, {} early logins", early.0.len());
     Ok(Started {
         addrs,
+        tls,
         first,
         size,
         mdtm,

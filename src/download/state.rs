@@ -17,6 +17,7 @@ use crate::ftp::pool::{HostPool, Permit};
 use crate::ftp::ratelimit::RateLimit;
 use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Session, Timeouts, TlsClient};
+use crate::storage::manifest::Manifest;
 use crate::storage::{PartFile, PartWriter};
 use crate::ui::progress::{ConnState, ConnView, View};
 
@@ -49,6 +50,20 @@ pub(super) struct Target {
 pub(super) struct Chunking {
     pub chunk_size: u64,
     pub file_size: u64,
+}
+
+impl Chunking {
+    /// The chunk grid of `manifest`'s hashes; none when the bytes are not kept (`keeps_files`
+    /// false) or the size is unknown.
+    pub fn of(manifest: &Manifest, keeps_files: bool) -> Chunking {
+        match (keeps_files, manifest.size) {
+            (true, Some(size)) => Chunking {
+                chunk_size: manifest.chunk_size,
+                file_size: size,
+            },
+            _ => Chunking::default(),
+        }
+    }
 }
 
 /// How this download opens sessions, and what it learned about the server.

@@ -224,7 +224,8 @@ struct RangeRead<'a> {
 
 /// Reads the transfer into the range until the range's (moving) end or the transfer's own end,
 /// whichever comes first. The hot loop: one read, one write, a few atomics per
-/// [`READ_CHUNK`] at most. `Some(end)`: the data ended before `end`.
+/// [`READ_CHUNK`] at most, kept in one piece so every step of a read shows in order.
+/// `Some(end)`: the data ended before `end`.
 async fn read_range(
     r: &mut RangeRead<'_>,
     s: &mut Session,

@@ -301,7 +301,8 @@ async fn park(c: &mut Connection<'_>, wait: &mut Duration) -> bool {
             return shared.sched.rejoin();
         }
         // Logged in first, then a range: taking a range first would split a live
-        // connection's range for a login the server may refuse again.
+        // connection's range for a login the server may refuse again (docs/benchmarks.md,
+        // "Per-IP limit").
         match log_in(shared).await {
             Ok(s) if shared.sched.rejoin() => {
                 c.session = Some(s);

@@ -273,3 +273,20 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_states_read_as_before_and_line_up() {
+        assert_eq!(format!("{:<12}|", ConnState::Reading), "reading     |");
+        let wait = Duration::from_millis(2500);
+        assert_eq!(ConnState::Retrying(wait).to_string(), "retry in 2.5 s");
+        assert_eq!(
+            ConnState::Busy(wait).to_string(),
+            "server busy: retry in 2 s"
+        );
+        assert_eq!(ConnState::WaitingAuto.to_string(), "waiting (-n auto)");
+    }
+}

@@ -480,8 +480,8 @@ impl Scheduler {
             e.owner = None;
         }
         // Idle connections look again: for a range to help with, or, when this was the last
-        // one, to end now instead of at their next poll (up to 100 ms at the end of every
-        // download, measured on vsftpd capped at 20 MiB/s: 4-7 % of the gap to lftp).
+        // one, to end now instead of at their next poll (a wait at the end of every download;
+        // docs/benchmarks.md, "Even caps").
         self.freed.notify_waiters();
         true
     }
