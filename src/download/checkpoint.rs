@@ -236,7 +236,9 @@ pub(super) fn resume_budget(size: u64, workers: usize) -> u64 {
 /// that are quick to fetch again (docs/benchmarks.md, "the reader-pause fix").
 pub(super) const STAKE_PAUSE: u64 = 8;
 
-/// Whether a reader is so far ahead of the checkpoints that it must wait for one.
+/// Whether a reader is so far ahead of the checkpoints that it must wait for one (asked
+/// before every read).
+#[inline]
 pub(super) fn far_ahead(shared: &Shared) -> bool {
     let stake = &shared.stake;
     stake.fetched.load(Ordering::Relaxed)

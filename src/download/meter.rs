@@ -59,6 +59,7 @@ impl RateProbe {
     }
 
     /// Called after each read with the reader's position; `last`: the transfer ends here.
+    #[inline]
     pub fn sample(&mut self, shared: &Shared, stat: &ConnStat, pos: u64, last: bool) {
         let dt = self.at.elapsed();
         if dt < RATE_SAMPLE && !(last && dt >= RATE_SAMPLE / 10) {

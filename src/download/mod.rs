@@ -2,25 +2,25 @@
 //! commit. [`download`] reads as the order of a run:
 //!
 //! 1. Refuse an existing output (unless `--force`), resolve the host, open the first session,
-//!    ask `SIZE`, start the other logins, probe (`FEAT`, `REST`), ask `MDTM` ([`startup`]).
-//!    A server without a size streams the file on one connection ([`streaming`]).
+//!    ask `SIZE`, start the other logins, probe (`FEAT`, `REST`), ask `MDTM` (`startup`).
+//!    A server without a size streams the file on one connection (`streaming`).
 //! 2. Load the manifest if there is one and check it describes the same remote file, verify
 //!    the chunks an earlier run hashed; otherwise plan fresh ranges ([`plan`]). Save the
-//!    manifest, then preallocate `<out>.part` ([`resume`]). With [`Storage::Discard`]
+//!    manifest, then preallocate `<out>.part` (`resume`). With [`Storage::Discard`]
 //!    (`ftpseg bench --discard`) steps 2 and 4 touch no file: fresh ranges, a manifest kept
 //!    only in memory, a sink instead of `<out>.part`, no hash, no commit; the connections,
 //!    scheduling and checkpoint rhythm are the same.
-//! 3. Run N workers concurrently ([`run`], [`workers`]). Each takes a range from the
-//!    scheduler ([`sched`]), reads it ([`transfer`]), stops early, takes the next (work
+//! 3. Run N workers concurrently (`run`, `workers`). Each takes a range from the
+//!    scheduler ([`sched`]), reads it (`transfer`), stops early, takes the next (work
 //!    stealing when none is free). A failed attempt drops the session and retries with backoff
 //!    from where the range got to ([`crate::retry`]). `-n auto` adds connections while
 //!    throughput still rises ([`autotune`]). Every `checkpoint_interval`, early when much
 //!    arrived, and at the end, the written bytes are made durable, then the manifest is saved
-//!    ([`checkpoint`]): the manifest never claims a byte that is not on disk.
+//!    (`checkpoint`): the manifest never claims a byte that is not on disk.
 //! 4. When every range is done: final checkpoint, the file's BLAKE3 (merged from the chunk
 //!    hashes), flush, rename `<out>.part` to `<out>`, remove the manifest.
 //!
-//! The state the tasks share is in [`state`], the rate estimates in [`meter`].
+//! The state the tasks share is in `state`, the rate estimates in `meter`.
 
 pub mod autotune;
 mod checkpoint;

@@ -260,7 +260,7 @@ impl Shared {
                 allowed: AtomicUsize::new(s.allowed),
                 refused: AtomicBool::new(false),
             },
-            conns: (0..workers).map(|_| ConnStat::default()).collect(),
+            conns: (0..workers).map(ConnStat::new).collect(),
         }
     }
 
@@ -293,8 +293,9 @@ impl Shared {
 }
 
 /// Per-connection counters the progress view and the scheduler read.
-#[derive(Default)]
 pub(super) struct ConnStat {
+    /// The worker's id (for the trace).
+    id: usize,
     pub bytes: AtomicU64,
     pub view: Mutex<(Option<Arc<Segment>>, ConnState)>,
     /// Recent throughput while reading, bytes/s as `f64` bits (0: not measured yet). Updated
@@ -308,8 +309,24 @@ pub(super) struct ConnStat {
 }
 
 impl ConnStat {
+    pub fn new(id: usize) -> ConnStat {
+        ConnStat {
+            id,
+            bytes: AtomicU64::new(0),
+            view: Mutex::new((None, ConnState::default())),
+            rate: AtomicU64::new(0),
+            sampled_at: AtomicU64::new(0),
+            reading_since: Mutex::new(None),
+        }
+    }
+
+    /// What the connection does now (and on which range): the value the progress view shows,
+    /// the rate meter reads, and the trace records when it changes.
     pub fn set(&self, seg: Option<Arc<Segment>>, state: ConnState) {
         let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        if v.1 != state {
+            crate::trace!("conn {} is {state}", self.id);
+        }
         *v = (seg, state);
         *self.reading_since.lock().unwrap_or_else(|p| p.into_inner()) =
             (state == ConnState::Reading).then(Instant::now);

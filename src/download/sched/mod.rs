@@ -181,7 +181,7 @@ impl Speeds<'_> {
 }
 
 /// Setups' worth of reading after which a connection may be judged too slow and its range
-/// taken over (see [`Speeds::judged`]). Stalled connections are taken over by
+/// taken over (see `Speeds::judged`). Stalled connections are taken over by
 /// [`Speeds::stall`] whatever their state.
 pub const TAKEOVER_MIN_READ: f64 = 4.0;
 
