@@ -3,8 +3,15 @@
 //! Every failure the user can meet maps to one [`Error`] variant. The message says what was
 //! wrong and what to do; [`Error::exit_code`] is the process exit status (the table is in the
 //! README, "Exit codes"). Nothing here ever holds a password: URLs are stored redacted.
+//!
+//! A failed step on an FTP session ([`SessionError`]) becomes an [`Error`] in one place,
+//! [`Error::from_session`]: what the reply means depends only on the step it answered
+//! ([`Step`]). Whether the step is tried again first is [`crate::retry`]'s rule.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::ftp::url::FtpUrl;
+use crate::ftp::{Credentials, SessionError};
 
 /// Exit codes, one per kind of failure. Keep in sync with README.md "Exit codes".
 pub mod exit {
@@ -222,6 +229,223 @@ impl Error {
     }
 }
 
+/// What a session was doing when it failed: decides which [`Error`] its failure becomes.
+#[derive(Clone, Copy, Debug)]
+pub enum Step<'a> {
+    /// Connecting, logging in, probing, asking about the server (before any data).
+    Startup,
+    /// Asking about the file itself or starting its transfer at startup (`SIZE`, `RETR`):
+    /// a 550 means the file is not there, whatever its text says.
+    File,
+    /// A ranged transfer of a download's worker, on a session opened after the first login
+    /// worked. `host`: the address connected to; `part`: the download's `.part`.
+    Range { host: &'a str, part: &'a Path },
+    /// The single stream of a file without a size, not retried; `rest`: whether a rerun can
+    /// resume it.
+    Stream { rest: bool },
+    /// An upload step on the remote `path` (`STOR`, `APPE`, `MKD`, ...).
+    Upload { path: &'a str },
+}
+
+/// A session failure's circumstances: the URL and user it was for, and the step that failed.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionContext<'a> {
+    pub url: &'a FtpUrl,
+    pub creds: &'a Credentials,
+    pub step: Step<'a>,
+}
+
+impl<'a> SessionContext<'a> {
+    /// A failure before any data: connect, login, probe ([`Step::Startup`]).
+    pub fn startup(url: &'a FtpUrl, creds: &'a Credentials) -> Self {
+        SessionContext {
+            url,
+            creds,
+            step: Step::Startup,
+        }
+    }
+
+    /// A failure of `step` for `url`.
+    pub fn new(url: &'a FtpUrl, creds: &'a Credentials, step: Step<'a>) -> Self {
+        SessionContext { url, creds, step }
+    }
+}
+
+impl Error {
+    /// The one mapping from a failed session step to the user-facing error (and so its exit
+    /// code).
+    pub fn from_session(ctx: SessionContext<'_>, e: SessionError) -> Error {
+        match ctx.step {
+            Step::Startup => startup_error(ctx, e),
+            Step::File => match e {
+                SessionError::Reply {
+                    code: 550, text, ..
+                } => Error::NotFound {
+                    path: ctx.url.path.clone(),
+                    reply: text,
+                },
+                other => startup_error(ctx, other),
+            },
+            Step::Range { host, part } => range_error(ctx, host, part, e),
+            Step::Stream { rest } if e.is_transient() => {
+                let next = if rest {
+                    "run the same command again to resume"
+                } else {
+                    "the server does not support REST, so a new run starts over"
+                };
+                Error::GaveUp {
+                    tries: 1,
+                    last: format!("{e}; {next}"),
+                }
+            }
+            Step::Stream { .. } => Error::from_session(
+                SessionContext {
+                    step: Step::File,
+                    ..ctx
+                },
+                e,
+            ),
+            Step::Upload { path } => match e {
+                SessionError::Reply {
+                    code: code @ (450 | 452 | 532 | 550 | 551 | 552 | 553),
+                    text,
+                    command,
+                } if code >= 500 || !text.is_empty() => Error::UploadRefused {
+                    path: path.to_owned(),
+                    reply: format!("{command}: {text}"),
+                },
+                other => startup_error(ctx, other),
+            },
+        }
+    }
+}
+
+/// A failure of the first session of a run (before any data).
+fn startup_error(ctx: SessionContext<'_>, e: SessionError) -> Error {
+    let (url, creds) = (ctx.url, ctx.creds);
+    let host = url.host_for_connect();
+    match e {
+        SessionError::Connect { addr, source } => Error::Connect {
+            addr: addr.to_string(),
+            detail: source.to_string(),
+        },
+        SessionError::Timeout(what) => Error::Timeout { what, host },
+        ref r @ SessionError::Reply { .. } if r.is_busy() => Error::Refused {
+            host,
+            reply: r.to_string(),
+        },
+        SessionError::Reply {
+            code: code @ (530 | 534 | 550),
+            command,
+            text,
+        } if !url.tls.is_tls() && command == "login" && (code == 534 || asks_for_tls(&text)) => {
+            Error::LoginNeedsTls {
+                host,
+                user: creds.user.clone(),
+                reply: text,
+            }
+        }
+        SessionError::Reply {
+            code: 530, text, ..
+        } => Error::Login {
+            host,
+            user: creds.user.clone(),
+            reply: text,
+        },
+        SessionError::Reply {
+            command,
+            code: 550,
+            text,
+        } if command != "login" => Error::NotFound {
+            path: url.path.clone(),
+            reply: text,
+        },
+        SessionError::Reply {
+            command,
+            code: 0,
+            text,
+        } => Error::Protocol {
+            host,
+            command,
+            reply: format!("{text} (no valid reply code)"),
+        },
+        SessionError::Reply {
+            command,
+            code,
+            text,
+            ..
+        } if code < 500 => Error::Refused {
+            host,
+            reply: format!("{command}: {text}"),
+        },
+        SessionError::Reply { command, text, .. } => Error::Protocol {
+            host,
+            command,
+            reply: text,
+        },
+        SessionError::Io { command, source } => Error::Connect {
+            addr: host,
+            detail: format!("connection lost during {command}: {source}"),
+        },
+        SessionError::Protocol(p) | SessionError::Desync(p) | SessionError::Changed(p) => {
+            Error::Protocol {
+                host,
+                command: "probe".into(),
+                reply: p,
+            }
+        }
+        SessionError::Tls(e) => Error::Tls(e),
+    }
+}
+
+/// A login refusal that says the server wants TLS first: vsftpd answers "530 Anonymous sessions
+/// must use encryption.", libunftp "534 A TLS connection is required on the control channel"
+/// (534 is RFC 2228's "denied for policy reasons"), proftpd's mod_tls is documented to answer
+/// "550 SSL/TLS required on the control channel".
+fn asks_for_tls(reply: &str) -> bool {
+    let r = reply.to_ascii_lowercase();
+    ["encrypt", "tls", "ssl"].iter().any(|w| r.contains(w))
+}
+
+/// A ranged transfer's failure that is not retried (or no longer): the first login worked, so
+/// a 530 is a refused login; a file that went away is not found; a changing file is reported
+/// with the `.part` kept.
+fn range_error(ctx: SessionContext<'_>, host: &str, part: &Path, e: SessionError) -> Error {
+    let host = host.to_owned();
+    match e {
+        SessionError::Reply {
+            code: 530, text, ..
+        } => Error::Login {
+            host,
+            user: ctx.creds.user.clone(),
+            reply: text,
+        },
+        SessionError::Reply {
+            code: 550 | 551 | 553,
+            text,
+            ..
+        } => Error::NotFound {
+            path: ctx.url.path.clone(),
+            reply: text,
+        },
+        SessionError::Reply { command, text, .. } => Error::Protocol {
+            host,
+            command,
+            reply: text,
+        },
+        SessionError::Changed(detail) => Error::RemoteChanged {
+            detail,
+            part: part.to_owned(),
+        },
+        SessionError::Tls(e) => Error::Tls(e),
+        other => Error::Protocol {
+            host,
+            command: "RETR".into(),
+            reply: other.to_string(),
+        },
+    }
+}
+
 /// A disk failure of the `.part` keeps its variant, message and exit code.
 impl From<crate::storage::StorageError> for Error {
     fn from(e: crate::storage::StorageError) -> Error {
@@ -266,5 +490,67 @@ mod tests {
         assert_eq!(e.exit_code(), 130);
         let e = Error::Tls(crate::ftp::TlsError::Setup("x".into()));
         assert_eq!(e.exit_code(), 13);
+    }
+
+    fn reply(command: &str, code: u16, text: &str) -> SessionError {
+        SessionError::Reply {
+            command: command.into(),
+            code,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn one_mapping_from_session_failures() {
+        let url = FtpUrl::parse("ftp://h.example/dir/f").unwrap();
+        let creds = Credentials {
+            user: "u".into(),
+            password: "p".into(),
+        };
+        let ctx = |step| SessionContext::new(&url, &creds, step);
+        let code = |step, e| Error::from_session(ctx(step), e).exit_code();
+        let part = Path::new("f.part");
+        let range = Step::Range {
+            host: "127.0.0.1",
+            part,
+        };
+        assert_eq!(code(Step::Startup, reply("login", 530, "no")), exit::LOGIN);
+        assert_eq!(
+            code(Step::Startup, reply("SIZE f", 421, "busy")),
+            exit::SERVER
+        );
+        assert_eq!(
+            code(Step::Startup, reply("login", 530, "must use encryption")),
+            exit::LOGIN
+        );
+        // A busy 550 at startup is a refusal; asking for the file, it is "not found".
+        let busy550 = || reply("SIZE f", 550, "too many users");
+        assert_eq!(code(Step::Startup, busy550()), exit::SERVER);
+        assert_eq!(code(Step::File, busy550()), exit::NOT_FOUND);
+        assert_eq!(code(range, reply("RETR f", 553, "gone")), exit::NOT_FOUND);
+        assert_eq!(code(range, reply("RETR f", 530, "no")), exit::LOGIN);
+        assert_eq!(
+            code(range, SessionError::Changed("bigger".into())),
+            exit::REMOTE_CHANGED
+        );
+        assert_eq!(
+            code(
+                Step::Stream { rest: true },
+                SessionError::Timeout("x".into())
+            ),
+            exit::SERVER
+        );
+        assert_eq!(
+            code(Step::Stream { rest: true }, reply("RETR f", 550, "x")),
+            exit::NOT_FOUND
+        );
+        assert_eq!(
+            code(Step::Upload { path: "f" }, reply("STOR f", 553, "no")),
+            exit::NOT_FOUND
+        );
+        assert_eq!(
+            code(Step::Upload { path: "f" }, reply("STOR f", 452, "")),
+            exit::SERVER
+        );
     }
 }

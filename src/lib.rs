@@ -1,7 +1,7 @@
 //! ftpseg: segmented, resumable, crash-safe parallel FTP downloads.
 //!
 //! The folders are the layers (docs/architecture.md has the map). One rule for imports:
-//! `cli -> commands -> {download, upload, batch} -> {ftp, storage, integrity, ui, error}`,
+//! `cli -> commands -> {download, upload, batch} -> {ftp, storage, integrity, ui, retry, error}`,
 //! nothing pointing back up.
 //! * [`cli`]: the arguments (clap), then the checked jobs; [`commands`]: `get`, `put`,
 //!   `bench`, `demo`, `serve`, each run with the one [`commands::Stop`] (Ctrl-C, SIGTERM).
@@ -11,7 +11,8 @@
 //! * [`ftp`]: control sessions (suppaftp behind our own type), reply parsers, URLs, netrc,
 //!   listings, the per-server connection pool, rate limits.
 //! * [`storage`]: the preallocated `.part` and the manifest; [`integrity`]: chunk hashes,
-//!   digests, checksum files; [`ui`]: progress, `--json` events, trace; [`error`]: exit codes.
+//!   digests, checksum files; [`ui`]: progress, `--json` events, trace; [`retry`]: when to try
+//!   again; [`error`]: exit codes and the one mapping of session failures to them.
 //! * [`testserver`]: an in-process FTP server with fault injection (demo, tests, benches).
 
 pub mod batch;
@@ -21,6 +22,7 @@ pub mod download;
 pub mod error;
 pub mod ftp;
 pub mod integrity;
+pub mod retry;
 pub mod storage;
 pub mod testserver;
 pub mod ui;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::walk::{join, list_folder, session};
 use super::{Ctx, FileJob};
-use crate::download::{self, Outcome};
-use crate::error::Error;
+use crate::download::Outcome;
+use crate::error::{Error, SessionContext};
 use crate::ftp::listing::{Entry, Kind};
 use crate::ftp::upload::{HashAlgo, HashCommand, RemoteHash, hash_commands};
 use crate::integrity::checksum::{self, Algo, Expected};
@@ -161,10 +161,12 @@ pub(super) async fn verify(
 async fn server_hash(ctx: &Ctx, f: &FileJob) -> Result<Option<RemoteHash>, Error> {
     let (permit, mut s) = session(ctx, f.host).await?;
     let commands: Vec<HashCommand> = hash_commands(s.features().hash.as_deref(), &s.features().raw);
-    let r = s
-        .remote_hash(&f.url.path, &commands)
-        .await
-        .map_err(|e| download::startup_error(&f.url, &ctx.hosts[f.host].template.creds, e))?;
+    let r = s.remote_hash(&f.url.path, &commands).await.map_err(|e| {
+        Error::from_session(
+            SessionContext::startup(&f.url, &ctx.hosts[f.host].template.creds),
+            e,
+        )
+    })?;
     ctx.hosts[f.host].pool.give_back(Some(s), permit);
     if r.is_none() && !ctx.quiet {
         eprintln!(

@@ -12,7 +12,7 @@ use super::checks::{expected_for, streamed_algos, verify};
 use super::walk::session;
 use super::{Ctx, Ended, FileEnd, FileJob, report};
 use crate::download;
-use crate::error::Error;
+use crate::error::{Error, SessionContext};
 use crate::integrity::digest::PrefixDigest;
 use crate::ui::progress::Progress;
 
@@ -152,11 +152,11 @@ async fn remote_size_mdtm(ctx: &Ctx, f: &FileJob) -> Result<(Option<u64>, Option
     let size = s
         .size(&f.url.path)
         .await
-        .map_err(|e| download::startup_error(&f.url, &t.creds, e))?;
+        .map_err(|e| Error::from_session(SessionContext::startup(&f.url, &t.creds), e))?;
     let mdtm = s
         .mdtm(&f.url.path)
         .await
-        .map_err(|e| download::startup_error(&f.url, &t.creds, e))?;
+        .map_err(|e| Error::from_session(SessionContext::startup(&f.url, &t.creds), e))?;
     h.pool.give_back(Some(s), permit);
     Ok((size, mdtm.map(|m| m.0)))
 }

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use super::inputs::Input;
 use super::{Ctx, Ended, FileEnd, FileJob, Host, JobFor, Settings};
-use crate::download;
-use crate::error::Error;
+use crate::error::{Error, SessionContext};
 use crate::ftp::dir::ListCommand;
 use crate::ftp::listing::{self, Entry, Kind};
 use crate::ftp::pool::{HostPool, Permit};
@@ -285,7 +284,7 @@ pub(super) async fn session(ctx: &Ctx, host: usize) -> Result<(Permit, Session),
     let t = &h.template;
     let fresh = idle.is_none();
     let addrs = match fresh {
-        true => download::resolve(&t.url, t.timeouts.connect).await?,
+        true => crate::retry::resolve(&t.url, t.timeouts.connect).await?,
         false => Vec::new(),
     };
     let tls = match fresh && t.url.tls.is_tls() {
@@ -297,14 +296,14 @@ pub(super) async fn session(ctx: &Ctx, host: usize) -> Result<(Permit, Session),
         .pool
         .connect_or_wait(permit, idle, connect)
         .await
-        .map_err(|e| download::startup_error(&t.url, &t.creds, e))?;
+        .map_err(|e| Error::from_session(SessionContext::startup(&t.url, &t.creds), e))?;
     // A download's worker session never asked FEAT (hash commands, MLSD); a new one neither.
     if s.features().raw.is_empty() {
         s.set_use_pasv_address(t.use_pasv_address);
         s.set_active(t.active);
         s.probe()
             .await
-            .map_err(|e| download::startup_error(&t.url, &t.creds, e))?;
+            .map_err(|e| Error::from_session(SessionContext::startup(&t.url, &t.creds), e))?;
     }
     Ok((permit, s))
 }
@@ -323,7 +322,7 @@ pub(super) async fn list_folder(ctx: &Ctx, host: usize, folder: &str) -> Result<
             path: folder.to_owned(),
             reply: format!("{text} (listing the folder)"),
         },
-        e => download::startup_error(&t.url, &t.creds, e),
+        e => Error::from_session(SessionContext::startup(&t.url, &t.creds), e),
     };
     let home = {
         let mut home = h.home.lock().await;

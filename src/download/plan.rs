@@ -133,10 +133,9 @@ pub fn balanced_cut(
 
 /// A thief must spend at least this many times its setup time (asking to first byte) reading
 /// the piece it takes. Every cut ends the owner's transfer early, and a server without `RANG`
-/// keeps sending until the close reaches it: measured on loopback vsftpd, about 3.5-4.5 MiB
-/// per early stop, which is roughly what a connection reads in one setup time there. Pieces
-/// of fewer setups were mostly waste: on a fast link many end-game steals of 1-10 MiB cost
-/// more in resent bytes and new transfers than they saved (docs/benchmarks.md, overshoot).
+/// keeps sending until the close reaches it: roughly what a connection reads in one setup
+/// time. Pieces of fewer setups cost more in resent bytes and new transfers than they save
+/// (the measurements are in docs/benchmarks.md, "Overshoot").
 pub const MIN_PIECE_SETUPS: f64 = 4.0;
 
 /// The smallest piece a thief reading at `thief_rate` with `setup` seconds to its first byte

@@ -8,3 +8,11 @@ pub mod part;
 
 pub use error::StorageError;
 pub use part::*;
+
+/// Removes `path`; one that is not there is fine.
+pub fn remove_if_exists(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}

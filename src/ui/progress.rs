@@ -31,8 +31,59 @@ pub struct ConnView {
     pub bytes: u64,
     /// The range it is reading (`pos`, `end`), if any.
     pub range: Option<(u64, u64)>,
-    /// "connecting", "reading", "retrying in 2 s", "done"...
-    pub state: String,
+    /// What it is doing.
+    pub state: ConnState,
+}
+
+/// What one connection is doing: the value the download's scheduling reads (a connection is
+/// measured only while [`ConnState::Reading`]) and the progress view shows (its `Display`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum ConnState {
+    /// `-n auto` has not allowed this connection yet.
+    WaitingAuto,
+    /// The download ended before this connection was needed.
+    NotNeeded,
+    /// Nothing to take now; looking for a range to help with.
+    #[default]
+    Idle,
+    /// In a batch: waiting for the server's connection budget.
+    WaitingSlot,
+    /// Logging in, or asking for the range.
+    Connecting,
+    /// The transfer was asked for; no byte yet.
+    Starting,
+    /// Receiving data (the time its throughput is measured over).
+    Reading,
+    /// A failed attempt; the next one starts after this wait.
+    Retrying(Duration),
+    /// The server refused it as one connection too many; it tries again after this wait.
+    Busy(Duration),
+    /// No range left.
+    Done,
+    /// The single stream of a file without a size.
+    Streaming,
+    /// Uploading.
+    Sending,
+}
+
+impl std::fmt::Display for ConnState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that a width in the format string lines the states up.
+        match self {
+            ConnState::WaitingAuto => f.pad("waiting (-n auto)"),
+            ConnState::NotNeeded => f.pad("not needed"),
+            ConnState::Idle => f.pad("idle"),
+            ConnState::WaitingSlot => f.pad("waiting for a connection slot"),
+            ConnState::Connecting => f.pad("connecting"),
+            ConnState::Starting => f.pad("starting"),
+            ConnState::Reading => f.pad("reading"),
+            ConnState::Retrying(wait) => f.pad(&format!("retry in {:.1} s", wait.as_secs_f64())),
+            ConnState::Busy(wait) => f.pad(&format!("server busy: retry in {} s", wait.as_secs())),
+            ConnState::Done => f.pad("done"),
+            ConnState::Streaming => f.pad("streaming"),
+            ConnState::Sending => f.pad("sending"),
+        }
+    }
 }
 
 /// The whole download at one moment.
@@ -220,5 +271,22 @@ impl Progress {
                 c.state
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_states_read_as_before_and_line_up() {
+        assert_eq!(format!("{:<12}|", ConnState::Reading), "reading     |");
+        let wait = Duration::from_millis(2500);
+        assert_eq!(ConnState::Retrying(wait).to_string(), "retry in 2.5 s");
+        assert_eq!(
+            ConnState::Busy(wait).to_string(),
+            "server busy: retry in 2 s"
+        );
+        assert_eq!(ConnState::WaitingAuto.to_string(), "waiting (-n auto)");
     }
 }

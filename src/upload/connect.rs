@@ -1,8 +1,6 @@
-//! Sessions to the server for an upload, how a failed step is classified and retried, and the
-//! user-facing error of a refused upload step.
-//!
-//! Every use of `crate::download` by upload/ is in this file (name resolution, the startup
-//! error mapping, the backoff, removing a file), so they can be repointed in one place.
+//! Sessions to the server for an upload and the waits between their tries. How a failure is
+//! classified is `crate::retry`'s, which exit code it becomes `crate::error`'s: the same
+//! rules as for downloads.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,12 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::PutJob;
-use crate::download;
-use crate::error::Error;
+use crate::error::{Error, SessionContext, Step};
 use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Verify};
-
-/// The longest wait between tries after "too many connections".
-const MAX_BUSY_WAIT: Duration = Duration::from_secs(120);
+use crate::retry::{self, Failure};
 
 /// How to open sessions to the server, and what the first one learned.
 pub(super) struct Conn {
@@ -47,7 +42,7 @@ impl Conn {
             true => Some(Arc::new(TlsClient::new(&job.url, &job.verify)?)),
             false => None,
         };
-        let addrs = download::resolve(&job.url, job.timeouts.connect).await?;
+        let addrs = crate::retry::resolve(&job.url, job.timeouts.connect).await?;
         Ok(Conn {
             addrs,
             tls,
@@ -64,12 +59,14 @@ impl Conn {
         let mut s =
             Session::connect_with(&self.addrs, &self.creds, self.timeouts, self.tls.as_ref())
                 .await
-                .map_err(|e| download::startup_error(&job.url, &job.creds, e))?;
+                .map_err(|e| {
+                    Error::from_session(SessionContext::startup(&job.url, &job.creds), e)
+                })?;
         s.set_use_pasv_address(self.use_pasv_address);
         s.set_active(self.active);
         s.probe()
             .await
-            .map_err(|e| download::startup_error(&job.url, &job.creds, e))?;
+            .map_err(|e| Error::from_session(SessionContext::startup(&job.url, &job.creds), e))?;
         *self.learned.lock().unwrap_or_else(|p| p.into_inner()) = Some(Learned {
             rest: s.rest_support(),
             epsv: s.uses_epsv(),
@@ -93,44 +90,12 @@ impl Conn {
     }
 }
 
-/// The user-facing error for a failed upload step on `path`.
+/// The user-facing error for a failed upload step on `path` (the one mapping, in error.rs).
 pub(super) fn upload_error(job: &PutJob, path: &str, e: SessionError) -> Error {
-    match e {
-        SessionError::Reply {
-            code: code @ (450 | 452 | 532 | 550 | 551 | 552 | 553),
-            text,
-            command,
-        } if code >= 500 || !text.is_empty() => Error::UploadRefused {
-            path: path.to_owned(),
-            reply: format!("{command}: {text}"),
-        },
-        other => download::startup_error(&job.url, &job.creds, other),
-    }
-}
-
-/// What to do after a failed step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Retry {
-    /// Not worth another try.
-    Fatal,
-    /// Try again on a new session after a backoff.
-    Transient,
-    /// The server is busy ("too many connections"): try again after the busy wait.
-    Busy,
-}
-
-impl Retry {
-    /// Whether a failed step is worth another try on a new session, and whether the server
-    /// said it is busy.
-    pub(super) fn of(e: &SessionError) -> Retry {
-        if e.is_busy() || e.code() == Some(530) {
-            Retry::Busy
-        } else if e.is_transient() {
-            Retry::Transient
-        } else {
-            Retry::Fatal
-        }
-    }
+    Error::from_session(
+        SessionContext::new(&job.url, &job.creds, Step::Upload { path }),
+        e,
+    )
 }
 
 /// The waits between tries of one connection: the download side's backoff, or for a busy
@@ -149,13 +114,13 @@ impl Waits {
     }
 
     /// The wait before try `tries + 1` after a failure classified as `kind`.
-    pub(super) fn next(&mut self, kind: Retry, tries: u32) -> Duration {
-        if kind == Retry::Busy {
+    pub(super) fn next(&mut self, kind: Failure, tries: u32) -> Duration {
+        if kind == Failure::Busy {
             let w = self.busy;
-            self.busy = (self.busy * 2).min(MAX_BUSY_WAIT);
+            self.busy = retry::busy_wait_after(self.busy);
             w
         } else {
-            backoff(tries)
+            retry::backoff(tries)
         }
     }
 
@@ -165,12 +130,7 @@ impl Waits {
     }
 }
 
-/// The download side's backoff before try `tries + 1`.
-pub(super) fn backoff(tries: u32) -> Duration {
-    download::backoff(tries)
-}
-
 /// Removes a finished upload's manifest (absent is fine).
 pub(super) fn remove_manifest(path: &Path) -> Result<(), Error> {
-    download::remove_if_exists(path)
+    crate::storage::remove_if_exists(path).map_err(|e| Error::io("cannot remove", path, e))
 }

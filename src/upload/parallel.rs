@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::connect::{Conn, Retry, Waits, backoff};
+use super::connect::{Conn, Waits};
 use super::manifest::UploadManifest;
 use super::plan::Piece;
 use super::send::{SendError, Sender, TICK, Upload, send_range};
 use crate::error::Error;
 use crate::ftp::upload::Store;
 use crate::ftp::{Session, SessionError};
+use crate::retry::{self, Failure};
 use crate::ui::progress::{ConnView, View};
 
 /// Parallel pieces: piece 0 first on the first session (it creates the file; a `STOR` from
@@ -93,7 +94,7 @@ async fn send_first_piece(
         };
         match r {
             Ok(()) => return Ok(()),
-            Err(SendError::Session(e)) if Retry::of(&e) != Retry::Fatal => {
+            Err(SendError::Session(e)) if Failure::after_login(&e) != Failure::Fatal => {
                 *first = None;
                 tries += 1;
                 if tries >= up.max_tries {
@@ -102,7 +103,7 @@ async fn send_first_piece(
                         last: e.to_string(),
                     });
                 }
-                tokio::time::sleep(backoff(tries)).await;
+                tokio::time::sleep(retry::backoff(tries)).await;
             }
             Err(other) => return Err(other),
         }
@@ -188,7 +189,7 @@ impl Pieces {
             .map(|p| ConnView {
                 bytes: p.load(Ordering::Relaxed),
                 range: None,
-                state: "sending".into(),
+                state: crate::ui::progress::ConnState::Sending,
             })
             .collect();
         let inflight: u64 = self
@@ -295,8 +296,8 @@ impl Worker<'_> {
         e: SessionError,
         waits: &mut Waits,
     ) -> Result<Duration, SendError> {
-        let kind = Retry::of(&e);
-        if kind == Retry::Fatal {
+        let kind = Failure::after_login(&e);
+        if kind == Failure::Fatal {
             return Err(SendError::Session(e));
         }
         let tries = self.shared.tries[i].fetch_add(1, Ordering::Relaxed) + 1;

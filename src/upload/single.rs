@@ -5,11 +5,12 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::connect::{Conn, Retry, Waits};
+use super::connect::{Conn, Waits};
 use super::send::{SendError, Sender, TICK, Upload, send_range};
 use super::verify::remote_size;
 use crate::ftp::upload::Store;
 use crate::ftp::{Session, SessionError};
+use crate::retry::Failure;
 use crate::ui::progress::{ConnView, View};
 
 /// The single stream: from `resume_at` (the remote size) to the end; after a failure, a new
@@ -47,8 +48,8 @@ pub(super) async fn send_single(
             Err(other) => return Err(other),
         };
         drop(stream.session.take());
-        let kind = Retry::of(&e);
-        if kind == Retry::Fatal {
+        let kind = Failure::after_login(&e);
+        if kind == Failure::Fatal {
             return Err(SendError::Session(e));
         }
         let progressed = pos.load(Ordering::Relaxed) > stream.offset;
@@ -159,7 +160,7 @@ fn view(up: &Upload, p: u64) -> View {
         conns: vec![ConnView {
             bytes: up.sent.load(Ordering::Relaxed),
             range: Some((p, up.size)),
-            state: "sending".into(),
+            state: crate::ui::progress::ConnState::Sending,
         }],
     }
 }

@@ -1,0 +1,134 @@
+//! What a download is asked to do ([`Job`], with `-n` as [`Connections`]) and what it reports
+//! when it is done ([`Outcome`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ftp::pool::HostPool;
+use crate::ftp::ratelimit::RateLimit;
+use crate::ftp::url::FtpUrl;
+use crate::ftp::{Credentials, Timeouts, Verify};
+use crate::storage::Storage;
+use crate::ui::human_bytes;
+
+/// Everything one download needs to know.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub url: FtpUrl,
+    pub creds: Credentials,
+    pub output: PathBuf,
+    /// Connections to use (with `auto_connections`, the most that may be used).
+    pub connections: usize,
+    /// `-n auto`: start with few connections and add more while throughput still rises
+    /// ([`crate::download::autotune`]).
+    pub auto_connections: bool,
+    pub min_range: u64,
+    pub timeouts: Timeouts,
+    /// Failed attempts in a row (without progress) on one range before giving up.
+    pub max_tries: u32,
+    pub force: bool,
+    pub restart: bool,
+    pub checkpoint_interval: Duration,
+    /// Connect PASV data connections to the address in the server's reply (off: the control
+    /// connection's peer, so a hostile server cannot aim our connections elsewhere).
+    pub use_pasv_address: bool,
+    /// Active mode (`--active`): the server connects to us for data (`PORT`/`EPRT`).
+    pub active: bool,
+    /// How the server's certificate is checked, when the URL uses TLS (`job.url.tls`).
+    pub verify: Verify,
+    /// How long a connection the server refused as "too many" waits before trying again
+    /// (doubling each time it is refused, at most 2 minutes).
+    pub busy_retry: Duration,
+    /// Never use `RANG`, even where the server offers it (for comparisons).
+    pub no_rang: bool,
+    /// A range without progress for this long is taken over by a free connection (long
+    /// before `--stall-timeout` gives up on the stalled one).
+    pub straggler_timeout: Duration,
+    /// The server's connection budget and idle sessions, shared with the other files of a
+    /// batch (`crate::ftp::pool`): every connection takes a permit first, and hands its session back
+    /// when it is done. `None`: connect freely, log out at the end.
+    pub pool: Option<Arc<HostPool>>,
+    /// Fetch only the first `limit` bytes of the file (`ftpseg bench --bytes`).
+    pub limit: Option<u64>,
+    /// Limits shared beyond this download (`--limit-rate`: one for every file of the run).
+    pub rate_limits: Vec<Arc<RateLimit>>,
+    /// `--limit-rate-per-file`: bytes per second for this file's connections together.
+    pub per_file_rate: Option<u64>,
+    /// Sequential digests (`--checksum` SHA-2/SHA-1/MD5) that follow the written prefix
+    /// during the download ([`crate::integrity::digest`]); the caller finishes them. Not with
+    /// [`Storage::Discard`] (refused: there is nothing to read back).
+    pub digest: Option<Arc<crate::integrity::digest::PrefixDigest>>,
+    /// Where the bytes go: `<out>.part` then `<out>`, or nowhere (`ftpseg bench --discard`).
+    pub storage: Storage,
+}
+
+/// `-n`: a fixed number of connections, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connections {
+    Fixed(usize),
+    Auto,
+}
+
+impl std::fmt::Display for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connections::Fixed(n) => write!(f, "{n}"),
+            Connections::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// What a finished download reports.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub path: PathBuf,
+    pub size: u64,
+    pub elapsed: Duration,
+    /// Bytes fetched in this run (excluding what was resumed, including any fetched twice).
+    pub fetched: u64,
+    /// Bytes found already on disk from an earlier run.
+    pub resumed: u64,
+    /// The file's BLAKE3; `None` when the bytes were discarded ([`Storage::Discard`]).
+    pub blake3: Option<blake3::Hash>,
+    /// Time spent hashing at the end.
+    pub hash_time: Duration,
+    /// Whether the BLAKE3 was merged from the chunk hashes taken during the download (rather
+    /// than read in one pass at the end).
+    pub hash_from_chunks: bool,
+    /// Connections that were opened.
+    pub connections: usize,
+    /// The remote file's modification time from `MDTM` (`YYYYMMDDHHMMSS`, UTC), if known.
+    pub remote_mtime: Option<String>,
+    /// From the start of the run to the first byte of file data.
+    pub first_byte: Option<Duration>,
+}
+
+impl Outcome {
+    /// The final report of a download, one line.
+    pub fn summary(&self) -> String {
+        let o = self;
+        let secs = o.elapsed.as_secs_f64().max(1e-6);
+        let resumed = if o.resumed > 0 {
+            format!(", {} resumed from an earlier run", human_bytes(o.resumed))
+        } else {
+            String::new()
+        };
+        let how = if o.hash_from_chunks {
+            "merged from the chunk hashes taken during the download"
+        } else {
+            "one pass at the end"
+        };
+        format!(
+            "saved {} ({}) in {:.2} s, {}/s mean over {} connection(s){}; BLAKE3 {} ({how}, {:.2} s)",
+            o.path.display(),
+            human_bytes(o.size),
+            secs,
+            human_bytes((o.fetched as f64 / secs) as u64),
+            o.connections,
+            resumed,
+            o.blake3.map_or("-".into(), |h| h.to_hex().to_string()),
+            o.hash_time.as_secs_f64()
+        )
+    }
+}

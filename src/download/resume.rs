@@ -1,0 +1,283 @@
+//! The files a download keeps on disk and how a run picks up an earlier one: claiming the
+//! output, loading the manifest and checking it describes the same remote file, planning fresh
+//! ranges otherwise, opening or creating the `.part`, and verifying its hashed chunks.
+
+use std::path::{Path, PathBuf};
+
+use crate::download::{Job, plan};
+use crate::error::Error;
+use crate::ftp::url::FtpUrl;
+use crate::integrity::verify;
+use crate::storage::manifest::{Manifest, RangeRecord};
+use crate::storage::{self, Allocation, PartFile, Storage};
+use crate::ui::human_bytes;
+use crate::ui::progress::Progress;
+
+/// The files of a download kept on disk ([`Storage::File`]): `<out>.ftpseg` and `<out>.part`.
+pub(super) struct Files {
+    pub manifest: PathBuf,
+    pub part: PathBuf,
+}
+
+/// What the remote file turned out to be, for the manifest.
+pub(super) struct Remote<'a> {
+    /// The URL without its password, as the manifest records it.
+    pub redacted: &'a str,
+    pub size: u64,
+    pub mdtm: Option<String>,
+    /// The server supports `REST` (a transfer can start anywhere).
+    pub rest: bool,
+}
+
+/// Where the download starts: the manifest, the `.part` and the bytes already done.
+pub(super) struct Resumed {
+    pub manifest: Manifest,
+    pub part: PartFile,
+    pub resumed: u64,
+}
+
+impl Files {
+    /// The one place the storage choice is made: `None` keeps nothing on disk. Claims the
+    /// output for [`Storage::File`] ([`Files::claim`]).
+    pub fn for_job(job: &Job) -> Result<Option<Files>, Error> {
+        match job.storage {
+            Storage::File => Ok(Some(Files::claim(job)?)),
+            Storage::Discard if job.digest.is_some() => Err(Error::Usage(
+                "a checksum needs the downloaded bytes; it cannot be taken while they are \
+                 discarded"
+                    .into(),
+            )),
+            Storage::Discard => Ok(None),
+        }
+    }
+
+    /// Checks that `job.output` may be written (not a folder; not an existing file unless
+    /// `--force`) and, with `--restart`, removes an earlier run's manifest and `.part`.
+    fn claim(job: &Job) -> Result<Files, Error> {
+        let output = &job.output;
+        if output.is_dir() {
+            return Err(Error::io(
+                "cannot write to",
+                output,
+                std::io::Error::other("it is a folder; give a file name with -o"),
+            ));
+        }
+        if output.exists() && !job.force {
+            return Err(Error::Exists(output.clone()));
+        }
+        let files = Files {
+            manifest: Manifest::path_for(output),
+            part: storage::part_path(output),
+        };
+        if job.restart {
+            remove_if_exists(&files.manifest)?;
+            remove_if_exists(&files.part)?;
+        }
+        Ok(files)
+    }
+
+    /// The manifest (resumed if it describes the same remote file, otherwise fresh; saved
+    /// before the `.part` is preallocated), the `.part` (reopened or created) and the bytes
+    /// already done, with any damaged chunks of a resumed `.part` forgotten.
+    pub fn open(&self, job: &Job, progress: &mut Progress, r: &Remote) -> Result<Resumed, Error> {
+        let (mut manifest, part_exists) = self.manifest_for(job, progress, r)?;
+        if manifest.chunk_size == 0 {
+            // A fresh manifest, or one from format version 1: hash chunks from now on.
+            manifest.enable_chunks(verify::chunk_size_for(r.size));
+        }
+        let resumed = manifest.bytes_done();
+        // Written before the file is preallocated: a full-size file never exists without it.
+        manifest.save(&self.manifest)?;
+        crate::trace!("setup: manifest saved");
+        let part = if resumed > 0 && part_exists {
+            PartFile::open_existing(&self.part, r.size)?
+        } else {
+            PartFile::create(&self.part, r.size)?
+        };
+        crate::trace!("setup: .part ready");
+        if part.allocation() == Allocation::Sparse {
+            progress.note(
+                "this filesystem cannot preallocate; the file is sparse (free space was checked)",
+            );
+        }
+        let mut resumed = Resumed {
+            manifest,
+            part,
+            resumed,
+        };
+        if resumed.resumed > 0 {
+            self.verify(progress, &mut resumed, r.size)?;
+        }
+        Ok(resumed)
+    }
+
+    /// The manifest to go on from, and whether the `.part` it describes is there to be used.
+    fn manifest_for(
+        &self,
+        job: &Job,
+        progress: &mut Progress,
+        r: &Remote,
+    ) -> Result<(Manifest, bool), Error> {
+        let fresh = || fresh_manifest(r, job);
+        let mut manifest = match Manifest::load(&self.manifest)? {
+            Some(mut m) => {
+                adopt_same_file(&mut m, &job.url);
+                if let Err(mismatch) =
+                    m.check_same_remote(r.redacted, Some(r.size), r.mdtm.as_deref())
+                {
+                    return Err(Error::RemoteChanged {
+                        detail: mismatch.to_string(),
+                        part: self.part.clone(),
+                    });
+                }
+                m
+            }
+            None => {
+                if self.part.exists() {
+                    progress.note(&format!(
+                        "{} has no manifest beside it, so its bytes cannot be trusted: starting \
+                         over",
+                        self.part.display()
+                    ));
+                }
+                fresh()?
+            }
+        };
+        let mut part_exists = self.part.exists();
+        if manifest.bytes_done() > 0 && !part_exists {
+            progress.note(&format!(
+                "{} is missing, so the progress recorded in {} is lost: starting over",
+                self.part.display(),
+                self.manifest.display()
+            ));
+            manifest = fresh()?;
+        }
+        if !r.rest && manifest.bytes_done() > 0 && part_exists {
+            // Never throw away downloaded bytes on our own: the user decides.
+            return Err(Error::CannotResume {
+                part: self.part.clone(),
+                done: human_bytes(manifest.bytes_done()),
+            });
+        }
+        if !r.rest && manifest.ranges.len() > 1 {
+            manifest = fresh()?;
+            part_exists = false;
+        }
+        Ok((manifest, part_exists))
+    }
+
+    /// Checks the resumed `.part` against the manifest's chunk hashes; damaged chunks are
+    /// fetched again.
+    fn verify(&self, progress: &mut Progress, r: &mut Resumed, size: u64) -> Result<(), Error> {
+        let (checked, bad) =
+            tokio::task::block_in_place(|| verify_chunks(&r.part, &mut r.manifest))?;
+        if bad > 0 {
+            progress.note(&format!(
+                "{bad} of {checked} hashed chunk(s) of {} no longer match what was downloaded \
+                 (damaged or edited since the last run): fetching only those again",
+                self.part.display()
+            ));
+            r.manifest.save(&self.manifest)?;
+            r.resumed = r.manifest.bytes_done();
+        }
+        progress.note(&format!(
+            "resuming: {} of {} already on disk ({checked} chunk(s) verified)",
+            human_bytes(r.resumed),
+            human_bytes(size)
+        ));
+        Ok(())
+    }
+}
+
+/// Where the download starts: from the files on disk ([`Files::open`]) or, for discarded
+/// bytes, from scratch ([`discarded`]). Says so when the server cannot resume at all.
+pub(super) fn resume_or_start(
+    job: &Job,
+    progress: &mut Progress,
+    files: Option<&Files>,
+    r: &Remote,
+) -> Result<Resumed, Error> {
+    let resumed = match files {
+        Some(f) => f.open(job, progress, r)?,
+        None => discarded(job, r)?,
+    };
+    if !r.rest {
+        progress.note(
+            "the server does not support REST: using one connection; an interrupted download \
+             will have to start over",
+        );
+    }
+    Ok(resumed)
+}
+
+/// Where a download whose bytes are discarded starts: fresh ranges, a manifest that is never
+/// saved, no chunk hashes.
+fn discarded(job: &Job, r: &Remote) -> Result<Resumed, Error> {
+    Ok(Resumed {
+        manifest: fresh_manifest(r, job)?,
+        part: PartFile::discard(r.size)?,
+        resumed: 0,
+    })
+}
+
+/// A manifest for a download from scratch: one range per connection, or a single range when
+/// the server cannot start a transfer anywhere but at byte 0.
+fn fresh_manifest(r: &Remote, job: &Job) -> Result<Manifest, Error> {
+    let connections = match (r.rest, job.auto_connections) {
+        (false, _) => 1,
+        (true, false) => job.connections,
+        // The connections added later take their share by stealing.
+        (true, true) => crate::download::autotune::START.min(job.connections),
+    };
+    let ranges = plan::initial_ranges(r.size, connections, job.min_range)
+        .into_iter()
+        .map(|r| RangeRecord {
+            start: r.start,
+            end: r.end,
+            done: r.start,
+        })
+        .collect();
+    Ok(Manifest::new(
+        r.redacted,
+        Some(r.size),
+        r.mdtm.clone(),
+        ranges,
+    )?)
+}
+
+/// Removes `path`; one that is not there is fine.
+fn remove_if_exists(path: &Path) -> Result<(), Error> {
+    storage::remove_if_exists(path).map_err(|e| Error::io("cannot remove", path, e))
+}
+
+/// The manifest of an earlier run over another TLS mode (`ftp://` then `--ftps`, say) still
+/// describes the same file: it takes this run's URL, so the exact comparison that follows
+/// passes, and only the scheme in the manifest changes.
+pub(super) fn adopt_same_file(m: &mut Manifest, url: &FtpUrl) {
+    if m.url != url.redacted() && FtpUrl::parse(&m.url).is_ok_and(|old| old.same_file(url)) {
+        m.url = url.redacted();
+    }
+}
+
+/// Hashes every chunk the manifest has a hash for, from the `.part`, and forgets the ones that
+/// differ so they are fetched again. Returns (chunks checked, chunks that differed).
+fn verify_chunks(part: &PartFile, manifest: &mut Manifest) -> Result<(usize, usize), Error> {
+    let (Some(size), cs) = (manifest.size, manifest.chunk_size) else {
+        return Ok((0, 0));
+    };
+    let mut buf = vec![0u8; crate::download::checkpoint::HASH_BUF];
+    let (mut checked, mut bad) = (0, 0);
+    for k in 0..manifest.chunks.len() {
+        let Some(expected) = manifest.chunks[k].clone() else {
+            continue;
+        };
+        let (from, to) = verify::chunk_range(k as u64, cs, size);
+        let cv = verify::hash_chunk(from, to, &mut buf, |b, at| part.read_exact_at(b, at))?;
+        checked += 1;
+        if verify::to_hex(&cv) != expected {
+            bad += 1;
+            manifest.forget(from, to);
+        }
+    }
+    Ok((checked, bad))
+}

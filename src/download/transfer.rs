@@ -1,0 +1,447 @@
+//! One attempt at a range ([`fetch_range`]): connect if needed, `REST`+`RETR` (or `RANG`) from
+//! the range's position, read into the `.part` until the range's (moving) end, stop early, keep
+//! the session for the next range.
+//!
+//! The data path: socket -> pipe (`Session::splice_data`) -> the `.part`'s page cache at the
+//! range's offset (`PartWriter::write_from_pipe`; TLS, or `FTPSEG_NO_SPLICE=1`:
+//! `Session::read_data` into the connection's buffer, then `pwrite`); each piece is hashed as
+//! written (`InlineHashes`), then `Segment::advance`. The loop doing that is [`read_range`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::download::checkpoint::{far_ahead, wait_for_checkpoint};
+use crate::download::meter::{RateProbe, blend_f64};
+use crate::download::sched::{READ_CHUNK, Segment};
+use crate::download::startup::{HeadStart, PendingLogin};
+use crate::download::state::{ConnStat, Shared};
+use crate::error::Error;
+use crate::ftp::pipe::Pipe;
+use crate::ftp::{DataStream, Session, SessionError, Transfer};
+use crate::storage::PartWriter;
+use crate::ui::progress::ConnState;
+
+/// Why an attempt at a range failed.
+pub(super) enum AttemptError {
+    /// The session failed: retried, or reported through [`Error::from_session`].
+    Session(SessionError),
+    /// The local disk refused a write: reported as it is (exit 8), never retried.
+    Local(Error),
+}
+
+impl From<SessionError> for AttemptError {
+    fn from(e: SessionError) -> Self {
+        AttemptError::Session(e)
+    }
+}
+
+/// One worker's connection: its session when one is open, and what it reads with.
+pub(super) struct Connection<'a> {
+    pub shared: &'a Shared,
+    pub id: usize,
+    pub session: Option<Session>,
+    /// Bytes go socket -> this buffer -> the file's page cache (`pwrite`) when they cannot
+    /// be spliced (docs/architecture.md, "Decisions"). One per connection, reused by every
+    /// attempt.
+    buf: Vec<u8>,
+    /// Plain data connections skip the buffer: socket -> pipe -> page cache
+    /// (`crate::ftp::pipe`).
+    pipe: Option<Pipe>,
+}
+
+impl<'a> Connection<'a> {
+    pub fn new(shared: &'a Shared, id: usize, session: Option<Session>) -> Self {
+        // FTPSEG_NO_SPLICE=1 turns the pipe off (for A/B measurements, docs/benchmarks.md).
+        let pipe = if std::env::var_os("FTPSEG_NO_SPLICE").is_some() {
+            None
+        } else {
+            Pipe::new()
+                .inspect_err(|e| crate::trace!("conn {id}: no pipe ({e}); reading into a buffer"))
+                .ok()
+        };
+        Connection {
+            shared,
+            id,
+            session,
+            buf: vec![0u8; READ_CHUNK as usize],
+            pipe,
+        }
+    }
+
+    pub fn stat(&self) -> &'a ConnStat {
+        &self.shared.conns[self.id]
+    }
+
+    /// Opens a session if there is none: the login started early, or a new one.
+    async fn connect(&mut self, login: Option<PendingLogin>) -> Result<(), SessionError> {
+        if self.session.is_none() {
+            let s = match login {
+                // Started during the first session's probe (`EarlyLogins`).
+                Some(login) => welcome(self.shared, login.session().await?),
+                None => log_in(self.shared).await?,
+            };
+            self.session = Some(s);
+        }
+        Ok(())
+    }
+}
+
+/// A new session for this download's server, with what the download learned about it.
+pub(super) async fn log_in(shared: &Shared) -> Result<Session, SessionError> {
+    let server = &shared.server;
+    let s = Session::connect_with(
+        &server.addrs,
+        &server.creds,
+        server.timeouts,
+        server.tls.as_ref(),
+    )
+    .await?;
+    Ok(welcome(shared, s))
+}
+
+/// A session this download opened (now or early): counted, and told what the download
+/// learned about the server.
+fn welcome(shared: &Shared, mut s: Session) -> Session {
+    shared.server.opened.fetch_add(1, Ordering::Relaxed);
+    shared.server.adopt(&mut s);
+    s
+}
+
+/// One attempt at a range: connect if needed, `REST`+`RETR` from the range's position, read
+/// into the file until the range's (moving) end, stop early, keep the session for the next
+/// range. `head`: a login started early, used instead of connecting; or a transfer the probe
+/// already started at byte 0 (servers without SIZE), used if the range starts there,
+/// otherwise stopped.
+pub(super) async fn fetch_range(
+    c: &mut Connection<'_>,
+    head: Option<HeadStart>,
+    seg: &Arc<Segment>,
+) -> Result<(), AttemptError> {
+    let shared = c.shared;
+    let (login, preopened) = match head {
+        Some(HeadStart::Login(login)) => (Some(login), None),
+        Some(HeadStart::Transfer(transfer)) => (None, Some(transfer)),
+        None => (None, None),
+    };
+    c.connect(login).await?;
+    let s = c.session.as_mut().expect("connected above");
+    if !shared.server.rest.0 && seg.pos() > seg.start {
+        // Without REST a failed stream can only start again from byte 0.
+        shared.sched.rewind(seg, seg.start);
+    }
+    let mut read = RangeRead {
+        shared,
+        id: c.id,
+        stat: &shared.conns[c.id],
+        seg,
+        pos: seg.pos(),
+        asked: Instant::now(),
+        transfer_end: 0,
+        probe: None,
+    };
+    let attempt_start = read.pos;
+    let Some(transfer) = open_transfer(shared, s, seg, read.pos, preopened).await? else {
+        return Ok(());
+    };
+    if !s.uses_epsv() {
+        shared.server.epsv.store(false, Ordering::Relaxed);
+    }
+    if !s.uses_rang() {
+        shared.server.rang.store(false, Ordering::Relaxed);
+    }
+    // Where the server ends this transfer by itself: the end of the file, or the end of the
+    // range it was asked for with RANG.
+    read.transfer_end = transfer.ends_at.unwrap_or(shared.target.remote_size);
+    let mut stream = transfer.stream;
+    // "reading" (the state whose throughput is measured) begins with the first byte: a rate
+    // that decayed while a loaded server was still starting the transfer would make this
+    // connection look slow, and others would take its range over just as its data came.
+    read.stat.set(Some(seg.clone()), ConnState::Starting);
+    if let Some(end) = read_range(&mut read, s, &mut stream, &mut c.buf, c.pipe.as_ref()).await? {
+        return Err(read.ended_early(s, stream, end).await.into());
+    }
+    if let Some(p) = read.probe.as_mut() {
+        p.sample(shared, read.stat, read.pos, true);
+    }
+    let to_eof = read.at_transfer_end(s, &mut stream).await?;
+    if !to_eof && shared.server.pool.is_none() && shared.sched.remaining() == 0 {
+        // Every byte of the file is in and no other file needs this session: the reply to the
+        // stopped transfer and the NOOP after it would only add two round trips to the end.
+        drop(stream);
+        if let Some(s) = c.session.take() {
+            s.quit_later();
+        }
+        return Ok(());
+    }
+    let ended = s.end_transfer(stream, to_eof).await;
+    if ended.is_err() && to_eof {
+        // The server says the transfer failed although the byte count is right: do not trust
+        // this attempt's bytes, fetch them again.
+        shared.sched.rewind(seg, attempt_start);
+    }
+    Ok(ended?)
+}
+
+/// The transfer for `seg` from `pos`: the one the probe started at byte 0 if the range starts
+/// there (stopped otherwise), or a new one. `None`: nothing is left to fetch of `seg`.
+async fn open_transfer(
+    shared: &Shared,
+    s: &mut Session,
+    seg: &Arc<Segment>,
+    pos: u64,
+    preopened: Option<Transfer>,
+) -> Result<Option<Transfer>, SessionError> {
+    match preopened {
+        Some(t) if pos == 0 && pos < seg.end() => {
+            seg.set_transfer_end(None);
+            return Ok(Some(t));
+        }
+        Some(t) => s.end_transfer(t.stream, false).await?,
+        None => {}
+    }
+    if pos >= seg.end() {
+        return Ok(None);
+    }
+    Ok(Some(retr_piece(shared, s, seg, pos).await?))
+}
+
+/// A transfer being read into its range.
+struct RangeRead<'a> {
+    shared: &'a Shared,
+    id: usize,
+    stat: &'a ConnStat,
+    seg: &'a Arc<Segment>,
+    /// Where the next byte goes.
+    pos: u64,
+    /// When the transfer was asked for (for the setup time).
+    asked: Instant,
+    /// Where the server ends this transfer by itself.
+    transfer_end: u64,
+    /// The reader's own rate samples, from its first byte.
+    probe: Option<RateProbe>,
+}
+
+/// Reads the transfer into the range until the range's (moving) end or the transfer's own end,
+/// whichever comes first. The hot loop: one read, one write, a few atomics per
+/// [`READ_CHUNK`] at most, kept in one piece so every step of a read shows in order.
+/// `Some(end)`: the data ended before `end`.
+async fn read_range(
+    r: &mut RangeRead<'_>,
+    s: &mut Session,
+    stream: &mut DataStream,
+    buf: &mut [u8],
+    pipe: Option<&Pipe>,
+) -> Result<Option<u64>, AttemptError> {
+    let shared = r.shared;
+    let seg = r.seg;
+    // Written back however the attempt ends: finished, failed, or dropped by a take-over.
+    let mut pending = WriteBack {
+        writer: &shared.output.writer,
+        from: r.pos,
+        to: r.pos,
+    };
+    // Whole chunks this attempt writes are hashed as they are written (see `InlineHashes`).
+    let chunking = shared.target.chunking;
+    let cs = chunking.chunk_size;
+    let mut chunks = crate::integrity::verify::ChunkStream::new(cs, chunking.file_size);
+    let rewinds_at_start = shared.sched.rewinds();
+    let inline = &shared.output.hashed_inline;
+    let mut hashed = |at: u64, bytes: &[u8]| {
+        chunks.feed(at, bytes, |k, cv| inline.push(k, cv, rewinds_at_start))
+    };
+    let writer = &shared.output.writer;
+    loop {
+        // A steal that was rolled back can leave `end` past a RANG transfer's end: that
+        // transfer stops at its own end and the range goes on in a new one.
+        let end = seg.end().min(r.transfer_end);
+        let pos = r.pos;
+        if pos >= end {
+            return Ok(None);
+        }
+        // Far behind the checkpoints (the machine is starved, or the disk is slow): wait for
+        // one. Normally the early checkpoints keep well within a third of this.
+        if far_ahead(shared) {
+            wait_for_checkpoint(shared).await;
+        }
+        let limit = end.min(pos + READ_CHUNK);
+        // This worker owns [pos, end) of `seg`: the steal protocol in `sched` guarantees nobody
+        // else writes there, and no read reaches past a cut.
+        let want = shared
+            .limits
+            .rate_limits
+            .iter()
+            .map(|l| l.read_size())
+            .fold(limit - pos, u64::min) as usize;
+        let spliced = pipe.filter(|_| writer.splices() && Session::can_splice(stream));
+        let n = match spliced {
+            Some(p) => s.splice_data(stream, p, want).await?,
+            None => s.read_data(stream, &mut buf[..want]).await?,
+        };
+        for l in &shared.limits.rate_limits {
+            l.take(n as u64).await;
+        }
+        let show: crate::storage::ShowWritten = (cs > 0).then_some(&mut hashed);
+        let written = match spliced {
+            _ if n == 0 => Ok(()),
+            Some(p) => writer.write_from_pipe(p, n, pos, buf, show),
+            None => writer.write_at(&buf[..n], pos).map(|()| {
+                if let Some(show) = show {
+                    show(pos, &buf[..n]);
+                }
+            }),
+        };
+        if let Err(e) = written {
+            return Err(AttemptError::Local(Error::io(
+                "cannot write to",
+                &shared.output.part_path,
+                e,
+            )));
+        }
+        if n == 0 {
+            return Ok(Some(end));
+        }
+        r.advanced(n as u64);
+        pending.to = r.pos;
+        if r.pos - pending.from >= shared.output.write_back_every {
+            writer.write_back(pending.from, r.pos);
+            pending.from = r.pos;
+        }
+    }
+}
+
+impl RangeRead<'_> {
+    /// Counts `n` bytes just written at `pos` (the first ones start the rate probe).
+    #[inline]
+    fn advanced(&mut self, n: u64) {
+        let (shared, stat) = (self.shared, self.stat);
+        if let Some(p) = self.probe.as_mut() {
+            p.sample(shared, stat, self.pos + n, false);
+        } else {
+            self.first_byte(n);
+        }
+        self.pos += n;
+        self.seg.advance(self.pos);
+        stat.bytes.fetch_add(n, Ordering::Relaxed);
+        shared.stake.fetched.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The first read holds what queued up during the setup: measure from here.
+    #[cold]
+    fn first_byte(&mut self, n: u64) {
+        let (shared, stat) = (self.shared, self.stat);
+        self.probe = Some(RateProbe::start(shared, stat, self.pos + n));
+        stat.set(Some(self.seg.clone()), ConnState::Reading);
+        let since_start = shared.run.micros();
+        let _ = shared.run.first_byte_us.compare_exchange(
+            u64::MAX,
+            since_start,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        let took = self.asked.elapsed().as_secs_f64();
+        blend_f64(&shared.run.setup, took, 0.3);
+        crate::trace!(
+            "conn {} first byte at {} after {:.3} s",
+            self.id,
+            self.pos,
+            took
+        );
+    }
+
+    /// The server ended the data before `end`: its reply says why, for the message.
+    async fn ended_early(&self, s: &mut Session, stream: DataStream, end: u64) -> SessionError {
+        let pos = self.pos;
+        let why = match s.end_transfer(stream, true).await {
+            Ok(()) => "the server said the transfer was complete".to_owned(),
+            Err(e) => {
+                // vsftpd closes a TLS data connection that did not resume the control
+                // connection's session, then says 522: not worth retrying.
+                let detail = format!("the data connection was closed at byte {pos}");
+                if let Some(refused) = s.tls_refusal(&e, detail) {
+                    return refused;
+                }
+                e.to_string()
+            }
+        };
+        SessionError::Io {
+            command: format!("RETR {}", self.shared.target.url.path),
+            source: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("data ended at byte {pos}, expected {end} ({why})"),
+            ),
+        }
+    }
+
+    /// Whether the transfer ended where the server ends it by itself (the end of the file, or
+    /// of the RANG range): then the server must have nothing more to send, and confirms with
+    /// 226. More data there: a RANG end the server ignored (stop early as usual, and use REST
+    /// from now on), or a file growing on the server.
+    async fn at_transfer_end(
+        &self,
+        s: &mut Session,
+        stream: &mut DataStream,
+    ) -> Result<bool, SessionError> {
+        let shared = self.shared;
+        if self.pos != self.transfer_end {
+            return Ok(false);
+        }
+        let mut probe = [0u8; 1];
+        match s.read_data(stream, &mut probe).await? {
+            0 => Ok(true),
+            _ if self.transfer_end < shared.target.remote_size => {
+                shared.server.rang.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
+            _ => Err(SessionError::Changed(format!(
+                "the server sent more than the {} bytes SIZE announced: the file is changing on \
+                 the server",
+                shared.target.remote_size
+            ))),
+        }
+    }
+}
+
+/// Bytes an attempt wrote whose write-back it has not started yet (see
+/// `PartWriter::write_back`): started when dropped, however the attempt ends.
+struct WriteBack<'a> {
+    writer: &'a PartWriter,
+    from: u64,
+    to: u64,
+}
+
+impl Drop for WriteBack<'_> {
+    fn drop(&mut self) {
+        self.writer.write_back(self.from, self.to);
+    }
+}
+
+/// Longest piece asked for with `RANG` in one transfer: a free connection can then take over
+/// the rest of a range where the owner's piece ends, without stopping it early.
+const RANG_PIECE: u64 = 8 << 20;
+
+/// Starts the transfer of `seg` from `pos`: with RANG, the next piece of at most
+/// [`RANG_PIECE`] (announced on the segment before any byte is read); otherwise from `pos` to
+/// the end of the file, to be stopped early at the range's end.
+async fn retr_piece(
+    shared: &Shared,
+    s: &mut Session,
+    seg: &Arc<Segment>,
+    pos: u64,
+) -> Result<Transfer, SessionError> {
+    let end = seg.end();
+    // Pieces shrink towards the range's end (half of what is left, at least 1 MiB), so that a
+    // free connection can still find a piece end to cut at in the end-game.
+    let left = end.saturating_sub(pos);
+    let piece = RANG_PIECE.min((left / 2).max(1 << 20));
+    let ask = if s.uses_rang() {
+        end.min(pos.saturating_add(piece))
+    } else {
+        end
+    };
+    seg.set_transfer_end(s.uses_rang().then_some(ask));
+    let t = s.retr_range(&shared.target.url.path, pos, Some(ask)).await;
+    // RANG refused (the session then uses REST): no end of its own.
+    seg.set_transfer_end(t.as_ref().ok().and_then(|t| t.ends_at));
+    t
+}
