@@ -6,11 +6,9 @@
 //!
 //! The seed is printed; `FTPSEG_SWEEP_SEED=N` replays a sweep.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ftpseg::storage::manifest::Manifest;
 use ftpseg::testserver::Faults;
 use rand::{Rng, SeedableRng};

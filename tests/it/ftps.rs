@@ -5,13 +5,11 @@
 //! Certificates are made at test time with rcgen: a CA and a leaf for `localhost` and
 //! `127.0.0.1` signed by it, in PEM, in the test's temporary folder.
 
-mod common;
-
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ftpseg::ftp::url::FtpUrl;
 use ftpseg::ftp::{Credentials, Session, TlsClient, Verify};
 use ftpseg::storage::manifest::Manifest;

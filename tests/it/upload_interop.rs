@@ -1,5 +1,5 @@
 //! `ftpseg put` against the real servers of scripts/ftp-servers.sh (vsftpd, proftpd,
-//! pure-ftpd, pyftpdlib), found through `$FTPSEG_SERVERS_DIR/servers.json` as tests/interop.rs
+//! pure-ftpd, pyftpdlib), found through `$FTPSEG_SERVERS_DIR/servers.json` as `interop.rs`
 //! does. The password user may write in the served folder's `upload/`. Skipped, with a
 //! message, only when servers.json is absent (scripts/test.sh always starts the servers).
 //!
@@ -11,12 +11,10 @@
 //! * after SIGKILL every server keeps the partial temporary file, and the resume sends exactly
 //!   the bytes past its SIZE.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ftpseg::testserver::write_pattern_file;
 
 #[derive(Clone, Debug)]

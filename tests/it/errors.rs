@@ -1,9 +1,7 @@
 //! Every user-facing failure: one clear line on stderr and its documented exit code, with
 //! nothing lost.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn one_line(o: &std::process::Output) -> String {
     let s = stderr(o);
@@ -207,7 +205,7 @@ async fn user_without_password_off_a_terminal_says_where_to_put_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_pasv_address_opts_in_to_the_server_named_address() {
     // The proxy names 127.0.0.2 (where nothing listens) in PASV replies: by default ftpseg
-    // ignores it (tests/download.rs); with --use-pasv-address it follows it and fails.
+    // ignores it (the `download` tests); with --use-pasv-address it follows it and fails.
     let fx = Fixture::new(|c| c).await;
     fx.serve("f.bin", 1000, 1);
     let proxy = Proxy::start_with(fx.server.addr(), &["EPSV"], None, Some("127,0,0,2")).await;

@@ -1,6 +1,5 @@
 //! Shared test fixture: an in-process FTP server on loopback serving generated files, a scratch
 //! folder for outputs, and a runner for the real `ftpseg` binary with a time limit.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -11,6 +10,10 @@ use ftpseg::testserver::{ServerConfig, TestServer, write_pattern_file};
 use tempfile::TempDir;
 
 pub const MIB: u64 = 1 << 20;
+
+/// The tests that fill a `-limited` real server's per-IP slots (in `interop` and
+/// `bulk_interop`) run one at a time: two at once would share the limit.
+pub static LIMITED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Where `scripts/ftp-servers.sh` keeps the state of the real servers (`$FTPSEG_SERVERS_DIR`).
 pub fn servers_json_path() -> PathBuf {

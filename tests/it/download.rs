@@ -1,9 +1,7 @@
 //! Byte-exact downloads from the in-process server: sizes, connection counts, work stealing,
 //! fallbacks.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ftpseg::testserver::Faults;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,12 +4,10 @@
 //! sessions reused); checksums that match and that do not (exit 15, data kept); the server's
 //! own hash (`SITE MD5` on libunftp); `--json` parsed in every test.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ftpseg::testserver::{ServerConfig, write_pattern_file};
 use serde_json::Value;
 

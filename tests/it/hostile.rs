@@ -1,19 +1,16 @@
-//! Hostile servers: the real binary against a scripted fake server (tests/fake) that does what
+//! Hostile servers: the real binary against a scripted fake server (`fake.rs`) that does what
 //! no real server does. Every run must end well within its time limit with either the exact
 //! bytes or one clear error line and the exit code documented in README.md.
 //!
 //! Each test runs its cases at once and reports every case that went wrong. Set
 //! `HOSTILE_VERBOSE=1` (with `--nocapture`) to see each case's exit, message and server counters.
 
-mod common;
-mod fake;
-
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{code, ftpseg, stderr};
-use fake::*;
+use crate::common::{code, ftpseg, stderr};
+use crate::fake::*;
 use ftpseg::storage::manifest::Manifest;
 use ftpseg::storage::part_path;
 

@@ -7,11 +7,9 @@
 //! proftpd also listens on ::1, so `EPRT` is tested there. Segmented downloads (`-n 4`) have
 //! several listeners open at once.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 
 const PASSIVE: &[&str] = &["EPSV", "PASV"];
 

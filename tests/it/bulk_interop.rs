@@ -10,12 +10,10 @@
 //! pure-ftpd serves the home folder of its users from /etc/passwd, which the instance started
 //! last sets; with the single default instance (CI) that is this instance's folder.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 struct Server {
@@ -68,9 +66,6 @@ fn events(o: &std::process::Output) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
 }
-
-/// The tests that fill a `-limited` instance's per-IP slots run one at a time.
-static LIMITED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn run_long(args: &[&str], cwd: &Path) -> std::process::Output {
     let child = ftpseg().args(args).current_dir(cwd).spawn().unwrap();

@@ -8,12 +8,10 @@
 //! them its own way: 426, pure-ftpd's extra 150...); resume after SIGKILL; a per-IP limit of 3
 //! with `-n 8`; a frozen server session (SIGSTOP) replaced after the stall timeout.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[derive(Clone, Debug)]
 struct Server {
@@ -233,6 +231,7 @@ async fn every_server_resumes_after_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_ip_limit_of_three_with_sixteen_connections_completes() {
+    let _one_at_a_time = LIMITED.lock().await;
     let servers = Servers::load();
     let dir = tempfile::tempdir().unwrap();
     let data = servers.bytes("mid.bin");

@@ -1,11 +1,9 @@
 //! Crash safety: the real binary killed with SIGKILL and run again; changed remote files and
 //! damaged manifests refused without losing the partial download.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ftpseg::storage::manifest::Manifest;
 use ftpseg::testserver::Faults;
 
