@@ -1,9 +1,7 @@
 //! `ftpseg bench`: the real binary against the in-process server; the JSON report is parsed
 //! and checked, the chart is written, and no temporary file is left behind.
 
-mod common;
-
-use common::{Fixture, MIB, code, run, stderr};
+use crate::common::{Fixture, MIB, code, run, stderr};
 use ftpseg::testserver::Faults;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +103,7 @@ async fn bench_discard_counts_the_bytes_and_stores_nothing() {
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::create_dir_all(&reports).unwrap();
     let json = reports.join("bench.json");
-    let mut cmd = common::ftpseg();
+    let mut cmd = crate::common::ftpseg();
     cmd.args([
         "bench",
         "--discard",
@@ -119,7 +117,7 @@ async fn bench_discard_counts_the_bytes_and_stores_nothing() {
     ])
     .env("TMPDIR", &tmp)
     .current_dir(&fx.local);
-    let o = common::run_command(cmd).await;
+    let o = crate::common::run_command(cmd).await;
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("bytes discarded"), "{stdout}");

@@ -1,7 +1,7 @@
 //! `ftpseg put` against the real servers of scripts/ftp-servers.sh (vsftpd, proftpd,
-//! pure-ftpd, pyftpdlib), found through `$FTPSEG_SERVERS_DIR/servers.json` as tests/interop.rs
-//! does. The password user may write in the served folder's `upload/`. Skipped, with a
-//! message, only when servers.json is absent (scripts/test.sh always starts the servers).
+//! pure-ftpd, pyftpdlib), found through `$FTPSEG_SERVERS_DIR/servers.json` as `interop.rs`
+//! does. The password user may write in the served folder's `upload/`. A missing servers.json,
+//! or a pure-ftpd that serves another folder, is a failure, not a skip.
 //!
 //! Measured behaviour these tests pin down (docs/upload.md):
 //! * parallel pieces only on vsftpd (REST+STOR in place, past the end too); proftpd and
@@ -11,12 +11,10 @@
 //! * after SIGKILL every server keeps the partial temporary file, and the resume sends exactly
 //!   the bytes past its SIZE.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ftpseg::testserver::write_pattern_file;
 
 #[derive(Clone, Debug)]
@@ -33,18 +31,9 @@ struct Servers {
     list: Vec<Server>,
 }
 
-/// The servers, or `None` (after saying so) when they are not running.
-fn servers() -> Option<Servers> {
-    let path = servers_json_path();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!(
-            "SKIPPED: {} is absent: the real FTP servers are not running (start them with \
-             `bash scripts/ftp-servers.sh start`; scripts/test.sh does)",
-            path.display()
-        );
-        return None;
-    };
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+/// The servers; a panic that says how to start them when they are not running.
+fn servers() -> Servers {
+    let v = servers_json();
     let list = v["servers"]
         .as_array()
         .unwrap()
@@ -61,20 +50,20 @@ fn servers() -> Option<Servers> {
         "{} is missing: restart the servers with the current scripts/ftp-servers.sh",
         upload.display()
     );
-    Some(Servers {
+    Servers {
         upload,
         user: v["user"].as_str().unwrap().into(),
         password: v["password"].as_str().unwrap().into(),
         list,
-    })
+    }
 }
 
 const KINDS: [&str; 4] = ["vsftpd", "proftpd", "pure-ftpd", "pyftpdlib"];
 
-/// The kinds to test. pure-ftpd serves the password user's home folder from /etc/passwd,
-/// which the latest `scripts/ftp-servers.sh start` of any instance (another
+/// The kinds to test: all four. pure-ftpd serves the password user's home folder from
+/// /etc/passwd, which the latest `scripts/ftp-servers.sh start` of any instance (another
 /// FTPSEG_SERVERS_DIR on the same machine) points at its own served folder: when that is not
-/// ours, pure-ftpd writes elsewhere and is skipped, with a message.
+/// ours, pure-ftpd would write elsewhere, and that is a failure saying what to do.
 fn kinds(sv: &Servers) -> Vec<&'static str> {
     let served = sv.upload.parent().unwrap().to_string_lossy().into_owned();
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -83,20 +72,14 @@ fn kinds(sv: &Servers) -> Vec<&'static str> {
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.len() > 5 && f[0] == sv.user)
         .map(|f| f[5].to_owned());
-    KINDS
-        .into_iter()
-        .filter(|&k| {
-            let ok = k != "pure-ftpd" || home.as_deref() == Some(served.as_str());
-            if !ok {
-                eprintln!(
-                    "SKIPPED pure-ftpd: user {}'s home is {home:?}, not {served} (another server \
-                     instance was started since; restart this one)",
-                    sv.user
-                );
-            }
-            ok
-        })
-        .collect()
+    assert!(
+        home.as_deref() == Some(served.as_str()),
+        "pure-ftpd would not write where this test looks: user {}'s home is {home:?}, not \
+         {served} (another server instance was started since; restart this one with \
+         `bash scripts/ftp-servers.sh start`)",
+        sv.user
+    );
+    KINDS.to_vec()
 }
 
 impl Servers {
@@ -202,7 +185,7 @@ async fn upload_one(sv: &Servers, kind: &str, tmp: &Path) -> Result<(), String> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_servers_upload_byte_exact_parallel_where_supported() {
-    let Some(sv) = servers() else { return };
+    let sv = servers();
     let tmp = tempfile::tempdir().unwrap();
     let results = futures::future::join_all(
         kinds(&sv)
@@ -315,7 +298,7 @@ async fn kill_and_resume(sv: &Servers, kind: &str, tmp: &Path) -> Result<(), Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_servers_sigkill_resume_sends_only_missing_bytes_and_refuses_changed_file() {
-    let Some(sv) = servers() else { return };
+    let sv = servers();
     let tmp = tempfile::tempdir().unwrap();
     let results = futures::future::join_all(
         kinds(&sv)
@@ -329,7 +312,7 @@ async fn real_servers_sigkill_resume_sends_only_missing_bytes_and_refuses_change
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_server_upload_over_ftps_with_session_reuse() {
-    let Some(sv) = servers() else { return };
+    let sv = servers();
     let s = sv.get("vsftpd", "tls");
     let ca = sv
         .upload

@@ -4,12 +4,10 @@
 //! sessions reused); checksums that match and that do not (exit 15, data kept); the server's
 //! own hash (`SITE MD5` on libunftp); `--json` parsed in every test.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ftpseg::testserver::{ServerConfig, write_pattern_file};
 use serde_json::Value;
 
@@ -285,6 +283,7 @@ async fn streamed_checksums_are_right_after_kill_and_resume_and_over_many_connec
     wait_for_durable(&out, 3 * MIB, Duration::from_secs(60)).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+    assert_claims_hold(&out, &data);
     fx.server.set_faults(Faults::default());
     let o = run(&args, &fx.local).await;
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -517,6 +516,7 @@ async fn killed_batch_resumes_partial_files_and_skips_finished_ones() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     assert!(!out.exists());
+    assert_claims_hold(&out, &big);
 
     let mut json_args = args.to_vec();
     json_args.retain(|a| *a != "-q");

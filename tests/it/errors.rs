@@ -1,9 +1,7 @@
 //! Every user-facing failure: one clear line on stderr and its documented exit code, with
 //! nothing lost.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn one_line(o: &std::process::Output) -> String {
     let s = stderr(o);
@@ -49,7 +47,7 @@ async fn unknown_host_and_refused_connection_exit_4() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_refused_exits_5_without_the_password() {
     let fx = Fixture::new(|c| c).await;
-    fx.serve("f.bin", 10, 1);
+    let data = fx.serve("f.bin", 10, 1);
     let url = fx.url("f.bin").replace("ftp://", "ftp://alice:wrong-pw@");
     let o = run(&[&url], &fx.local).await;
     assert_eq!(code(&o), 5, "{}", stderr(&o));
@@ -58,7 +56,14 @@ async fn login_refused_exits_5_without_the_password() {
         line.contains("alice") && !line.contains("wrong-pw"),
         "{line}"
     );
-    // The right password, given through the environment, works.
+    let out = fx.out("f.bin");
+    let manifest = ftpseg::storage::manifest::Manifest::path_for(&out);
+    let part = ftpseg::storage::part_path(&out);
+    for p in [&out, &manifest, &part] {
+        assert!(!p.exists(), "{} written after a refused login", p.display());
+    }
+    // The right password, given through the environment, works: the file is saved whole,
+    // quietly, and the password shows nowhere.
     let url = fx.url("f.bin").replace("ftp://", "ftp://alice@");
     let child = ftpseg()
         .env("FTPSEG_PASSWORD", "s3cret")
@@ -67,7 +72,9 @@ async fn login_refused_exits_5_without_the_password() {
         .spawn()
         .unwrap();
     let o = child.wait_with_output().await.unwrap();
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_ok_and_equal(&o, &out, &data);
+    assert_eq!(stderr(&o), "", "-q printed something");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("s3cret"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +214,7 @@ async fn user_without_password_off_a_terminal_says_where_to_put_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_pasv_address_opts_in_to_the_server_named_address() {
     // The proxy names 127.0.0.2 (where nothing listens) in PASV replies: by default ftpseg
-    // ignores it (tests/download.rs); with --use-pasv-address it follows it and fails.
+    // ignores it (the `download` tests); with --use-pasv-address it follows it and fails.
     let fx = Fixture::new(|c| c).await;
     fx.serve("f.bin", 1000, 1);
     let proxy = Proxy::start_with(fx.server.addr(), &["EPSV"], None, Some("127,0,0,2")).await;
@@ -221,7 +228,9 @@ async fn use_pasv_address_opts_in_to_the_server_named_address() {
         &fx.local,
     )
     .await;
-    assert_ne!(code(&o), 0, "{}", stderr(&o));
+    // EPSV's 502 is the reply reported (with the PASV connection that failed): the server
+    // refused what was asked of it, exit 12 (README "Exit codes").
+    assert_eq!(code(&o), 12, "{}", stderr(&o));
     assert!(one_line(&o).contains("refused"), "{}", stderr(&o));
 }
 

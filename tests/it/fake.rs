@@ -11,6 +11,7 @@
 //! The file served is in memory. Connections, transfers and bytes are counted in [`Stats`].
 //! Every wait is bounded ([`WAIT`], and [`LIFETIME`] per connection), and dropping the
 //! [`FakeServer`] aborts its task and every connection task.
+// A toolkit: not every action or counter is used by the tests of today.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

@@ -8,12 +8,10 @@
 //! them its own way: 426, pure-ftpd's extra 150...); resume after SIGKILL; a per-IP limit of 3
 //! with `-n 8`; a frozen server session (SIGSTOP) replaced after the stall timeout.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[derive(Clone, Debug)]
 struct Server {
@@ -216,13 +214,29 @@ async fn every_server_resumes_after_sigkill() {
             wait_for_durable(&out, 12 * MIB, Duration::from_secs(90)).await;
             child.start_kill().unwrap();
             child.wait().await.unwrap();
-            let o = run(&args, &cwd).await;
+            let durable = assert_claims_hold(&out, &data).bytes_done();
+            // The same command with --json, whose file_done says how much was resumed.
+            let mut rerun = args.to_vec();
+            rerun.insert(0, "--json");
+            let o = run(&rerun, &cwd).await;
             assert_ok_and_equal(&o, &out, &data);
             assert!(
                 stderr(&o).is_empty(),
                 "{}: quiet resume printed {}",
                 s.name,
                 stderr(&o)
+            );
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            let done: serde_json::Value = stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|e| e["event"] == "file_done")
+                .unwrap_or_else(|| panic!("{}: no file_done event in {stdout}", s.name));
+            let resumed = done["resumed"].as_u64().unwrap();
+            assert!(
+                resumed >= durable,
+                "{}: the rerun resumed {resumed} bytes; {durable} were durable",
+                s.name
             );
         }));
     }
@@ -233,6 +247,7 @@ async fn every_server_resumes_after_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_ip_limit_of_three_with_sixteen_connections_completes() {
+    let _one_at_a_time = LIMITED.lock().await;
     let servers = Servers::load();
     let dir = tempfile::tempdir().unwrap();
     let data = servers.bytes("mid.bin");
@@ -448,7 +463,7 @@ async fn proftpd_exact_ranges_send_nothing_past_each_range() {
         .clone();
     let dir = tempfile::tempdir().unwrap();
     let data = servers.bytes("mid.bin");
-    let logged = |log: &PathBuf| std::fs::read_to_string(log).unwrap_or_default();
+    let logged = |log: &PathBuf| read_log(log);
     let before = logged(&log).lines().count();
     let out = dir.path().join("rang");
     let o = run(
@@ -474,6 +489,13 @@ async fn proftpd_exact_ranges_send_nothing_past_each_range() {
         .filter(|l| l.contains("mid.bin"))
         .filter_map(|l| l.split_whitespace().nth(7)?.parse::<u64>().ok())
         .sum();
+    // The log was read and is the one this server writes: it holds this download's transfers.
+    assert!(
+        sent >= data.len() as u64,
+        "proftpd's log {} records {sent} bytes sent for a {}-byte file",
+        log.display(),
+        data.len()
+    );
     assert!(
         sent <= data.len() as u64 + data.len() as u64 / 100,
         "proftpd sent {sent} bytes for a {}-byte file: ranges were not exact",
@@ -508,6 +530,12 @@ async fn proftpd_exact_ranges_send_nothing_past_each_range() {
         .filter(|l| l.contains("big.bin"))
         .filter_map(|l| l.split_whitespace().nth(7)?.parse::<u64>().ok())
         .sum();
+    assert!(
+        sent >= data.len() as u64,
+        "proftpd's log {} records {sent} bytes sent for a {}-byte file",
+        log.display(),
+        data.len()
+    );
     assert!(
         sent <= data.len() as u64 + data.len() as u64 * 3 / 100,
         "proftpd sent {sent} bytes for a {}-byte file with steals: more than 3% over",

@@ -5,13 +5,11 @@
 //! Certificates are made at test time with rcgen: a CA and a leaf for `localhost` and
 //! `127.0.0.1` signed by it, in PEM, in the test's temporary folder.
 
-mod common;
-
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ftpseg::ftp::url::FtpUrl;
 use ftpseg::ftp::{Credentials, Session, TlsClient, Verify};
 use ftpseg::storage::manifest::Manifest;
@@ -443,7 +441,7 @@ async fn killed_ftps_download_resumes_byte_exact_and_keeps_the_password_secret()
     let killed = child.wait_with_output().await.unwrap();
     assert!(!killed.status.success());
     let manifest_text = std::fs::read_to_string(Manifest::path_for(&out)).unwrap();
-    let m = Manifest::load(&Manifest::path_for(&out)).unwrap().unwrap();
+    let m = assert_claims_hold(&out, &data);
     assert_eq!(m.url, format!("ftpes://carol@{}/f.bin", fx.server.addr()));
     let done = m.bytes_done();
     assert!(done >= 3 * MIB);
@@ -494,6 +492,7 @@ async fn plain_download_resumes_over_tls_with_ftps_flag() {
     wait_for_durable(&out, 2 * MIB, Duration::from_secs(60)).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+    assert_claims_hold(&out, &data);
     assert_eq!(fx.server.stats().tls_handshakes, 0);
     fx.server.set_faults(Faults::default());
     let ca = pki.ca.to_str().unwrap();

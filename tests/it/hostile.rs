@@ -1,19 +1,16 @@
-//! Hostile servers: the real binary against a scripted fake server (tests/fake) that does what
+//! Hostile servers: the real binary against a scripted fake server (`fake.rs`) that does what
 //! no real server does. Every run must end well within its time limit with either the exact
 //! bytes or one clear error line and the exit code documented in README.md.
 //!
 //! Each test runs its cases at once and reports every case that went wrong. Set
 //! `HOSTILE_VERBOSE=1` (with `--nocapture`) to see each case's exit, message and server counters.
 
-mod common;
-mod fake;
-
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{code, ftpseg, stderr};
-use fake::*;
+use crate::common::{code, ftpseg, stderr};
+use crate::fake::*;
 use ftpseg::storage::manifest::Manifest;
 use ftpseg::storage::part_path;
 
@@ -38,6 +35,8 @@ const TIMEOUTS: [&str; 8] = [
 struct Run {
     out: Output,
     elapsed: Duration,
+    /// Peak resident memory of the process, KiB.
+    peak_rss_kib: u64,
     path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -49,15 +48,17 @@ impl Run {
 
     fn describe(&self) -> String {
         format!(
-            "exit {} after {:.1} s, stderr {:?}",
+            "exit {} after {:.1} s, peak RSS {} KiB, stderr {:?}",
             code(&self.out),
             self.elapsed.as_secs_f64(),
+            self.peak_rss_kib,
             stderr(&self.out)
         )
     }
 }
 
 /// Runs `ftpseg [TIMEOUTS] [args] -o <tmp>/f.bin url`; panics if it does not end in time.
+/// Samples the process's peak resident memory (`VmHWM`) while it runs.
 async fn fetch(url: &str, args: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.bin");
@@ -66,16 +67,38 @@ async fn fetch(url: &str, args: &[&str]) -> Run {
     all.extend_from_slice(&["-o", path.to_str().unwrap(), url]);
     let started = Instant::now();
     let child = ftpseg().args(&all).current_dir(dir.path()).spawn().unwrap();
-    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("ftpseg hung: no exit within {RUN_LIMIT:?}: {all:?}"))
-        .unwrap();
+    let pid = child.id().expect("running");
+    let wait = child.wait_with_output();
+    tokio::pin!(wait);
+    let deadline = tokio::time::sleep(RUN_LIMIT);
+    tokio::pin!(deadline);
+    // Sampled from the start (so /proc is known to be readable), then every millisecond: a
+    // client that kept a huge reply would hold it for as long as it takes to read it.
+    let mut peak_rss_kib = vm_hwm_kib(pid).unwrap_or(0);
+    let out = loop {
+        tokio::select! {
+            out = &mut wait => break out.unwrap(),
+            _ = &mut deadline => panic!("ftpseg hung: no exit within {RUN_LIMIT:?}: {all:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(1)) => {
+                peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid).unwrap_or(0));
+            }
+        }
+    };
     Run {
         out,
         elapsed: started.elapsed(),
+        peak_rss_kib,
         path,
         _dir: dir,
     }
+}
+
+/// The peak resident memory of process `pid` so far (`VmHWM` in /proc/<pid>/status, KiB);
+/// `None` once it has exited.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The error line, if stderr is exactly one `ftpseg: error: ...` line.
@@ -258,6 +281,24 @@ fn when(
 
 // 1. Huge replies.
 
+/// Peak resident memory allowed to a run given a huge reply. A run of ftpseg (debug build)
+/// peaks at 16-22 MiB here; with a reply cap of 24 MiB instead of 256 KiB, at 36-41 MiB.
+const MEMORY_LIMIT_KIB: u64 = 32 << 10;
+
+/// The process's peak resident memory stayed under [`MEMORY_LIMIT_KIB`].
+fn peak_memory_bounded(_: &Stats, run: &Run) -> Result<(), String> {
+    if run.peak_rss_kib == 0 {
+        return Err("no memory sample was taken (is /proc mounted?)".into());
+    }
+    if run.peak_rss_kib > MEMORY_LIMIT_KIB {
+        return Err(format!(
+            "the client's memory peaked at {} KiB, more than {MEMORY_LIMIT_KIB} KiB",
+            run.peak_rss_kib
+        ));
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_replies_are_refused_with_bounded_memory() {
     // About 64 MB of reply: the client must stop reading at its cap (256 KiB), not buffer it.
@@ -265,14 +306,14 @@ async fn huge_replies_are_refused_with_bounded_memory() {
     let long_line = format!("220-{}\r\n", "x".repeat(60));
     let feat_line = format!(" {}\r\n", "FEATURE".repeat(9));
     let total = (LINES * 64) as u64;
-    let bounded = move |s: &Stats, _: &Run| {
+    let bounded = move |s: &Stats, run: &Run| {
         let sent = s.control_bytes.load(std::sync::atomic::Ordering::SeqCst);
         if sent >= total / 2 {
             Err(format!(
                 "the client read {sent} bytes of a {total}-byte reply"
             ))
         } else {
-            Ok(())
+            peak_memory_bounded(s, run)
         }
     };
     run_cases(vec![
@@ -324,7 +365,8 @@ async fn huge_replies_are_refused_with_bounded_memory() {
                 })
             }),
             Expect::Exact,
-        ),
+        )
+        .check(peak_memory_bounded),
     ])
     .await;
 }
@@ -728,17 +770,20 @@ async fn unknown_reply_codes_during_the_transfer_are_survived() {
             "FEAT 999",
             Behavior::new(file(1)).on(when("FEAT", false, Action::Reply("999 what".into()))),
             Expect::Exact,
-        ),
+        )
+        .check(saw("FEAT")),
         case(
             "MDTM 999",
             Behavior::new(file(2)).on(when("MDTM", false, Action::Reply("999 what".into()))),
             Expect::Exact,
-        ),
+        )
+        .check(saw("MDTM")),
         case(
             "first EPSV 999",
             Behavior::new(file(3)).on(once("EPSV", "999 what")),
             Expect::Exact,
-        ),
+        )
+        .check(saw("EPSV")),
         case(
             "first RETR 999",
             Behavior::new(file(4)).on(once("RETR", "999 what")),
@@ -917,6 +962,7 @@ async fn mdtm_garbage_is_ignored() {
             Behavior::new(file(seed)).on(when("MDTM", false, Action::Reply(text.into()))),
             Expect::Exact,
         )
+        .check(saw("MDTM"))
     };
     run_cases(vec![
         mdtm("not a date", "213 notadate", 1),

@@ -1,6 +1,5 @@
 //! Shared test fixture: an in-process FTP server on loopback serving generated files, a scratch
 //! folder for outputs, and a runner for the real `ftpseg` binary with a time limit.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -11,6 +10,10 @@ use ftpseg::testserver::{ServerConfig, TestServer, write_pattern_file};
 use tempfile::TempDir;
 
 pub const MIB: u64 = 1 << 20;
+
+/// The tests that fill a `-limited` real server's per-IP slots (in `interop` and
+/// `bulk_interop`) run one at a time: two at once would share the limit.
+pub static LIMITED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Where `scripts/ftp-servers.sh` keeps the state of the real servers (`$FTPSEG_SERVERS_DIR`).
 pub fn servers_json_path() -> PathBuf {
@@ -29,6 +32,36 @@ pub fn servers_json() -> serde_json::Value {
         )
     });
     serde_json::from_str(&text).unwrap()
+}
+
+/// The text of a real server's log, or a panic naming it: a log that is missing (or moved)
+/// must not read as "nothing happened".
+pub fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the server log {path:?} ({e}): did scripts/ftp-servers.sh change where \
+             it logs?"
+        )
+    })
+}
+
+/// Bytes sent by the transfers a real server's transfer log records: the 8th field of each
+/// xferlog line (vsftpd, proftpd, pure-ftpd), or `bytes=N` of pyftpdlib's `RETR` lines.
+pub fn sent_in_log(kind: &str, log: &str) -> u64 {
+    let sent = |l: &str| -> Option<u64> {
+        if kind == "pyftpdlib" {
+            if !l.contains(" RETR ") {
+                return None;
+            }
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("bytes="))?
+                .parse()
+                .ok()
+        } else {
+            l.split_whitespace().nth(7)?.parse().ok()
+        }
+    };
+    log.lines().filter_map(sent).sum()
 }
 
 pub struct Fixture {
@@ -130,6 +163,49 @@ pub fn assert_ok_and_equal(o: &Output, out: &Path, expected: &[u8]) {
         !ftpseg::storage::part_path(out).exists(),
         ".part left behind"
     );
+}
+
+/// Checks every claim of the manifest against the source bytes.
+pub fn claims_hold(m: &Manifest, part: &[u8], source: &[u8]) -> Result<(), String> {
+    if m.size.is_none() {
+        // Streamed (size unknown): the first `streamed` bytes are claimed.
+        let n = m.streamed.unwrap_or(0) as usize;
+        if part.get(..n) != source.get(..n) {
+            return Err(format!("{n} streamed bytes claimed done, but they differ"));
+        }
+    }
+    for r in &m.ranges {
+        let (a, b) = (r.start as usize, r.done as usize);
+        if part.get(a..b) != source.get(a..b) {
+            let at = (a..b).find(|&i| part.get(i) != source.get(i)).unwrap_or(a);
+            return Err(format!("range {r:?}: byte {at} claimed done but differs"));
+        }
+    }
+    for (k, h) in m.chunks.iter().enumerate() {
+        let Some(h) = h else { continue };
+        let (from, to) =
+            ftpseg::integrity::verify::chunk_range(k as u64, m.chunk_size, source.len() as u64);
+        let cv = ftpseg::integrity::verify::chunk_cv(from, &source[from as usize..to as usize]);
+        if *h != ftpseg::integrity::verify::to_hex(&cv) {
+            return Err(format!("chunk {k}: recorded hash is not the source's"));
+        }
+    }
+    Ok(())
+}
+
+/// After a kill: the manifest beside `out` loads and every claim it makes about the `.part`
+/// holds (see [`claims_hold`]). Resume would repair a false claim in a hashed chunk, so the
+/// final file alone cannot show one. Returns the manifest.
+pub fn assert_claims_hold(out: &Path, source: &[u8]) -> Manifest {
+    let m = Manifest::load(&Manifest::path_for(out))
+        .unwrap_or_else(|e| panic!("manifest of {} unreadable after a kill: {e}", out.display()))
+        .unwrap_or_else(|| panic!("no manifest beside {} after a kill", out.display()));
+    let part = std::fs::read(ftpseg::storage::part_path(out))
+        .unwrap_or_else(|e| panic!(".part of {} unreadable after a kill: {e}", out.display()));
+    if let Err(e) = claims_hold(&m, &part, source) {
+        panic!("{} after a kill: {e}", out.display());
+    }
+    m
 }
 
 /// Waits (bounded) until the manifest beside `out` records at least `bytes` done.

@@ -1,9 +1,7 @@
 //! Byte-exact downloads from the in-process server: sizes, connection counts, work stealing,
 //! fallbacks.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ftpseg::testserver::Faults;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,8 +417,12 @@ async fn transient_errors_are_retried_from_where_the_range_got() {
     .await;
     assert_ok_and_equal(&o, &out, &data);
     let stats = fx.server.stats();
+    // Each failed transfer had sent 300 KB into its range: a retry that starts the range
+    // again fetches those 6 x 300 KB twice (1.8 MB over the file); one that resumes where the
+    // range got fetches none of them again (measured: 130-250 KB over the file, bytes in
+    // flight when a transfer is cut short).
     assert!(
-        stats.bytes_sent < 8 * MIB + 6 * 300_000 + 8 * MIB / 2,
+        stats.bytes_sent < 8 * MIB + 6 * 300_000 / 2,
         "retries resume mid-range rather than from the start: {stats:?}"
     );
 }

@@ -5,14 +5,12 @@
 //! to one connection where it truncates; SIGKILL mid-upload then a resume that sends exactly the
 //! missing bytes, the final name never visible before the end; a local file changed between
 //! tries refused; an existing remote file kept without --force; a verify mismatch keeping the
-//! temporary file; -r of a folder. The same against the real servers: tests/upload_interop.rs.
-
-mod common;
+//! temporary file; -r of a folder. The same against the real servers: `upload_interop.rs`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ftpseg::testserver::{Faults, write_pattern_file};
 
 const PW: &str = "s3cret";

@@ -1,0 +1,26 @@
+//! ftpseg's integration tests, in one binary so the crate is linked once (`cargo test --test
+//! it`; one area: `cargo test --test it resume::`). Each module is one area; `common` holds the
+//! fixture (an in-process server, the real binary with a time limit) and `fake` the scriptable
+//! hostile server.
+//!
+//! The tests of every area run in parallel with each other. Those that use the real servers of
+//! `scripts/ftp-servers.sh` (`interop`, `bulk_interop`, `upload_interop`, and the real-server
+//! cases of `active`) read `$FTPSEG_SERVERS_DIR/servers.json`; the ones that fill a `-limited`
+//! instance's per-IP slots take [`common::LIMITED`] so that they never share the limit.
+
+mod common;
+mod fake;
+
+mod active;
+mod bench_command;
+mod bulk;
+mod bulk_interop;
+mod crash;
+mod download;
+mod errors;
+mod ftps;
+mod hostile;
+mod interop;
+mod resume;
+mod upload;
+mod upload_interop;
