@@ -20,7 +20,7 @@ fn main() {
     let gib = std::fs::metadata(&path).unwrap().len() as f64 / (1u64 << 30) as f64;
     for pass in 1..=3 {
         let t = std::time::Instant::now();
-        let h = ftpseg::integrity::verify::hash_file(&path).unwrap();
+        let h = ftpseg::internals::verify::hash_file(&path).unwrap();
         println!(
             "pass {pass}: {:.3} s per GiB (BLAKE3 {})",
             t.elapsed().as_secs_f64() / gib,

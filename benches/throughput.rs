@@ -24,7 +24,7 @@ const MIB: u64 = 1 << 20;
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
-        .and_then(|v| ftpseg::cli::parse_size(&v).ok())
+        .and_then(|v| ftpseg::internals::parse_size(&v).ok())
         .unwrap_or(default)
 }
 
@@ -164,7 +164,7 @@ fn to_json(r: &Run) -> serde_json::Value {
 }
 
 fn hash(path: &Path) -> blake3::Hash {
-    ftpseg::integrity::verify::hash_file(path).unwrap()
+    ftpseg::internals::verify::hash_file(path).unwrap()
 }
 
 fn measure(

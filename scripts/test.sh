@@ -21,3 +21,5 @@ else
 fi
 
 cargo test --locked "$@"
+# The library embedded by a program (examples/download.rs), against the built-in server.
+cargo run --locked --quiet --example download

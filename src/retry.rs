@@ -35,11 +35,6 @@ impl Failure {
             Failure::Fatal
         }
     }
-
-    /// Whether another try may help.
-    pub fn retry(self) -> bool {
-        self != Failure::Fatal
-    }
 }
 
 /// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... capped at 30 s, each scaled by a
@@ -115,7 +110,6 @@ mod tests {
             Failure::after_login(&SessionError::Changed("x".into())),
             Failure::Fatal
         );
-        assert!(!Failure::Fatal.retry() && Failure::Busy.retry());
     }
 
     #[test]

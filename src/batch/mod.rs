@@ -33,9 +33,7 @@ use crate::integrity::checksum::{Expected, SumLine};
 use crate::ui::events::Events;
 use crate::ui::progress::Mode;
 
-pub use inputs::{Input, InputLine, Inputs, parse_input};
-pub use report::batch_exit_code;
-pub use run::{Local, local_state, mdtm_to_time};
+pub use inputs::Inputs;
 
 /// What a batch is asked to do, checked (built from the command line, but free of clap).
 #[derive(Clone, Debug)]

@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
 
-use super::*;
+use super::inputs::{InputLine, parse_input};
+use super::report::batch_exit_code;
+use super::run::{Local, local_state, mdtm_to_time};
 use crate::error::exit;
 
 #[test]

@@ -108,7 +108,7 @@ impl JobFor for DownloadJobs {
 
 /// The options of a download when no flag is given: clap's own defaults, so each default is
 /// written once, in its `#[arg]` (for bench's and demo's runs, which take no such flags).
-fn default_download_opts() -> DownloadOpts {
+pub(super) fn default_download_opts() -> DownloadOpts {
     let cmd = DownloadOpts::augment_args(clap::Command::new("ftpseg"));
     let matches = cmd
         .try_get_matches_from(["ftpseg"])

@@ -13,7 +13,7 @@ pub mod groups;
 pub mod jobs;
 pub mod parse;
 
-pub use args::{BenchArgs, BulkArgs, Cli, Command, DemoArgs, GetArgs, PutArgs, ServeArgs};
+pub use args::{Cli, Command};
 pub use parse::parse_size;
 
 use crate::commands::{self, Stop};

@@ -210,3 +210,19 @@ fn bench_runs_are_quiet_forced_downloads_with_its_tls_options() {
     assert!(plan.job.output.starts_with(dir.path()));
     assert_eq!(plan.counts, [1, 2, 4, 8, 16]);
 }
+
+#[test]
+fn the_librarys_job_new_has_the_command_lines_defaults() {
+    let mut opts = jobs::default_download_opts();
+    opts.credentials.no_netrc = true;
+    for raw in [
+        "ftp://u:secret@h/f.iso",
+        "ftp://h/f.iso",
+        "ftpes://h:2121/a/b",
+    ] {
+        let cli = job_for(&opts, raw, Some("out".into())).unwrap();
+        let lib = crate::download::Job::new(crate::ftp::url::FtpUrl::parse(raw).unwrap(), "out");
+        assert_eq!(format!("{cli:?}"), format!("{lib:?}"), "{raw}");
+        assert_eq!(cli.creds.password, lib.creds.password, "{raw}");
+    }
+}

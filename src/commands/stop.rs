@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::exit;
 
-/// A request to stop, from the signals ([`Stop::on_signals`]) or from code ([`Stop::manual`]).
+/// A request to stop, from the signals ([`Stop::on_signals`]).
 #[derive(Debug)]
 pub struct Stop {
     stopped: watch::Receiver<bool>,
@@ -51,7 +51,8 @@ impl Stop {
     }
 
     /// A stop no signal reaches: sending `true` on the returned sender asks the run to stop
-    /// (for programs that embed a command, and tests).
+    /// (for tests; a program that embeds a download passes its own `watch` receiver).
+    #[cfg(test)]
     pub fn manual() -> (watch::Sender<bool>, Stop) {
         let (tx, stopped) = watch::channel(false);
         let stop = Stop {

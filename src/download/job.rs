@@ -21,7 +21,7 @@ pub struct Job {
     /// Connections to use (with `auto_connections`, the most that may be used).
     pub connections: usize,
     /// `-n auto`: start with few connections and add more while throughput still rises
-    /// ([`crate::download::autotune`]).
+    /// (the tuner in `download/autotune.rs`).
     pub auto_connections: bool,
     pub min_range: u64,
     pub timeouts: Timeouts,
@@ -56,11 +56,54 @@ pub struct Job {
     /// `--limit-rate-per-file`: bytes per second for this file's connections together.
     pub per_file_rate: Option<u64>,
     /// Sequential digests (`--checksum` SHA-2/SHA-1/MD5) that follow the written prefix
-    /// during the download ([`crate::integrity::digest`]); the caller finishes them. Not with
-    /// [`Storage::Discard`] (refused: there is nothing to read back).
+    /// during the download (`integrity/digest.rs`); the caller finishes them. Not with
+    /// `Storage::Discard` (refused: there is nothing to read back).
     pub digest: Option<Arc<crate::integrity::digest::PrefixDigest>>,
     /// Where the bytes go: `<out>.part` then `<out>`, or nowhere (`ftpseg bench --discard`).
     pub storage: Storage,
+}
+
+impl Job {
+    /// A download of `url` to `output` with the command line's defaults: 8 connections,
+    /// ranges of at least 1 MiB, 8 tries, a checkpoint every second, the default timeouts, the
+    /// system's TLS roots, never overwriting `output` and resuming from its manifest. The login
+    /// is the URL's user and password (an empty password if the URL has none), or anonymous.
+    /// Change any field before the run; `cli/tests.rs` checks these defaults against the
+    /// command line's.
+    pub fn new(url: FtpUrl, output: impl Into<PathBuf>) -> Job {
+        let creds = match &url.user {
+            Some(user) => Credentials {
+                user: user.clone(),
+                password: url.password.clone().unwrap_or_default(),
+            },
+            None => Credentials::anonymous(),
+        };
+        Job {
+            url,
+            creds,
+            output: output.into(),
+            connections: crate::download::plan::DEFAULT_CONNECTIONS,
+            auto_connections: false,
+            min_range: crate::download::plan::DEFAULT_MIN_RANGE,
+            timeouts: Timeouts::default(),
+            max_tries: 8,
+            force: false,
+            restart: false,
+            checkpoint_interval: Duration::from_secs(1),
+            use_pasv_address: false,
+            active: false,
+            verify: Verify::default(),
+            busy_retry: Duration::from_secs(15),
+            no_rang: false,
+            straggler_timeout: Duration::from_secs(3),
+            pool: None,
+            limit: None,
+            rate_limits: Vec::new(),
+            per_file_rate: None,
+            digest: None,
+            storage: Storage::File,
+        }
+    }
 }
 
 /// `-n`: a fixed number of connections, or `auto`.
@@ -89,7 +132,7 @@ pub struct Outcome {
     pub fetched: u64,
     /// Bytes found already on disk from an earlier run.
     pub resumed: u64,
-    /// The file's BLAKE3; `None` when the bytes were discarded ([`Storage::Discard`]).
+    /// The file's BLAKE3; `None` when the bytes were discarded (`Storage::Discard`).
     pub blake3: Option<blake3::Hash>,
     /// Time spent hashing at the end.
     pub hash_time: Duration,

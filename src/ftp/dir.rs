@@ -68,7 +68,7 @@ impl Session {
             .collect())
     }
 
-    /// The whole content of a small remote file (at most [`MAX_LISTING`] bytes), from byte 0.
+    /// The whole content of a small remote file (at most `MAX_LISTING` bytes), from byte 0.
     pub async fn read_small_file(&mut self, path: &str) -> Result<Vec<u8>, SessionError> {
         if self.rest && self.rest0 {
             self.raw("REST 0", &[350]).await?;

@@ -21,6 +21,5 @@ pub mod tls;
 pub mod upload;
 pub mod url;
 
-pub use reply::{Features, Mdtm};
 pub use session::{Credentials, DataStream, Session, SessionError, Timeouts, Transfer};
 pub use tls::{TlsClient, TlsError, Verify};

@@ -201,7 +201,7 @@ async fn loopback_pair(ip: IpAddr) -> Option<(TcpStream, TcpStream)> {
     Some((outer.ok()?, inner.ok()?.0))
 }
 
-/// [`ServerConfig::latency`]: the control connection relayed to libunftp over a loopback
+/// [`ServerConfig::latency`](super::ServerConfig::latency): the control connection relayed to libunftp over a loopback
 /// connection on the same address (so its passive replies name the address the client
 /// connected to), every chunk delivered half a round trip after it was sent, the greeting
 /// two round trips after the connect.

@@ -102,9 +102,13 @@ struct Bars {
     conns: Vec<ProgressBar>,
 }
 
+/// A program's own view of the progress: called with each [`View`] the download reports.
+pub type Observer = Box<dyn FnMut(&View) + Send>;
+
 /// Renders progress; one per download.
 pub struct Progress {
     mode: Mode,
+    observer: Option<Observer>,
     bars: Option<Bars>,
     started: Instant,
     last_line: Instant,
@@ -125,12 +129,22 @@ impl Progress {
         let now = Instant::now();
         Progress {
             mode,
+            observer: None,
             bars: None,
             started: now,
             last_line: now,
             last_bytes: Vec::new(),
             rates: Vec::new(),
         }
+    }
+
+    /// Nothing drawn: `observer` receives every [`View`] instead (a program that embeds a
+    /// download and shows its progress its own way); notes are not shown, as with [`Mode::Quiet`].
+    pub fn observed(observer: impl FnMut(&View) + Send + 'static) -> Progress {
+        let mut p = Progress::new(Mode::Plain);
+        p.mode = Mode::Quiet;
+        p.observer = Some(Box::new(observer));
+        p
     }
 
     /// Whether anything but errors is shown.
@@ -151,6 +165,10 @@ impl Progress {
 
     /// Draws the current state.
     pub fn update(&mut self, view: &View) {
+        if let Some(observe) = self.observer.as_mut() {
+            observe(view);
+            return;
+        }
         let now = Instant::now();
         self.update_rates(now, view);
         match self.mode {

@@ -53,14 +53,8 @@ use crate::ui::human_bytes;
 use crate::ui::progress::Progress;
 
 pub use inputs::files_to_upload;
-pub use manifest::{
-    MANIFEST_FORMAT, MANIFEST_SUFFIX, MANIFEST_VERSION, UploadManifest, UploadMode, manifest_path,
-};
-pub use plan::{
-    DEFAULT_TEMP_SUFFIX, MAX_PIECE, MIN_PIECE, Piece, SingleResume, chunks_overlapping, piece_size,
-    plan_pieces, remote_join, single_resume, temp_name, wants_parallel,
-};
-pub use probe::{PROBE_SUFFIX, probe_bytes};
+pub use manifest::manifest_path;
+pub use plan::DEFAULT_TEMP_SUFFIX;
 
 /// What one `ftpseg put` run is asked to do.
 #[derive(Clone, Debug)]

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 
-use super::probe::PROBE_BLOCK;
-use super::*;
+use super::manifest::*;
+use super::plan::*;
+use super::probe::{PROBE_BLOCK, probe_bytes};
 use crate::integrity::verify;
 
 #[test]

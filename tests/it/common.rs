@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ftpseg::storage::manifest::Manifest;
+use ftpseg::internals::manifest::Manifest;
 use ftpseg::testserver::{ServerConfig, TestServer, write_pattern_file};
 use tempfile::TempDir;
 
@@ -159,10 +159,7 @@ pub fn assert_ok_and_equal(o: &Output, out: &Path, expected: &[u8]) {
         panic!("bytes differ first at offset {at}");
     }
     assert!(!Manifest::path_for(out).exists(), "manifest left behind");
-    assert!(
-        !ftpseg::storage::part_path(out).exists(),
-        ".part left behind"
-    );
+    assert!(!ftpseg::part_path(out).exists(), ".part left behind");
 }
 
 /// Checks every claim of the manifest against the source bytes.
@@ -184,9 +181,9 @@ pub fn claims_hold(m: &Manifest, part: &[u8], source: &[u8]) -> Result<(), Strin
     for (k, h) in m.chunks.iter().enumerate() {
         let Some(h) = h else { continue };
         let (from, to) =
-            ftpseg::integrity::verify::chunk_range(k as u64, m.chunk_size, source.len() as u64);
-        let cv = ftpseg::integrity::verify::chunk_cv(from, &source[from as usize..to as usize]);
-        if *h != ftpseg::integrity::verify::to_hex(&cv) {
+            ftpseg::internals::verify::chunk_range(k as u64, m.chunk_size, source.len() as u64);
+        let cv = ftpseg::internals::verify::chunk_cv(from, &source[from as usize..to as usize]);
+        if *h != ftpseg::internals::verify::to_hex(&cv) {
             return Err(format!("chunk {k}: recorded hash is not the source's"));
         }
     }
@@ -200,7 +197,7 @@ pub fn assert_claims_hold(out: &Path, source: &[u8]) -> Manifest {
     let m = Manifest::load(&Manifest::path_for(out))
         .unwrap_or_else(|e| panic!("manifest of {} unreadable after a kill: {e}", out.display()))
         .unwrap_or_else(|| panic!("no manifest beside {} after a kill", out.display()));
-    let part = std::fs::read(ftpseg::storage::part_path(out))
+    let part = std::fs::read(ftpseg::part_path(out))
         .unwrap_or_else(|e| panic!(".part of {} unreadable after a kill: {e}", out.display()));
     if let Err(e) = claims_hold(&m, &part, source) {
         panic!("{} after a kill: {e}", out.display());

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use ftpseg::storage::manifest::Manifest;
+use ftpseg::internals::manifest::Manifest;
 use ftpseg::testserver::Faults;
 use rand::{Rng, SeedableRng};
 
@@ -34,7 +34,7 @@ async fn sigkill_sweep_ends_byte_exact_every_time() {
     let source = fx.serve("c.bin", 24 * MIB + 12_345, 61);
     let out = fx.out("c.bin");
     let mpath = Manifest::path_for(&out);
-    let part = ftpseg::storage::part_path(&out);
+    let part = ftpseg::part_path(&out);
     let args = [
         "-q",
         "-n",

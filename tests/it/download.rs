@@ -379,7 +379,7 @@ async fn part_without_manifest_is_not_trusted() {
     let data = fx.serve("f.bin", 2 * MIB, 5);
     let out = fx.out("f.bin");
     // A leftover .part of the right size full of wrong bytes, with no manifest.
-    std::fs::write(ftpseg::storage::part_path(&out), vec![0xAAu8; data.len()]).unwrap();
+    std::fs::write(ftpseg::part_path(&out), vec![0xAAu8; data.len()]).unwrap();
     let o = run(
         &["--plain", "-o", out.to_str().unwrap(), &fx.url("f.bin")],
         &fx.local,

@@ -57,8 +57,8 @@ async fn login_refused_exits_5_without_the_password() {
         "{line}"
     );
     let out = fx.out("f.bin");
-    let manifest = ftpseg::storage::manifest::Manifest::path_for(&out);
-    let part = ftpseg::storage::part_path(&out);
+    let manifest = ftpseg::internals::manifest::Manifest::path_for(&out);
+    let part = ftpseg::part_path(&out);
     for p in [&out, &manifest, &part] {
         assert!(!p.exists(), "{} written after a refused login", p.display());
     }
@@ -109,7 +109,7 @@ async fn no_space_exits_8_before_writing() {
     assert_eq!(code(&o), 8, "{}", stderr(&o));
     let line = one_line(&o);
     assert!(line.contains("need ") && line.contains("have "), "{line}");
-    let part = ftpseg::storage::part_path(&fx.out("huge.iso"));
+    let part = ftpseg::part_path(&fx.out("huge.iso"));
     let blocks = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     assert_eq!(blocks, 0, "nothing was allocated");
 }
@@ -285,7 +285,7 @@ async fn full_disk_fails_before_writing_on_a_real_small_filesystem() {
     assert_eq!(code(&o), 8, "{}", stderr(&o));
     let line = one_line(&o);
     assert!(line.contains("need 16.00 MiB, have "), "{line}");
-    let part = ftpseg::storage::part_path(&out);
+    let part = ftpseg::part_path(&out);
     assert_eq!(
         std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0),
         0,

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::*;
-use ftpseg::ftp::url::FtpUrl;
-use ftpseg::ftp::{Credentials, Session, TlsClient, Verify};
-use ftpseg::storage::manifest::Manifest;
+use ftpseg::FtpUrl;
+use ftpseg::internals::manifest::Manifest;
+use ftpseg::internals::{Session, TlsClient};
 use ftpseg::testserver::{Faults, TlsFiles, pattern_bytes};
+use ftpseg::{Credentials, Verify};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -243,7 +244,7 @@ async fn untrusted_certificate_fails_with_exit_13_before_login() {
     assert!(line.contains("--ca-file"), "{line}");
     assert!(line.contains("--insecure"), "{line}");
     assert!(!out.exists());
-    assert!(!ftpseg::storage::part_path(&out).exists());
+    assert!(!ftpseg::part_path(&out).exists());
     assert_eq!(fx.server.stats().login_attempts, 0, "password never sent");
     assert_eq!(fx.server.stats().retrs, 0);
 
@@ -527,7 +528,7 @@ async fn sessions_resume_their_own_tls_session_and_read_plaintext() {
     let tls = std::sync::Arc::new(TlsClient::new(&url, &Verify::CaFile(pki.ca.clone())).unwrap());
     let addrs = [fx.server.addr()];
     let creds = Credentials::anonymous();
-    let timeouts = ftpseg::ftp::Timeouts::default();
+    let timeouts = ftpseg::Timeouts::default();
     let mut a = Session::connect_with(&addrs, &creds, timeouts, Some(&tls))
         .await
         .unwrap();
@@ -583,7 +584,7 @@ async fn sessions_resume_their_own_tls_session_and_read_plaintext() {
 }
 
 /// SO_RCVLOWAT of a data connection's socket.
-fn lowat(stream: &ftpseg::ftp::DataStream) -> i32 {
+fn lowat(stream: &ftpseg::internals::DataStream) -> i32 {
     use std::os::fd::AsRawFd;
     let fd = stream.get_ref().get_ref().as_raw_fd();
     let mut v: libc::c_int = 0;

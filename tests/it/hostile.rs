@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{code, ftpseg, stderr};
 use crate::fake::*;
-use ftpseg::storage::manifest::Manifest;
-use ftpseg::storage::part_path;
+use ftpseg::internals::manifest::Manifest;
+use ftpseg::part_path;
 
 const MIB: usize = 1 << 20;
 /// A run that takes longer than this hangs.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use ftpseg::storage::manifest::Manifest;
+use ftpseg::internals::manifest::Manifest;
 use ftpseg::testserver::Faults;
 
 const RATE: u64 = MIB; // per connection
@@ -45,7 +45,7 @@ async fn sigkill_at_several_points_then_resume_is_byte_exact() {
         assert!(!status.success(), "killed, not finished");
         let done_after = assert_claims_hold(&out, &data).bytes_done();
         assert!(done_after >= kill_at);
-        assert!(ftpseg::storage::part_path(&out).exists());
+        assert!(ftpseg::part_path(&out).exists());
         // What the server sent in this run beyond what became durable was fetched in vain.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let sent = fx.server.stats().bytes_sent - sent_before;
@@ -92,7 +92,7 @@ async fn interrupted(fx: &Fixture, name: &str, size: u64) -> (std::path::PathBuf
 async fn changed_remote_file_is_refused_and_restart_recovers() {
     let fx = throttled().await;
     let (out, _) = interrupted(&fx, "f.bin", 8 * MIB).await;
-    let part = ftpseg::storage::part_path(&out);
+    let part = ftpseg::part_path(&out);
     let part_before = std::fs::read(&part).unwrap();
     // The remote file is replaced by a longer one.
     let new = fx.serve("f.bin", 8 * MIB + 1, 22);
@@ -147,7 +147,7 @@ async fn damaged_manifest_is_refused_and_part_kept() {
     let fx = throttled().await;
     let (out, data) = interrupted(&fx, "h.bin", 8 * MIB).await;
     let mpath = Manifest::path_for(&out);
-    let part = ftpseg::storage::part_path(&out);
+    let part = ftpseg::part_path(&out);
     let part_before = std::fs::read(&part).unwrap();
     let text = std::fs::read(&mpath).unwrap();
     let args = ["-q", "-o", out.to_str().unwrap(), &fx.url("h.bin")];
@@ -156,7 +156,7 @@ async fn damaged_manifest_is_refused_and_part_kept() {
         b"not json at all".to_vec(),
         String::from_utf8_lossy(&text)
             .replace(
-                &format!("\"version\": {}", ftpseg::storage::manifest::VERSION),
+                &format!("\"version\": {}", ftpseg::internals::manifest::VERSION),
                 "\"version\": 99",
             )
             .into_bytes(),
@@ -248,7 +248,7 @@ async fn streamed_download_of_unknown_size_resumes_after_sigkill() {
 async fn server_losing_rest_does_not_cost_the_partial_download() {
     let fx = throttled().await;
     let (out, data) = interrupted(&fx, "r.bin", 8 * MIB).await;
-    let part = ftpseg::storage::part_path(&out);
+    let part = ftpseg::part_path(&out);
     let part_before = std::fs::read(&part).unwrap();
     // The same file, now behind a proxy that refuses REST.
     let proxy = Proxy::start(fx.server.addr(), &["REST"], None).await;
@@ -304,7 +304,7 @@ async fn damaged_part_is_caught_on_resume_and_only_bad_chunks_refetched() {
     child.wait().await.unwrap();
     assert_claims_hold(&out, &data);
     // Damage one byte of chunk 0 in the partial file, as a disk or a careless edit would.
-    let part = ftpseg::storage::part_path(&out);
+    let part = ftpseg::part_path(&out);
     let mut bytes = std::fs::read(&part).unwrap();
     bytes[1234] ^= 0xFF;
     std::fs::write(&part, &bytes).unwrap();

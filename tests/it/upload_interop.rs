@@ -291,7 +291,7 @@ async fn kill_and_resume(sv: &Servers, kind: &str, tmp: &Path) -> Result<(), Str
         fin,
         temp,
         local.clone(),
-        ftpseg::upload::manifest_path(&local),
+        ftpseg::internals::manifest_path(&local),
     ]);
     result
 }

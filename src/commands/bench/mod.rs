@@ -6,7 +6,7 @@
 //! measurement), and records the wall
 //! time, the time to the first byte of data and the CPU time of this process. The result is a
 //! table on standard output (the median run of each count), a recommendation (the smallest
-//! count within [`RECOMMEND_WITHIN`] of the best throughput), and on request a JSON report
+//! count within [`report::RECOMMEND_WITHIN`] of the best throughput), and on request a JSON report
 //! (`--json`, schema [`SCHEMA`]) and an SVG chart of throughput against connections (`--plot`).
 //!
 //! The arithmetic (medians, the recommendation, the table, the JSON, the chart) is pure and
@@ -25,9 +25,7 @@ use crate::ui::human_bytes;
 use crate::ui::progress::{Mode, Progress};
 
 use report::MIB;
-pub use report::{
-    RECOMMEND_WITHIN, Report, Row, SCHEMA, Sample, recommend, rows, svg_chart, table,
-};
+pub use report::{Report, SCHEMA, Sample, recommend, rows, svg_chart, table};
 
 /// What `ftpseg bench` is asked to do: one download, run with each count.
 pub struct BenchPlan {

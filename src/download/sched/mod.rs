@@ -261,6 +261,7 @@ impl Scheduler {
     /// Gives `worker` a range to fetch: first an unowned unfinished one (the largest), else the
     /// upper half of the largest range another connection is still reading. `None` when there
     /// is nothing left worth taking: the worker then retires (it must not call again).
+    #[cfg(test)]
     pub fn acquire(&self, worker: usize) -> Option<Arc<Segment>> {
         let found = self.try_acquire(worker, &Speeds::default());
         if found.is_none() {
@@ -269,7 +270,7 @@ impl Scheduler {
         found
     }
 
-    /// Like [`Scheduler::acquire`], but a worker that finds nothing does not retire: it may
+    /// Like `Scheduler::acquire` (the tests' entry), but a worker that finds nothing does not retire: it may
     /// wait for a straggler to be preempted, or for a range to be handed back.
     ///
     /// With measured `speeds`, the worker helps the range that would finish last (not merely

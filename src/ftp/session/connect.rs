@@ -26,7 +26,7 @@ impl Session {
     }
 
     /// Like [`Session::connect`], over TLS when `tls` is given (explicit or implicit, as the
-    /// client says). Each session gets its own TLS client config (see [`crate::ftp::tls`]).
+    /// client says). Each session gets its own TLS client config (see `ftp::tls`).
     pub async fn connect_with(
         addrs: &[SocketAddr],
         creds: &Credentials,

@@ -31,11 +31,11 @@ impl Session {
 
     /// Reads from a data stream: `Ok(0)` is the end of the data.
     ///
-    /// Plain data sockets have a receive low-water mark ([`DATA_LOWAT`]), so the thread wakes
+    /// Plain data sockets have a receive low-water mark (`DATA_LOWAT`), so the thread wakes
     /// when a useful batch has arrived instead of for every small segment a throttled or distant
     /// server sends (docs/architecture.md, "Wake-ups follow bytes, not packets"). If less than
     /// a batch arrives within
-    /// [`BATCH_WINDOW`], whatever is queued is read directly, so a slow server is never
+    /// `BATCH_WINDOW`, whatever is queued is read directly, so a slow server is never
     /// mistaken for a stalled one. Only `data_idle` without a single byte is a stall.
     ///
     /// TLS data sockets have no low-water mark and are never read around rustls (that would
@@ -92,10 +92,10 @@ impl Session {
     }
 
     /// Like [`Session::read_data`] on a plain data connection, but the bytes (up to `max`, at
-    /// most the pipe's capacity) go into `pipe` instead of a buffer ([`crate::ftp::pipe`]): the
+    /// most the pipe's capacity) go into `pipe` instead of a buffer (`ftp::pipe`): the
     /// caller then moves exactly the returned count on into the file. `Ok(0)` is the end of
     /// the data. Same waiting rules as `read_data`: readable at the low-water mark, whatever
-    /// is queued after [`BATCH_WINDOW`], a stall after `data_idle` without a byte.
+    /// is queued after `BATCH_WINDOW`, a stall after `data_idle` without a byte.
     pub async fn splice_data(
         &self,
         stream: &mut DataStream,

@@ -48,7 +48,6 @@ use tokio::time::timeout;
 use super::reply::{self, Features, Mdtm};
 use super::tls::{TlsClient, TlsCounters};
 
-pub use data::{BATCH_WINDOW, DATA_LOWAT};
 pub use error::SessionError;
 
 /// The suppaftp client of every session, plain or TLS.

@@ -239,7 +239,7 @@ impl FtpUrl {
     /// Parses a URL that names a file, or a folder when it ends in `/` (`ftp://h/pub/`, or
     /// `ftp://h/` for the login folder), which [`FtpUrl::parse`] alone refuses. Returns the URL
     /// and whether it names a folder; a folder's path keeps the `/` it ends in (`pub/`; `""` for
-    /// the login folder), see [`folder_path`].
+    /// the login folder), see `ftp::url::folder_path`.
     pub fn parse_file_or_folder(raw: &str) -> Result<(FtpUrl, bool), UrlError> {
         if raw.ends_with('/') {
             // Parsed with a placeholder file name, which is then dropped.

@@ -141,11 +141,6 @@ impl PartFile {
         self.len
     }
 
-    /// Whether the file is empty (a 0-byte download).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// How the blocks were reserved.
     pub fn allocation(&self) -> Allocation {
         self.allocation
