@@ -119,7 +119,7 @@ instances() {
       idx=$((idx + 1))
     done
   done
-  # FTPS: vsftpd with explicit TLS and require_ssl_reuse=YES (tests/interop.rs), on the port
+  # FTPS: vsftpd with explicit TLS and require_ssl_reuse=YES (tests/it/interop.rs), on the port
   # after the plain, capped and limited vsftpd.
   pmin=$((BASE_PORT + 1000 + PASV_WIDTH * idx))
   echo "vsftpd-tls vsftpd tls $((BASE_PORT + 4)) $pmin $((pmin + PASV_WIDTH - 1))"

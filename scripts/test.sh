@@ -10,7 +10,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
-# vsftpd, proftpd, pure-ftpd and pyftpdlib on 127.0.0.1 (tests/interop.rs). `start` is
+# vsftpd, proftpd, pure-ftpd and pyftpdlib on 127.0.0.1 (tests/it/interop.rs). `start` is
 # idempotent: on servers already running it adds missing served files and restarts instances
 # whose config changed. Stopped at the end only if this script started them.
 if bash scripts/ftp-servers.sh status >/dev/null 2>&1; then

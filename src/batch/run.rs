@@ -25,7 +25,7 @@ pub(super) async fn download_all(ctx: &Arc<Ctx>, files: Vec<FileJob>, jobs: usiz
         let ctx = ctx.clone();
         // Turns are taken here, in the list's order: tasks waiting for one would start in
         // whatever order the runtime first polled them (with -j 1, the second file could come
-        // first; tests/bulk.rs `killed_batch_...` failed 2 times in 12 under load that way).
+        // first; tests/it/bulk.rs `killed_batch_...` failed 2 times in 12 under load that way).
         let Ok(turn) = turns.clone().acquire_owned().await else {
             break;
         };

@@ -8,7 +8,7 @@ use suppaftp::FtpError;
 use crate::ftp::reply;
 use crate::ftp::tls::TlsError;
 
-/// Why a session step failed. The engine decides from this whether to retry.
+/// Why a session step failed. `crate::retry::Failure` decides from this whether to try again.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("cannot connect to {addr}: {source}")]
