@@ -27,7 +27,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let server = TestServer::start(cfg).await?;
 
-    let mut job = Job::new(FtpUrl::parse(&server.url("big.iso"))?, dir.path().join("big.iso"));
+    let mut job = Job::new(
+        FtpUrl::parse(&server.url("big.iso"))?,
+        dir.path().join("big.iso"),
+    );
     job.connections = 6;
     // The callback sees every progress view; here it keeps the largest byte count seen.
     let seen = Arc::new(AtomicU64::new(0));

@@ -308,23 +308,17 @@ impl Scheduler {
         self.freed.notify_one();
     }
 
+    /// The work a free `worker` finds, in order: a range reserved for it, a free range, a
+    /// stalled one to take over, else part of the range that would finish last (or, in the
+    /// end-game, all of it). `None`: nothing now (a take-over may be under way).
     fn find_work(
         entries: &mut Vec<Entry>,
         worker: usize,
         min_range: u64,
         speeds: &Speeds,
     ) -> Option<Arc<Segment>> {
-        // A range handed over to this worker, or one it is still waiting for.
-        for e in entries.iter_mut().filter(|e| e.reserved == Some(worker)) {
-            if e.seg.remaining() == 0 {
-                e.reserved = None;
-            } else if e.owner.is_none() {
-                e.reserved = None;
-                e.owner = Some(worker);
-                return Some(e.seg.clone());
-            } else {
-                return None;
-            }
+        if let Some(reserved) = Self::reserved_for(entries, worker) {
+            return reserved;
         }
         let free = plan::largest(entries.iter().map(|e| match (e.owner, e.reserved) {
             (None, None) => e.seg.remaining(),
@@ -334,87 +328,129 @@ impl Scheduler {
             entries[i].owner = Some(worker);
             return Some(entries[i].seg.clone());
         }
-        // Ranges other workers are reading (and not already being taken over).
-        let others = |e: &Entry| {
-            e.owner.is_some_and(|w| w != worker)
-                && e.reserved.is_none()
-                && e.seg.remaining() > 0
-                && !e.seg.preempted.load(SeqCst)
-        };
-        if let Some(stall) = speeds.stall {
-            let stalled = plan::largest(entries.iter().map(|e| {
-                if others(e) && e.seg.idle() >= stall {
-                    e.seg.remaining()
-                } else {
-                    0
-                }
-            }));
-            if let Some(i) = stalled {
-                Self::take_over(&mut entries[i], worker);
-                return None;
+        if let Some(i) = Self::stalled(entries, worker, speeds) {
+            Self::take_over(&mut entries[i], worker);
+            return None;
+        }
+        let (busy, cut) = Self::victim(entries, worker, min_range, speeds)?;
+        Self::split(entries, worker, busy, cut, min_range)
+    }
+
+    /// A range handed over to `worker`: `Some(Some(seg))` to take now, `Some(None)` while its
+    /// owner is still letting go, `None` when there is none.
+    fn reserved_for(entries: &mut [Entry], worker: usize) -> Option<Option<Arc<Segment>>> {
+        for e in entries.iter_mut().filter(|e| e.reserved == Some(worker)) {
+            if e.seg.remaining() == 0 {
+                e.reserved = None;
+            } else if e.owner.is_none() {
+                e.reserved = None;
+                e.owner = Some(worker);
+                return Some(Some(e.seg.clone()));
+            } else {
+                return Some(None);
             }
         }
+        None
+    }
+
+    /// Whether `e` is a range another worker is reading (and not already being taken over).
+    fn others(e: &Entry, worker: usize) -> bool {
+        e.owner.is_some_and(|w| w != worker)
+            && e.reserved.is_none()
+            && e.seg.remaining() > 0
+            && !e.seg.preempted.load(SeqCst)
+    }
+
+    /// The largest range another worker is reading without progress for the stall time.
+    fn stalled(entries: &[Entry], worker: usize, speeds: &Speeds) -> Option<usize> {
+        let stall = speeds.stall?;
+        plan::largest(entries.iter().map(|e| {
+            if Self::others(e, worker) && e.seg.idle() >= stall {
+                e.seg.remaining()
+            } else {
+                0
+            }
+        }))
+    }
+
+    /// The range to help and where to cut it. With measured speeds: the range that would
+    /// finish last, cut so both finish together; when nothing can be cut, the end-game (a
+    /// take-over if clearly faster) and `None`. Before any rate is measured: the upper half of
+    /// the range with the most bytes left.
+    fn victim(
+        entries: &mut [Entry],
+        worker: usize,
+        min_range: u64,
+        speeds: &Speeds,
+    ) -> Option<(usize, u64)> {
         let typical = speeds.typical();
-        let thief_rate = speeds.rate(worker).or(typical);
         let owner_rate = |e: &Entry| {
             e.owner
                 .and_then(|w| speeds.rate(w))
                 .or(typical)
                 .unwrap_or(0.0)
         };
-        let (busy, cut) = match thief_rate {
-            // Speeds measured: help the range that would finish last.
-            Some(thief_rate) => {
-                let mut best: Option<(usize, f64, u64)> = None;
-                for (i, e) in entries.iter().enumerate().filter(|(_, e)| others(e)) {
-                    let left = e.seg.remaining();
-                    let t = plan::finish_time(left, owner_rate(e));
-                    if best.is_none_or(|(_, bt, bl)| t > bt || (t == bt && left > bl)) {
-                        best = Some((i, t, left));
-                    }
+        let Some(thief_rate) = speeds.rate(worker).or(typical) else {
+            let i = plan::largest(entries.iter().map(|e| {
+                if Self::others(e, worker) {
+                    e.seg.remaining()
+                } else {
+                    0
                 }
-                let (i, _, left) = best?;
-                let v = &entries[i].seg;
-                // A stalled owner's rate decays towards 0; keep it positive for the split.
-                let owner = owner_rate(&entries[i]).max(1.0);
-                let cut = plan::balanced_cut(
-                    v.pos(),
-                    v.end(),
-                    owner,
-                    thief_rate,
-                    speeds.setup,
-                    min_range,
-                    2 * READ_CHUNK,
-                );
-                if cut.is_none() {
-                    // Nothing to split: the end-game. Take the rest over if clearly faster.
-                    if entries[i].owner.is_some_and(|w| speeds.judged(w))
-                        && plan::worth_taking_over(
-                            left,
-                            owner_rate(&entries[i]),
-                            thief_rate,
-                            speeds.setup,
-                        )
-                    {
-                        Self::take_over(&mut entries[i], worker);
-                    }
-                    return None;
-                }
-                (i, cut?)
-            }
-            None => {
-                let i = plan::largest(
-                    entries
-                        .iter()
-                        .map(|e| if others(e) { e.seg.remaining() } else { 0 }),
-                )?;
-                let v = &entries[i].seg;
-                (
-                    i,
-                    plan::split_point(v.pos(), v.end(), min_range, 2 * READ_CHUNK)?,
-                )
-            }
+            }))?;
+            let v = &entries[i].seg;
+            return Some((
+                i,
+                plan::split_point(v.pos(), v.end(), min_range, 2 * READ_CHUNK)?,
+            ));
         };
+        let mut best: Option<(usize, f64, u64)> = None;
+        for (i, e) in entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| Self::others(e, worker))
+        {
+            let left = e.seg.remaining();
+            let t = plan::finish_time(left, owner_rate(e));
+            if best.is_none_or(|(_, bt, bl)| t > bt || (t == bt && left > bl)) {
+                best = Some((i, t, left));
+            }
+        }
+        let (i, _, left) = best?;
+        let v = &entries[i].seg;
+        // A stalled owner's rate decays towards 0; keep it positive for the split.
+        let owner = owner_rate(&entries[i]).max(1.0);
+        let cut = plan::balanced_cut(
+            v.pos(),
+            v.end(),
+            owner,
+            thief_rate,
+            speeds.setup,
+            min_range,
+            2 * READ_CHUNK,
+        );
+        if cut.is_none() {
+            // Nothing to split: the end-game. Take the rest over if clearly faster.
+            if entries[i].owner.is_some_and(|w| speeds.judged(w))
+                && plan::worth_taking_over(left, owner_rate(&entries[i]), thief_rate, speeds.setup)
+            {
+                Self::take_over(&mut entries[i], worker);
+            }
+            return None;
+        }
+        Some((i, cut?))
+    }
+
+    /// Cuts the range `busy` at `cut` (or where its owner's RANG piece ends, when that is
+    /// about there) by the steal protocol above, and gives the tail to `worker`. `None` when
+    /// the owner got too close to the cut meanwhile (undone, nothing taken).
+    fn split(
+        entries: &mut Vec<Entry>,
+        worker: usize,
+        busy: usize,
+        cut: u64,
+        min_range: u64,
+    ) -> Option<Arc<Segment>> {
         let victim = entries[busy].seg.clone();
         let old_end = victim.end();
         // Cut where the owner's current RANG piece ends, if that is about where we would cut
