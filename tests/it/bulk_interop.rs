@@ -218,8 +218,8 @@ async fn default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm() {
             "{}: start the servers with the default --max-per-ip (4)",
             s.kind
         );
-        let before = read_log(&s.log).len();
-        let sent_before = read_log(&s.transfer_log).len();
+        let before = log_before(&s.log).len();
+        let sent_before = log_before(&s.transfer_log).len();
         let dir = tempfile::tempdir().unwrap();
         let urls: Vec<String> = files
             .iter()
@@ -255,8 +255,7 @@ async fn default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm() {
         // budget of 8 settles at the limit: 4 refusals (measured 3-4; 20-25 before the
         // budget learned). The hard bound is 7: the budget never goes below 1.
         // The logs read are the ones this instance writes: its transfer log holds this batch.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let sent = sent_in_log(&s.kind, &read_log(&s.transfer_log)[sent_before..]);
+        let sent = sent_in_log(&s.kind, &read_log_settled(&s.transfer_log)[sent_before..]);
         let total: u64 = files
             .iter()
             .map(|f| {
@@ -273,7 +272,7 @@ async fn default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm() {
         );
         // A budget of 8 against a limit of 4 meets the limit at least once, so a count of 0
         // would mean the refusals are no longer found in the log.
-        let after = read_log(&s.log);
+        let after = read_log_settled(&s.log);
         if let Some(refused) = refusals(&s.kind, &after[before..]) {
             assert!(
                 (1..=7).contains(&refused),

@@ -45,6 +45,34 @@ pub fn read_log(path: &Path) -> String {
     })
 }
 
+/// A real server's log before a test's transfers: the server creates its transfer log at its
+/// first transfer, so a log it has not written yet is empty (read after the transfers with
+/// [`read_log_settled`], which insists on it).
+pub fn log_before(path: &Path) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => panic!("cannot read the server log {path:?} ({e})"),
+    }
+}
+
+/// A real server's log once the server has written what the test's transfers add: it writes a
+/// line after the client has its 226, so wait (at most 5 s) for the file to exist and to stop
+/// growing for 300 ms, then read it with [`read_log`].
+pub fn read_log_settled(path: &Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut last: Option<u64> = None;
+    while std::time::Instant::now() < deadline {
+        let len = std::fs::metadata(path).ok().map(|m| m.len());
+        if len.is_some() && len == last {
+            break;
+        }
+        last = len;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    read_log(path)
+}
+
 /// Bytes sent by the transfers a real server's transfer log records: the 8th field of each
 /// xferlog line (vsftpd, proftpd, pure-ftpd), or `bytes=N` of pyftpdlib's `RETR` lines.
 pub fn sent_in_log(kind: &str, log: &str) -> u64 {

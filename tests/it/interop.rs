@@ -463,8 +463,8 @@ async fn proftpd_exact_ranges_send_nothing_past_each_range() {
         .clone();
     let dir = tempfile::tempdir().unwrap();
     let data = servers.bytes("mid.bin");
-    let logged = |log: &PathBuf| read_log(log);
-    let before = logged(&log).lines().count();
+    let logged = |log: &PathBuf| read_log_settled(log);
+    let before = log_before(&log).lines().count();
     let out = dir.path().join("rang");
     let o = run(
         &[
@@ -481,7 +481,6 @@ async fn proftpd_exact_ranges_send_nothing_past_each_range() {
     )
     .await;
     assert_ok_and_equal(&o, &out, &data);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // xferlog: the 8th field is the bytes sent by one transfer.
     let sent: u64 = logged(&log)
         .lines()
@@ -506,7 +505,7 @@ async fn proftpd_exact_ranges_send_nothing_past_each_range() {
     // asked for in pieces and a thief cuts where the owner's piece ends, so transfers are still
     // not stopped early. Halving cuts inside RANG transfers sent 1.08-1.13x; now 1.00-1.01x.
     let data = servers.bytes("big.bin");
-    let before = logged(&log).lines().count();
+    let before = log_before(&log).lines().count();
     let out = dir.path().join("rang-steals");
     let o = run(
         &[
@@ -523,7 +522,6 @@ async fn proftpd_exact_ranges_send_nothing_past_each_range() {
     )
     .await;
     assert_ok_and_equal(&o, &out, &data);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let sent: u64 = logged(&log)
         .lines()
         .skip(before)
