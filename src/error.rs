@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, SessionError};
+use crate::storage::StorageError;
 
 /// Exit codes, one per kind of failure. Keep in sync with README.md "Exit codes".
 pub mod exit {
@@ -103,22 +104,16 @@ pub enum Error {
     },
     #[error("download failed after {tries} tries: {last}")]
     GaveUp { tries: u32, last: String },
-    #[error(
-        "not enough space for {path}: need {need}, have {have}; free some space or choose another folder with -o"
-    )]
-    NoSpace {
-        path: PathBuf,
-        need: String,
-        have: String,
-    },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{} exists already; use --force to overwrite it", .0.display())]
-    Exists(PathBuf),
+    /// The `.part` or the output on the local disk: no space, a failed call, an output that is
+    /// there already (the messages are [`StorageError`]'s).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("{0}")]
     Manifest(#[from] crate::storage::manifest::ManifestError),
     #[error(
@@ -200,8 +195,9 @@ impl Error {
             Error::NotFound { .. } => exit::NOT_FOUND,
             Error::Refused { .. } | Error::GaveUp { .. } => exit::SERVER,
             Error::Protocol { .. } => exit::PROTOCOL,
-            Error::NoSpace { .. } | Error::Io { .. } => exit::LOCAL_IO,
-            Error::Exists(_) | Error::RemoteExists(_) => exit::EXISTS,
+            Error::Io { .. } => exit::LOCAL_IO,
+            Error::Storage(StorageError::Exists(_)) | Error::RemoteExists(_) => exit::EXISTS,
+            Error::Storage(_) => exit::LOCAL_IO,
             Error::UploadRefused { .. } => exit::NOT_FOUND,
             Error::UploadManifest { .. } | Error::LocalChanged { .. } => exit::MANIFEST,
             Error::VerifyFailed { .. } => exit::VERIFY,
@@ -446,26 +442,6 @@ fn range_error(ctx: SessionContext<'_>, host: &str, part: &Path, e: SessionError
     }
 }
 
-/// A disk failure of the `.part` keeps its variant, message and exit code.
-impl From<crate::storage::StorageError> for Error {
-    fn from(e: crate::storage::StorageError) -> Error {
-        use crate::storage::StorageError;
-        match e {
-            StorageError::NoSpace { path, need, have } => Error::NoSpace { path, need, have },
-            StorageError::Io {
-                action,
-                path,
-                source,
-            } => Error::Io {
-                action,
-                path,
-                source,
-            },
-            StorageError::Exists(path) => Error::Exists(path),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,7 +456,7 @@ mod tests {
 
     #[test]
     fn exit_codes_are_distinct_per_kind() {
-        let e = Error::Exists(PathBuf::from("a"));
+        let e = Error::Storage(StorageError::Exists(PathBuf::from("a")));
         assert_eq!(e.exit_code(), exit::EXISTS);
         assert_eq!(
             e.to_string(),

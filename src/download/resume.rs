@@ -63,7 +63,7 @@ impl Files {
             ));
         }
         if output.exists() && !job.force {
-            return Err(Error::Exists(output.clone()));
+            return Err(crate::storage::StorageError::Exists(output.clone()).into());
         }
         let files = Files {
             manifest: Manifest::path_for(output),

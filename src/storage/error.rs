@@ -1,6 +1,6 @@
-//! What can go wrong on the local disk: the error type of [`super::part`]. The crate's error
-//! type turns each variant into its own of the same name, so messages and exit codes are
-//! decided there, once.
+//! What can go wrong on the local disk: the error type of [`super::part`], with its one-line
+//! messages; the crate's error type carries it as it is (exit code 9 for an output that exists,
+//! 8 otherwise).
 
 use std::path::PathBuf;
 
