@@ -111,7 +111,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The `.part` or the output on the local disk: no space, a failed call, an output that is
-    /// there already (the messages are [`StorageError`]'s).
+    /// there already (the messages are `storage::StorageError`'s).
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("{0}")]
