@@ -141,8 +141,7 @@ impl Progress {
     /// Nothing drawn: `observer` receives every [`View`] instead (a program that embeds a
     /// download and shows its progress its own way); notes are not shown, as with [`Mode::Quiet`].
     pub fn observed(observer: impl FnMut(&View) + Send + 'static) -> Progress {
-        let mut p = Progress::new(Mode::Plain);
-        p.mode = Mode::Quiet;
+        let mut p = Progress::new(Mode::Quiet);
         p.observer = Some(Box::new(observer));
         p
     }

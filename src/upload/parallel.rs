@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::ftp::upload::Store;
 use crate::ftp::{Session, SessionError};
 use crate::retry::{self, Failure};
-use crate::ui::progress::{ConnView, View};
+use crate::ui::progress::{ConnState, ConnView, View};
 
 /// Parallel pieces: piece 0 first on the first session (it creates the file; a `STOR` from
 /// byte 0 truncates), then up to `connections` connections take the other pieces from a
@@ -189,7 +189,7 @@ impl Pieces {
             .map(|p| ConnView {
                 bytes: p.load(Ordering::Relaxed),
                 range: None,
-                state: crate::ui::progress::ConnState::Sending,
+                state: ConnState::Sending,
             })
             .collect();
         let inflight: u64 = self

@@ -11,7 +11,7 @@ use super::verify::remote_size;
 use crate::ftp::upload::Store;
 use crate::ftp::{Session, SessionError};
 use crate::retry::Failure;
-use crate::ui::progress::{ConnView, View};
+use crate::ui::progress::{ConnState, ConnView, View};
 
 /// The single stream: from `resume_at` (the remote size) to the end; after a failure, a new
 /// session asks the remote size again and goes on from there.
@@ -160,7 +160,7 @@ fn view(up: &Upload, p: u64) -> View {
         conns: vec![ConnView {
             bytes: up.sent.load(Ordering::Relaxed),
             range: Some((p, up.size)),
-            state: crate::ui::progress::ConnState::Sending,
+            state: ConnState::Sending,
         }],
     }
 }
