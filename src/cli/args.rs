@@ -12,6 +12,7 @@ use super::parse::{
 };
 use crate::download::{Connections, plan};
 use crate::integrity::checksum::Expected;
+use crate::storage::Io;
 
 /// The shared flags `ftpseg URL` words at more length than the groups do.
 pub(crate) const GET_WORDING: &[(&str, &str)] = &[
@@ -178,6 +179,12 @@ pub struct DownloadOpts {
 
     #[command(flatten)]
     pub network: NetworkOpts,
+
+    /// How bytes get into the file: received straight into a memory map of it (mmap), spliced
+    /// from the socket (splice), or written from a buffer (pwrite); auto picks the measured
+    /// best for the case
+    #[arg(long, value_enum, default_value_t = Io::Auto, value_name = "HOW")]
+    pub io: Io,
 
     /// Seconds between checkpoints (flush + manifest save)
     #[arg(long, default_value_t = 1.0, value_name = "SECS", value_parser = parse_secs)]
@@ -384,6 +391,9 @@ pub struct BenchArgs {
     /// server and the network alone
     #[arg(long, conflicts_with = "dir")]
     pub discard: bool,
+    /// How bytes get into the file (as for get: mmap, splice, pwrite or auto)
+    #[arg(long, value_enum, default_value_t = Io::Auto, value_name = "HOW", conflicts_with = "discard")]
+    pub io: Io,
     #[command(flatten)]
     pub tls: TlsOpts,
     #[command(flatten)]

@@ -94,6 +94,7 @@ pub fn job_for(opts: &DownloadOpts, raw: &str, output: Option<PathBuf>) -> Resul
         per_file_rate: opts.limit_rate_per_file,
         digest: None,
         storage: Storage::File,
+        io: opts.io,
     })
 }
 
@@ -232,6 +233,7 @@ pub fn bench_plan(args: &BenchArgs) -> Result<BenchPlan, Error> {
     opts.tls = args.tls.clone();
     opts.credentials = args.credentials.clone();
     opts.data = args.data.clone();
+    opts.io = args.io;
     let mut job = job_for(&opts, &args.url, Some(output))?;
     job.limit = args.bytes;
     job.storage = storage;

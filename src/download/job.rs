@@ -9,7 +9,7 @@ use crate::ftp::pool::HostPool;
 use crate::ftp::ratelimit::RateLimit;
 use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Timeouts, Verify};
-use crate::storage::Storage;
+use crate::storage::{Io, Storage};
 use crate::ui::human_bytes;
 
 /// Everything one download needs to know.
@@ -61,6 +61,8 @@ pub struct Job {
     pub digest: Option<Arc<crate::integrity::digest::PrefixDigest>>,
     /// Where the bytes go: `<out>.part` then `<out>`, or nowhere (`ftpseg bench --discard`).
     pub storage: Storage,
+    /// How they get into the `.part` (`--io`; `storage/io.rs`).
+    pub io: Io,
 }
 
 impl Job {
@@ -102,6 +104,7 @@ impl Job {
             per_file_rate: None,
             digest: None,
             storage: Storage::File,
+            io: Io::Auto,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::download::{Job, plan};
 use crate::error::Error;
-use crate::ftp::url::FtpUrl;
+use crate::ftp::url::{FtpUrl, Tls};
 use crate::integrity::verify;
 use crate::storage::manifest::{Manifest, RangeRecord};
 use crate::storage::{self, Allocation, PartFile, Storage};
@@ -94,7 +94,8 @@ impl Files {
         } else {
             PartFile::create(&self.part, r.size)?
         };
-        crate::trace!("setup: .part ready");
+        let part = part.with_store(job.io, job.url.tls != Tls::None)?;
+        crate::trace!("setup: .part ready, {} store", part.store().name());
         if part.allocation() == Allocation::Sparse {
             progress.note(
                 "this filesystem cannot preallocate; the file is sparse (free space was checked)",

@@ -2,10 +2,11 @@
 //! the range's position, read into the `.part` until the range's (moving) end, stop early, keep
 //! the session for the next range.
 //!
-//! The data path: socket -> pipe (`Session::splice_data`) -> the `.part`'s page cache at the
-//! range's offset (`PartWriter::write_from_pipe`; TLS, or `FTPSEG_NO_SPLICE=1`:
-//! `Session::read_data` into the connection's buffer, then `pwrite`); each piece is hashed as
-//! written (`InlineHashes`), then `Segment::advance`. The loop doing that is [`read_range`].
+//! The data path: the connection's `Receiver` says where the next bytes land (the map at the
+//! range's offset, a pipe, or a buffer: `storage::part::writer`, chosen by `--io`), the
+//! session reads them there (`Session::read_data` or `splice_data`), `Receiver::land` puts
+//! them in the `.part`; each piece is hashed as written (`InlineHashes`), then
+//! `Segment::advance`. The loop doing that is [`read_range`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,9 +18,8 @@ use crate::download::sched::{READ_CHUNK, Segment};
 use crate::download::startup::{HeadStart, PendingLogin};
 use crate::download::state::{ConnStat, Shared};
 use crate::error::Error;
-use crate::ftp::pipe::Pipe;
 use crate::ftp::{DataStream, Session, SessionError, Transfer};
-use crate::storage::PartWriter;
+use crate::storage::{Landing, PartWriter, Receiver};
 use crate::ui::progress::ConnState;
 
 /// Why an attempt at a range failed.
@@ -36,36 +36,23 @@ impl From<SessionError> for AttemptError {
     }
 }
 
-/// One worker's connection: its session when one is open, and what it reads with.
+/// One worker's connection: its session when one is open, and its way into the file.
 pub(super) struct Connection<'a> {
     pub shared: &'a Shared,
     pub id: usize,
     pub session: Option<Session>,
-    /// Bytes go socket -> this buffer -> the file's page cache (`pwrite`) when they cannot
-    /// be spliced (docs/architecture.md, "Decisions"). One per connection, reused by every
-    /// attempt.
-    buf: Vec<u8>,
-    /// Plain data connections skip the buffer: socket -> pipe -> page cache
-    /// (`crate::ftp::pipe`).
-    pipe: Option<Pipe>,
+    /// Where this connection's bytes land (its pipe, buffer or window of the map), reused by
+    /// every attempt.
+    rx: Receiver,
 }
 
 impl<'a> Connection<'a> {
     pub fn new(shared: &'a Shared, id: usize, session: Option<Session>) -> Self {
-        // FTPSEG_NO_SPLICE=1 turns the pipe off (for A/B measurements, docs/benchmarks.md).
-        let pipe = if std::env::var_os("FTPSEG_NO_SPLICE").is_some() {
-            None
-        } else {
-            Pipe::new()
-                .inspect_err(|e| crate::trace!("conn {id}: no pipe ({e}); reading into a buffer"))
-                .ok()
-        };
         Connection {
             shared,
             id,
             session,
-            buf: vec![0u8; READ_CHUNK as usize],
-            pipe,
+            rx: shared.output.writer.receiver(READ_CHUNK as usize),
         }
     }
 
@@ -158,7 +145,7 @@ pub(super) async fn fetch_range(
     // that decayed while a loaded server was still starting the transfer would make this
     // connection look slow, and others would take its range over just as its data came.
     read.stat.set(Some(seg.clone()), ConnState::Starting);
-    if let Some(end) = read_range(&mut read, s, &mut stream, &mut c.buf, c.pipe.as_ref()).await? {
+    if let Some(end) = read_range(&mut read, s, &mut stream, &mut c.rx).await? {
         return Err(read.ended_early(s, stream, end).await.into());
     }
     if let Some(p) = read.probe.as_mut() {
@@ -230,8 +217,7 @@ async fn read_range(
     r: &mut RangeRead<'_>,
     s: &mut Session,
     stream: &mut DataStream,
-    buf: &mut [u8],
-    pipe: Option<&Pipe>,
+    rx: &mut Receiver,
 ) -> Result<Option<u64>, AttemptError> {
     let shared = r.shared;
     let seg = r.seg;
@@ -251,6 +237,8 @@ async fn read_range(
         chunks.feed(at, bytes, |k, cv| inline.push(k, cv, rewinds_at_start))
     };
     let writer = &shared.output.writer;
+    let cannot_write =
+        |e| AttemptError::Local(Error::io("cannot write to", &shared.output.part_path, e));
     loop {
         // A steal that was rolled back can leave `end` past a RANG transfer's end: that
         // transfer stops at its own end and the range goes on in a new one.
@@ -273,31 +261,18 @@ async fn read_range(
             .iter()
             .map(|l| l.read_size())
             .fold(limit - pos, u64::min) as usize;
-        let spliced = pipe.filter(|_| writer.splices() && Session::can_splice(stream));
-        let n = match spliced {
-            Some(p) => s.splice_data(stream, p, want).await?,
-            None => s.read_data(stream, &mut buf[..want]).await?,
+        let n = match rx
+            .landing(pos, want, Session::can_splice(stream))
+            .map_err(cannot_write)?
+        {
+            Landing::Pipe(p) => s.splice_data(stream, p, want).await?,
+            Landing::Memory(buf) => s.read_data(stream, buf).await?,
         };
         for l in &shared.limits.rate_limits {
             l.take(n as u64).await;
         }
         let show: crate::storage::ShowWritten = (cs > 0).then_some(&mut hashed);
-        let written = match spliced {
-            _ if n == 0 => Ok(()),
-            Some(p) => writer.write_from_pipe(p, n, pos, buf, show),
-            None => writer.write_at(&buf[..n], pos).map(|()| {
-                if let Some(show) = show {
-                    show(pos, &buf[..n]);
-                }
-            }),
-        };
-        if let Err(e) = written {
-            return Err(AttemptError::Local(Error::io(
-                "cannot write to",
-                &shared.output.part_path,
-                e,
-            )));
-        }
+        rx.land(pos, n, show).map_err(cannot_write)?;
         if n == 0 {
             return Ok(Some(end));
         }

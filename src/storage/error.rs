@@ -23,6 +23,12 @@ pub enum StorageError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `--io mmap` was asked for and this file cannot be mapped safely (`why`).
+    #[error(
+        "cannot write {} through a memory map (--io mmap): {why}; use --io splice or --io pwrite",
+        path.display()
+    )]
+    MapRefused { path: PathBuf, why: String },
     /// The finished download would replace a file that is there already (no `--force`).
     #[error("{} exists already; use --force to overwrite it", .0.display())]
     Exists(PathBuf),

@@ -4,28 +4,34 @@
 //!   runs out of space halfway. Only where the filesystem does not support `fallocate`
 //!   (EOPNOTSUPP) does the file fall back to a sparse file, after the same space check, with a
 //!   warning.
-//! * Connections write their ranges through a [`PartWriter`], with `splice` from a pipe the
-//!   data connection filled or with `pwrite` from a buffer, and start their write-back early;
-//!   the engine guarantees that no two writers ever write overlapping bytes.
-//! * [`PartFile::flush`] makes every written byte durable (`fdatasync`: the file's written data and
-//!   the extent conversions that make it readable after a crash); the engine calls it before
-//!   the manifest claims those bytes. The file is never mapped into memory (why:
-//!   docs/architecture.md, "No memory map").
+//! * [`PartFile::with_store`] settles how bytes get in ([`Store`], from `--io`): received
+//!   straight into a memory map of the file ([`map`]), spliced from a pipe the data connection
+//!   filled, or written with `pwrite` from a buffer. Each connection writes its ranges through
+//!   its own [`Receiver`] ([`writer`]); the engine sees only where to receive and how much
+//!   came, never which store it has, and guarantees that no two writers write the same bytes.
+//! * [`PartFile::flush`] makes every written byte durable (`fdatasync`: the file's written data,
+//!   mapped pages included, and the extent conversions that make it readable after a crash);
+//!   the engine calls it before the manifest claims those bytes.
 //! * [`PartFile::commit`] flushes everything, renames `<out>.part` to `<out>` and syncs the folder.
 //! * [`Storage::Discard`] ([`PartFile::discard`], `ftpseg bench --discard`): the same interface
 //!   over no file at all. Writes are dropped (spliced bytes go to `/dev/null`, which consumes a
 //!   pipe's pages without copying them), nothing is flushed, hashed or committed, so a run
 //!   measures the server and the network alone.
 
+mod map;
+mod writer;
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::StorageError;
+use super::io::{Case, Io, NoMap, Store};
 use crate::ui::human_bytes;
+use map::Map;
+pub use writer::{Landing, PartWriter, Receiver, ShowWritten};
 
 /// `<out>.part`: where the bytes go until the download is complete.
 pub fn part_path(output: &Path) -> PathBuf {
@@ -70,6 +76,9 @@ pub struct PartFile {
     target: Target,
     len: u64,
     allocation: Allocation,
+    store: Store,
+    /// The shared map of the file, for [`Store::Mmap`].
+    map: Option<Arc<Map>>,
 }
 
 impl PartFile {
@@ -123,6 +132,8 @@ impl PartFile {
             target: Target::Discard(Arc::new(null)),
             len,
             allocation: Allocation::Reserved,
+            store: Store::Splice,
+            map: None,
         })
     }
 
@@ -133,7 +144,57 @@ impl PartFile {
             target: Target::File(Arc::new(file)),
             len,
             allocation,
+            store: Store::Splice,
+            map: None,
         })
+    }
+
+    /// Settles how bytes get into the file: `io` for this case (`tls`: the data connections
+    /// use TLS). An explicit `--io mmap` the file cannot have is an error; `auto` then takes
+    /// another store, and also when the kernel refuses to populate a map. A discarded
+    /// download keeps its sink.
+    pub fn with_store(mut self, io: Io, tls: bool) -> Result<PartFile, StorageError> {
+        let Target::File(file) = &self.target else {
+            return Ok(self);
+        };
+        let case = Case {
+            allocation: self.allocation,
+            tls,
+            len: self.len,
+        };
+        let refused = |why: String| StorageError::MapRefused {
+            path: self.path.clone(),
+            why,
+        };
+        let store = match io.store_for(case) {
+            Ok(store) => store,
+            Err(NoMap::Sparse) => {
+                return Err(refused(
+                    "this file system cannot preallocate it, and writing a sparse file through \
+                     a map turns a full disk into a crash"
+                        .into(),
+                ));
+            }
+            Err(NoMap::Empty) => return Err(refused("the file is empty".into())),
+        };
+        if store == Store::Mmap {
+            match Map::new(file, self.len) {
+                Ok(map) => self.map = Some(Arc::new(map)),
+                Err(e) if io == Io::Mmap => return Err(refused(e.to_string())),
+                Err(e) => {
+                    crate::trace!("no memory map ({e}): splicing instead");
+                    self.store = Store::Splice;
+                    return Ok(self);
+                }
+            }
+        }
+        self.store = store;
+        Ok(self)
+    }
+
+    /// How bytes get into the file ([`PartFile::with_store`]).
+    pub fn store(&self) -> Store {
+        self.store
     }
 
     /// Length of the file in bytes.
@@ -153,11 +214,7 @@ impl PartFile {
 
     /// The handle the connections write through. Cheap to clone.
     pub fn writer(&self) -> PartWriter {
-        PartWriter {
-            target: self.target.clone(),
-            no_splice: Arc::new(AtomicBool::new(false)),
-            one_at_a_time: Arc::new(std::sync::Mutex::new(())),
-        }
+        PartWriter::new(self.target.clone(), self.store, self.map.clone())
     }
 
     /// Makes every byte written so far durable: `fdatasync` writes the dirty pages (most are
@@ -292,185 +349,6 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
         _ => Path::new("."),
     };
     File::open(parent)?.sync_all()
-}
-
-/// The most one `splice` moves from a connection's pipe into the file: each call is one buffered
-/// write, and ext4 sizes a write's page-cache folios by its length, so the writes stay small
-/// while the pipe itself stays large (fewer wake-ups per byte). Why this size:
-/// docs/architecture.md, "Writes into the page cache of at most 128 KiB".
-pub const MAX_SPLICE_WRITE: usize = 128 << 10;
-
-/// Who is shown each piece of the file just written, `(offset, bytes)`, if anyone (see
-/// [`PartWriter::write_from_pipe`]).
-pub type ShowWritten<'a> = Option<&'a mut dyn FnMut(u64, &[u8])>;
-
-/// The writers' handle on the `.part` file: each connection writes its own byte ranges at
-/// their offsets and starts their write-back. Shared by all connections (cheap to clone).
-/// Over [`Storage::Discard`] it drops what it is given.
-#[derive(Clone)]
-pub struct PartWriter {
-    target: Target,
-    /// Set when the file system refused `splice` into the file: readers use a buffer then.
-    no_splice: Arc<AtomicBool>,
-    /// Held around each write into the file. ext4 (like most file systems) serialises buffered
-    /// writes to one file on the inode's lock, and a writer that finds it taken spins while the
-    /// holder copies; waiting here sleeps instead (docs/architecture.md, "Decisions").
-    one_at_a_time: Arc<std::sync::Mutex<()>>,
-}
-
-impl PartWriter {
-    /// The file's write turn (see `one_at_a_time`); a poisoned lock guards nothing.
-    fn turn(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Writes `buf` at offset `at` of the file (`pwrite`) into the page cache: no page fault per
-    /// page, and an error instead of SIGBUS if the disk fails. Only the owner of
-    /// `[at, at + buf.len())` calls it.
-    pub fn write_at(&self, buf: &[u8], at: u64) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        match &self.target {
-            Target::File(file) => {
-                let _turn = self.turn();
-                file.write_all_at(buf, at)
-            }
-            Target::Discard(_) => Ok(()),
-        }
-    }
-
-    /// Whether readers may fill a pipe for [`PartWriter::write_from_pipe`]: until the file
-    /// system refuses `splice` into this file once.
-    pub fn splices(&self) -> bool {
-        !self.no_splice.load(Ordering::Relaxed)
-    }
-
-    /// Moves exactly `len` bytes that [`crate::ftp::Session::splice_data`] put into `pipe` to
-    /// offset `at` of the file (`splice`: one copy, into the page cache). Only the owner of
-    /// `[at, at + len)` calls it. A file system that cannot splice into files (some FUSE
-    /// ones) gets the bytes through `buf` instead, and no more splicing ([`Self::splices`]).
-    /// After an error the pipe may still hold bytes: drop it. Over [`Storage::Discard`] the
-    /// bytes are spliced into `/dev/null`, which releases the pipe's pages without a copy.
-    ///
-    /// `written`, if given, is shown every piece just written, read back from the page cache
-    /// right away (at most [`MAX_SPLICE_WRITE`] bytes, still in the CPU's cache): the engine
-    /// hashes them there instead of reading them back cold later. A piece that cannot be read
-    /// back is not shown (the next one then does not follow on, which the hashing notices).
-    pub fn write_from_pipe(
-        &self,
-        pipe: &crate::ftp::pipe::Pipe,
-        len: usize,
-        at: u64,
-        buf: &mut [u8],
-        mut written: ShowWritten<'_>,
-    ) -> io::Result<()> {
-        use rustix::io::Errno;
-        use rustix::pipe::{SpliceFlags, splice};
-        // Only a file's page cache cares about the write size; /dev/null takes the pipe whole.
-        let (file, mut off, most) = match &self.target {
-            // Pieces to show must fit `buf`.
-            Target::File(file) if written.is_some() => {
-                (file, Some(at), MAX_SPLICE_WRITE.min(buf.len()))
-            }
-            Target::File(file) => (file, Some(at), MAX_SPLICE_WRITE),
-            Target::Discard(null) => (null, None, usize::MAX),
-        };
-        let mut left = len;
-        while left > 0 {
-            let moved = {
-                // The turn is held for the write only, not while the piece is hashed.
-                let _turn = off.is_some().then(|| self.turn());
-                splice(
-                    pipe.read_end(),
-                    None,
-                    &**file,
-                    off.as_mut(),
-                    left.min(most),
-                    SpliceFlags::MOVE,
-                )
-            };
-            match moved {
-                Ok(0) => return Err(pipe_ran_dry()),
-                Ok(n) => {
-                    left -= n;
-                    if let (Some(show), Some(end)) = (written.as_mut(), off) {
-                        use std::os::unix::fs::FileExt;
-                        let from = end - n as u64;
-                        if file.read_exact_at(&mut buf[..n], from).is_ok() {
-                            show(from, &buf[..n]);
-                        }
-                    }
-                }
-                Err(Errno::INTR) => {}
-                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
-                    self.no_splice.store(true, Ordering::Relaxed);
-                    return self.write_rest_of_pipe(pipe, left, off.unwrap_or(at), buf, written);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    /// The rest of [`PartWriter::write_from_pipe`] when splicing into the file is refused:
-    /// `left` bytes from the pipe through `buf`, written at `at`.
-    fn write_rest_of_pipe(
-        &self,
-        pipe: &crate::ftp::pipe::Pipe,
-        mut left: usize,
-        mut at: u64,
-        buf: &mut [u8],
-        mut written: ShowWritten<'_>,
-    ) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        while left > 0 {
-            let want = left.min(buf.len());
-            let n = match rustix::io::read(pipe.read_end(), &mut buf[..want]) {
-                Ok(0) => return Err(pipe_ran_dry()),
-                Ok(n) => n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if let Target::File(file) = &self.target {
-                file.write_all_at(&buf[..n], at)?;
-                if let Some(show) = written.as_mut() {
-                    show(at, &buf[..n]);
-                }
-            }
-            left -= n;
-            at += n as u64;
-        }
-        Ok(())
-    }
-
-    /// Starts writing `[start, end)` back to disk without waiting
-    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so the next checkpoint's flush, and the last
-    /// one before the file is renamed, find little left to write. A failure only means the
-    /// kernel writes these pages back later, as it would anyway.
-    pub fn write_back(&self, start: u64, end: u64) {
-        let Target::File(file) = &self.target else {
-            return;
-        };
-        if end <= start {
-            return;
-        }
-        use std::os::fd::AsRawFd;
-        // SAFETY: plain syscall on an open descriptor, no memory passed.
-        let _ = unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                start as libc::off64_t,
-                (end - start) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-    }
-}
-
-fn pipe_ran_dry() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the pipe from the data connection ran dry",
-    )
 }
 
 #[cfg(test)]

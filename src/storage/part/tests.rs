@@ -1,4 +1,6 @@
+use super::writer::MAX_SPLICE_WRITE;
 use super::*;
+use crate::storage::io::Store;
 
 #[test]
 fn pipe_bytes_land_at_their_offset_even_where_splice_is_refused() {
@@ -52,11 +54,7 @@ fn pipe_bytes_land_at_their_offset_even_where_splice_is_refused() {
         .append(true)
         .open(&path)
         .unwrap();
-    let w = PartWriter {
-        target: Target::File(Arc::new(file)),
-        no_splice: Arc::new(AtomicBool::new(false)),
-        one_at_a_time: Arc::new(std::sync::Mutex::new(())),
-    };
+    let w = PartWriter::new(Target::File(Arc::new(file)), Store::Splice, None);
     fill(&pipe, &data[..50_000]);
     let mut shown = Vec::new();
     let mut show = |at: u64, b: &[u8]| shown.push((at, b.len()));
@@ -187,4 +185,60 @@ fn part_path_appends() {
         part_path(Path::new("a/b.iso")),
         PathBuf::from("a/b.iso.part")
     );
+}
+
+/// Every store puts received bytes at their offsets and shows each piece, in order, as it is.
+#[test]
+fn every_store_lands_received_bytes_at_their_offsets() {
+    use crate::storage::Io;
+    let dir = tempfile::tempdir().unwrap();
+    let len = 5_000_000u64;
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    for io in [Io::Mmap, Io::Splice, Io::Pwrite] {
+        let path = dir.path().join(format!("{io:?}.part"));
+        let pf = PartFile::create(&path, len)
+            .unwrap()
+            .with_store(io, false)
+            .unwrap();
+        let want_store = match io {
+            Io::Mmap => Store::Mmap,
+            Io::Splice => Store::Splice,
+            _ => Store::Pwrite,
+        };
+        assert_eq!(pf.store(), want_store);
+        let w = pf.writer();
+        // Two receivers, as two connections: one takes [0, 3 MB), the other the rest.
+        for (from, to) in [(3_000_000u64, len), (0, 3_000_000)] {
+            let mut rx = w.receiver(256 << 10);
+            let mut at = from;
+            let mut shown = Vec::new();
+            while at < to {
+                let want = (to - at).min(200_003) as usize;
+                let piece = &data[at as usize..at as usize + want];
+                let n = match rx.landing(at, want, true).unwrap() {
+                    Landing::Pipe(p) => rustix::io::write(p.write_end(), piece).unwrap(),
+                    Landing::Memory(m) => {
+                        m.copy_from_slice(piece);
+                        want
+                    }
+                };
+                let mut show = |at: u64, b: &[u8]| shown.push((at, b.to_vec()));
+                rx.land(at, n, Some(&mut show)).unwrap();
+                at += n as u64;
+            }
+            let mut next = from;
+            for (at, bytes) in &shown {
+                assert_eq!(*at, next, "{io:?}: pieces in order");
+                assert_eq!(&bytes[..], &data[*at as usize..*at as usize + bytes.len()]);
+                next += bytes.len() as u64;
+            }
+            assert_eq!(next, to, "{io:?}: every byte shown");
+        }
+        pf.flush().unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            data,
+            "{io:?}: the file's bytes"
+        );
+    }
 }
