@@ -5,7 +5,8 @@ The small series in docs/benchmarks.md (two builds, or ftpseg against a peer, on
 come from this: each repetition runs every command once, in an order rotated by one per
 repetition, each after removing the output and `sync; sleep 1`, so no command always follows
 the same one and none inherits another's dirty pages. Wall time is measured around the command,
-CPU time is the command's own (user + system of the shell and what it waited for), and with
+CPU time is the command's own (user + system of the shell and what it waited for), peak RSS the
+largest resident set among them, and with
 --on-disk also the time until a `sync` after it returns (the tool's file on disk) and the whole
 machine's busy CPU time until then (the server's share, and the write-back the kernel's flusher
 threads do for a tool that never syncs, which the tool's own CPU time does not show).
@@ -95,7 +96,9 @@ def run_once(cmd, timeout, on_disk):
         subprocess.run(["sync"], check=True)
         disk = round(time.monotonic() - start, 3)
         machine = round(busy_seconds() - busy0, 3)
+    # ru_maxrss of the shell: the largest of it and every process it waited for (KiB).
     return {"wall_s": round(wall, 3), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+            "rss_mib": round(usage.ru_maxrss / 1024, 1),
             "on_disk_s": disk, "machine_cpu_s": machine}, None
 
 
@@ -122,18 +125,20 @@ def main():
     def med(xs):
         return statistics.median(xs) if xs else None
 
-    print("| command | runs | wall median s | wall range s | CPU median s |"
+    print("| command | runs | wall median s | wall range s | CPU median s | peak RSS MiB |"
           + (" on disk median s | machine CPU median s |" if a.on_disk else ""))
-    print("|---|---|---|---|---|" + ("---|---|" if a.on_disk else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|" if a.on_disk else ""))
     summary = {}
     for name, cmd in cmds:
         mine = [r for r in runs if r["name"] == name]
         walls = [r["wall_s"] for r in mine]
         s = {"command": cmd, "runs": len(mine), "wall_median_s": med(walls),
              "wall_min_s": min(walls), "wall_max_s": max(walls),
-             "cpu_median_s": med([r["cpu_s"] for r in mine])}
+             "cpu_median_s": med([r["cpu_s"] for r in mine]),
+             "rss_max_mib": max(r["rss_mib"] for r in mine)}
         line = (f"| {name} | {s['runs']} | {s['wall_median_s']:.2f} | "
-                f"{s['wall_min_s']:.2f}-{s['wall_max_s']:.2f} | {s['cpu_median_s']:.2f} |")
+                f"{s['wall_min_s']:.2f}-{s['wall_max_s']:.2f} | {s['cpu_median_s']:.2f} | "
+                f"{s['rss_max_mib']:.0f} |")
         if a.on_disk:
             s["on_disk_median_s"] = med([r["on_disk_s"] for r in mine])
             s["machine_cpu_median_s"] = med([r["machine_cpu_s"] for r in mine])

@@ -16,7 +16,7 @@ use std::io;
 use memmap2::{Advice, MmapRaw, UncheckedAdvice};
 
 /// Bytes populated ahead of a reader at a time.
-pub const POPULATE_WINDOW: u64 = 2 << 20;
+pub const POPULATE_WINDOW: u64 = 512 << 10;
 
 /// The `.part` mapped shared and writable, `len` bytes from offset 0.
 pub struct Map {
@@ -36,6 +36,10 @@ impl Map {
         let raw = memmap2::MmapOptions::new()
             .len(len as usize)
             .map_raw(file)?;
+        // No read-ahead around faults: each populated page is a fresh page-cache page (zeroed,
+        // then overwritten), and read-ahead would grow those to large folios, which on the
+        // test VM cost several times as much to zero (docs/architecture.md, "Stores").
+        raw.advise(Advice::Random)?;
         let map = Map { raw, len };
         map.populate(0, 1).map_err(|e| match e.raw_os_error() {
             Some(libc::EINVAL) => io::Error::other(

@@ -150,9 +150,9 @@ impl PartFile {
     }
 
     /// Settles how bytes get into the file: `io` for this case (`tls`: the data connections
-    /// use TLS). An explicit `--io mmap` the file cannot have is an error; `auto` then takes
-    /// another store, and also when the kernel refuses to populate a map. A discarded
-    /// download keeps its sink.
+    /// use TLS). An explicit `--io mmap` the file cannot have (sparse, or a kernel that
+    /// cannot populate a map) is an error ([`StorageError::MapRefused`], exit 8); `auto` never
+    /// maps. A discarded download keeps its sink.
     pub fn with_store(mut self, io: Io, tls: bool) -> Result<PartFile, StorageError> {
         let Target::File(file) = &self.target else {
             return Ok(self);
@@ -175,18 +175,10 @@ impl PartFile {
                         .into(),
                 ));
             }
-            Err(NoMap::Empty) => return Err(refused("the file is empty".into())),
         };
         if store == Store::Mmap {
-            match Map::new(file, self.len) {
-                Ok(map) => self.map = Some(Arc::new(map)),
-                Err(e) if io == Io::Mmap => return Err(refused(e.to_string())),
-                Err(e) => {
-                    crate::trace!("no memory map ({e}): splicing instead");
-                    self.store = Store::Splice;
-                    return Ok(self);
-                }
-            }
+            let map = Map::new(file, self.len).map_err(|e| refused(e.to_string()))?;
+            self.map = Some(Arc::new(map));
         }
         self.store = store;
         Ok(self)

@@ -213,6 +213,15 @@ impl PartWriter {
         if end <= start {
             return;
         }
+        if let Some(map) = &self.map {
+            // Unmapped first, the pages need no write-protecting (and no TLB flush) to be
+            // written back. Whole pages only: the ones at either end may still be written.
+            let page = rustix::param::page_size() as u64;
+            let (from, to) = (start.div_ceil(page) * page, end / page * page);
+            if to > from {
+                map.release(from, to - from);
+            }
+        }
         use std::os::fd::AsRawFd;
         // SAFETY: plain syscall on an open descriptor, no memory passed.
         let _ = unsafe {
@@ -272,11 +281,17 @@ impl Receiver {
     pub fn landing(&mut self, at: u64, want: usize, splice_ok: bool) -> io::Result<Landing<'_>> {
         if let Some(map) = &self.writer.map {
             let end = at + want as u64;
-            if at < self.populated.start || end > self.populated.end {
-                let ahead = POPULATE_WINDOW.max(want as u64);
-                map.populate(at, ahead)
+            if at < self.populated.start || at > self.populated.end {
+                // A new range (or one resumed elsewhere): nothing populated here yet.
+                self.populated = at..at;
+            }
+            if end > self.populated.end {
+                // Only what is not populated yet, and a window more.
+                let from = self.populated.end;
+                let to = end + POPULATE_WINDOW;
+                map.populate(from, to - from)
                     .map_err(|e| io::Error::new(e.kind(), format!("cannot map it in: {e}")))?;
-                self.populated = at..at + ahead;
+                self.populated.end = to;
             }
             self.last = Last::Map;
             // SAFETY: this connection owns [at, at + want) (the scheduler's ranges are
