@@ -261,24 +261,101 @@ pub(super) fn adopt_same_file(m: &mut Manifest, url: &FtpUrl) {
 }
 
 /// Hashes every chunk the manifest has a hash for, from the `.part`, and forgets the ones that
-/// differ so they are fetched again. Returns (chunks checked, chunks that differed).
+/// differ so they are fetched again. Returns (chunks checked, chunks that differed). The chunks
+/// are shared out over the machine's cores (at most [`VERIFY_THREADS`]), each thread reading
+/// with `pread` into its own buffer: an unreadable byte is an error, never a signal, as it
+/// would be through a map (docs/architecture.md, "Stores").
 fn verify_chunks(part: &PartFile, manifest: &mut Manifest) -> Result<(usize, usize), Error> {
     let (Some(size), cs) = (manifest.size, manifest.chunk_size) else {
         return Ok((0, 0));
     };
-    let mut buf = vec![0u8; crate::download::checkpoint::HASH_BUF];
-    let (mut checked, mut bad) = (0, 0);
-    for k in 0..manifest.chunks.len() {
-        let Some(expected) = manifest.chunks[k].clone() else {
-            continue;
-        };
-        let (from, to) = verify::chunk_range(k as u64, cs, size);
-        let cv = verify::hash_chunk(from, to, &mut buf, |b, at| part.read_exact_at(b, at))?;
-        checked += 1;
-        if verify::to_hex(&cv) != expected {
-            bad += 1;
-            manifest.forget(from, to);
+    let todo: Vec<(usize, String)> = (manifest.chunks.iter().enumerate())
+        .filter_map(|(k, c)| c.clone().map(|c| (k, c)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // Each thread's verdicts: (chunk, matched), or the first read error.
+    let check = || -> Result<Vec<(usize, bool)>, Error> {
+        let mut buf = vec![0u8; crate::download::checkpoint::HASH_BUF];
+        let mut seen = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((k, expected)) = todo.get(i) else {
+                return Ok(seen);
+            };
+            let (from, to) = verify::chunk_range(*k as u64, cs, size);
+            let cv = verify::hash_chunk(from, to, &mut buf, |b, at| part.read_exact_at(b, at))?;
+            seen.push((*k, verify::to_hex(&cv) == *expected));
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, VERIFY_THREADS)
+        .min(todo.len().max(1));
+    let verdicts: Vec<Result<Vec<(usize, bool)>, Error>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (1..threads).map(|_| s.spawn(check)).collect();
+        let mut all = vec![check()];
+        all.extend(
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a verify thread panicked")),
+        );
+        all
+    });
+    let mut bad = 0;
+    for verdict in verdicts {
+        for (k, matched) in verdict? {
+            if !matched {
+                bad += 1;
+                let (from, to) = verify::chunk_range(k as u64, cs, size);
+                manifest.forget(from, to);
+            }
         }
     }
-    Ok((checked, bad))
+    Ok((todo.len(), bad))
+}
+
+/// Most threads that hash a resumed `.part` at once.
+const VERIFY_THREADS: usize = 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The threads share the chunks out: every recorded chunk is checked once, and exactly the
+    /// damaged ones are forgotten.
+    #[test]
+    fn verify_forgets_exactly_the_damaged_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cs, size) = (256u64 << 10, 5_000_000u64);
+        let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
+        let path = dir.path().join("f.part");
+        let part = PartFile::create(&path, size).unwrap();
+        std::fs::write(&path, &data).unwrap();
+        let ranges = vec![RangeRecord {
+            start: 0,
+            end: size,
+            done: size,
+        }];
+        let mut m = Manifest::new("ftp://h/f".into(), Some(size), None, ranges).unwrap();
+        m.enable_chunks(cs);
+        for k in 0..m.chunks.len() {
+            let (from, to) = verify::chunk_range(k as u64, cs, size);
+            let cv = verify::chunk_cv(from, &data[from as usize..to as usize]);
+            m.chunks[k] = Some(verify::to_hex(&cv));
+        }
+        let recorded = m.chunks.len();
+        // Damage one byte in chunk 2 and the last byte of the file (the short last chunk).
+        let mut damaged = data.clone();
+        damaged[2 * cs as usize + 17] ^= 0xff;
+        damaged[size as usize - 1] ^= 0xff;
+        std::fs::write(&path, &damaged).unwrap();
+        assert_eq!(verify_chunks(&part, &mut m).unwrap(), (recorded, 2));
+        let last = size - (recorded as u64 - 1) * cs;
+        assert_eq!(m.bytes_done(), size - cs - last);
+        assert!(m.chunks[2].is_none() && m.chunks[recorded - 1].is_none());
+        assert_eq!(
+            m.chunks.iter().filter(|c| c.is_some()).count(),
+            recorded - 2
+        );
+    }
 }
