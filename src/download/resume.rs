@@ -336,7 +336,7 @@ mod tests {
             end: size,
             done: size,
         }];
-        let mut m = Manifest::new("ftp://h/f".into(), Some(size), None, ranges).unwrap();
+        let mut m = Manifest::new("ftp://h/f", Some(size), None, ranges).unwrap();
         m.enable_chunks(cs);
         for k in 0..m.chunks.len() {
             let (from, to) = verify::chunk_range(k as u64, cs, size);
