@@ -14,6 +14,10 @@ Environment (all optional):
   FTPSEG_PEERS_SCENARIOS  comma list of even,uneven,stall,limit,resume,loopback,overshoot,
                           latency [all]
   FTPSEG_PEERS_TOOLS      comma list of ftpseg,lftp,aria2c,axel,curl [all]
+  FTPSEG_PEERS_IO         comma list of mmap,splice,pwrite, or none: in the even and loopback
+                          scenarios ftpseg also runs once per store, as ftpseg-mmap, ... (the
+                          same binary with `--io X`) beside plain ftpseg (`--io auto`)
+                          [mmap,splice,pwrite]
   FTPSEG_PEERS_REPS       repetitions [3]
   FTPSEG_PEERS_N1_REPS    repetitions of the even-caps N=1 runs (51 s each at 1 GiB) [1]
   FTPSEG_PEERS_SIZE       file size for every scenario (quick runs: 256M) [1G]
@@ -50,6 +54,8 @@ STALL_TIMEOUT = 30  # every tool's idle/stall timeout, seconds (ftpseg's default
 ALL_SCENARIOS = ["even", "uneven", "stall", "limit", "resume", "loopback", "overshoot",
                  "latency"]
 ALL_TOOLS = ["ftpseg", "lftp", "aria2c", "axel", "curl"]
+ALL_IOS = ["mmap", "splice", "pwrite"]  # ftpseg --io; plain ftpseg is --io auto
+PER_IO_SCENARIOS = ["even", "loopback"]
 UNEVEN_SEED = 4
 UNEVEN_N = 8
 LATENCY_RTT_MS = 100
@@ -89,6 +95,7 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 BIN = os.path.abspath(os.environ.get("FTPSEG_PEERS_BIN") or os.path.join(TARGET, "release/ftpseg"))
 SCENARIOS = env_list("FTPSEG_PEERS_SCENARIOS", ALL_SCENARIOS)
 TOOLS = env_list("FTPSEG_PEERS_TOOLS", ALL_TOOLS)
+IOS = [x for x in env_list("FTPSEG_PEERS_IO", ALL_IOS) if x != "none"]
 REPS = max(1, int(os.environ.get("FTPSEG_PEERS_REPS", "3")))
 N1_REPS = max(1, int(os.environ.get("FTPSEG_PEERS_N1_REPS", "1")))
 SIZE_OVERRIDE = os.environ.get("FTPSEG_PEERS_SIZE")
@@ -106,6 +113,9 @@ for s in SCENARIOS:
 for t in TOOLS:
     if t not in ALL_TOOLS:
         sys.exit(f"unknown tool {t!r}; known: {','.join(ALL_TOOLS)}")
+for x in IOS:
+    if x not in ALL_IOS:
+        sys.exit(f"unknown store {x!r} in FTPSEG_PEERS_IO; known: {','.join(ALL_IOS)} or none")
 
 
 def time_limit(ideal):
@@ -352,10 +362,17 @@ def tool_versions():
     return v
 
 
+def store_of(tool):
+    """The `--io` store of a per-store ftpseg row (ftpseg-mmap -> mmap); None for the others."""
+    return tool[len("ftpseg-"):] if tool.startswith("ftpseg-") else None
+
+
 def tool_command(tool, n, url, out, resume=False, stall_tuned=False):
     """The exact command line of each tool (see SETTINGS below for why)."""
     if tool == "ftpseg":
         return [BIN, "-q", "-n", str(n), "-o", out, url]
+    if store_of(tool):
+        return [BIN, "-q", "-n", str(n), "--io", store_of(tool), "-o", out, url]
     if tool == "lftp":
         settings = [f"set net:timeout {STALL_TIMEOUT}", "set net:max-retries 0",
                     "set pget:save-status 1s", "set xfer:clobber on", "set cmd:fail-exit yes"]
@@ -395,6 +412,9 @@ SETTINGS = {
     "axel": "`-n N`, `-T 30` (default 45 s); `~/.axelrc` (HOME set per run): `save_state_interval = 1` "
             "(default 10 s); stall scenario only: `reconnect_delay = 1` (default 20 s)",
     "curl": "single stream, `-C -` to resume; the N = 1 and physical reference",
+    "ftpseg-<store>": "the even and loopback scenarios only: ftpseg's defaults plus `--io "
+                      "<store>` (mmap, splice or pwrite; FTPSEG_PEERS_IO); plain ftpseg is "
+                      "`--io auto`, which picks one of them (docs/architecture.md, \"Stores\")",
 }
 
 
@@ -570,9 +590,17 @@ def rotated(tools, rep):
     return tools[k:] + tools[:k]
 
 
-def peer_tools(n):
-    """curl has one connection: it runs only where N = 1."""
-    return [t for t in TOOLS if t != "curl" or n == 1]
+def peer_tools(n, per_io=False):
+    """curl has one connection: it runs only where N = 1. per_io: ftpseg also once per store
+    of FTPSEG_PEERS_IO (ftpseg-mmap, ...), right after plain ftpseg (`--io auto`)."""
+    out = []
+    for t in TOOLS:
+        if t == "curl" and n != 1:
+            continue
+        out.append(t)
+        if t == "ftpseg" and per_io:
+            out += [f"ftpseg-{x}" for x in IOS]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -588,7 +616,7 @@ def sc_even(S, served):
     for n in EVEN_NS:
         ideal = SIZE / (n * RATE)
         for rep in range(N1_REPS if n == 1 else REPS):
-            for tool in rotated(peer_tools(n), rep):
+            for tool in rotated(peer_tools(n, per_io=True), rep):
                 # machine: also the time until the file is on disk (peers never sync).
                 one_run("even", tool, n, url_of(srv, served_name(SIZE)), src, SIZE, srv,
                         ideal=ideal, machine=True)
@@ -833,7 +861,7 @@ def sc_loopback(S, served):
                       "n": 1, "size": size, "command": f"dd if={src} of=NEW bs=128K", "ok": ok})
             record(r)
             for n in (1, 8):
-                for tool in rotated(peer_tools(n), rep):
+                for tool in rotated(peer_tools(n, per_io=True), rep):
                     one_run("loopback", tool, n, url_of(srv, name), src, size, srv,
                             case=human(size), machine=True)
 
@@ -931,6 +959,20 @@ def summarize(rs):
     if m["ideal_s"] and wall:
         m["of_ideal"] = m["ideal_s"] / wall
     return m
+
+
+def stores_note(scenario):
+    """What the ftpseg-<store> rows of a scenario are (empty if it has none)."""
+    ios = []
+    for r in RUNS:
+        x = store_of(r["tool"]) if r["scenario"] == scenario else None
+        if x and x not in ios:
+            ios.append(x)
+    if not ios:
+        return ""
+    return (" ftpseg is `--io auto` (the store ftpseg picks); "
+            + ", ".join(f"ftpseg-{x}" for x in ios)
+            + " are the same binary with `--io " + "`, `--io ".join(ios) + "`.")
 
 
 def table(headers, rows):
@@ -1101,7 +1143,11 @@ def report(meta):
                   + (f"reached {eff / MIB:.2f} MiB/s, so \"of 1-stream x N\" = time of N x that "
                      "rate / time." if eff else "is the reference.") + " On disk s: until the "
                   "tool's file is on disk (the tool's time + a `sync`): ftpseg syncs as it goes "
-                  "and before it renames the file, the peers leave the writing to the kernel.\n")
+                  "and before it renames the file, the peers leave the writing to the kernel. "
+                  "Machine CPU s/GiB: the whole machine's busy time until then (section 6); on a "
+                  "throttled link that is mostly what else the machine runs meanwhile, so it "
+                  "compares tools only on a quiet machine."
+                  + stores_note("even") + "\n")
         if eff:
             md.append(table(HM[:7] + ["of 1-stream x N"] + HM[7:], rows))
         else:
@@ -1197,7 +1243,8 @@ def report(meta):
                   "`/usr/bin/time`); machine CPU s/GiB is the whole machine's busy time from "
                   "the start until the file is on disk (`sync` after each run): the server's "
                   "share, and the write-back the kernel's flusher threads do for a tool that "
-                  "never syncs, which per-process CPU charges to nobody.\n")
+                  "never syncs, which per-process CPU charges to nobody." + stores_note("loopback")
+                  + "\n")
         for size in [s for s in (SIZE, BIG_SIZE) if s]:
             md.append(f"\n### {human(size)}\n")
             md.append(table(HM, std_rows("loopback", human(size), machine=True)))
@@ -1234,6 +1281,8 @@ def report(meta):
               "Per-tool settings and why:\n")
     for t in TOOLS:
         md.append(f"* **{t}**: {SETTINGS[t]}.")
+    if any(store_of(r["tool"]) for r in RUNS):
+        md.append(f"* **ftpseg-<store>**: {SETTINGS['ftpseg-<store>']}.")
     md.append("\nExact command lines (one run of each tool per scenario; paths are the harness's "
               "temp folder):\n")
     seen = set()
@@ -1267,7 +1316,7 @@ def write_report(meta):
 
 
 def main():
-    global WORK, PROGRESS, SIZE, BIG_SIZE, REPS, N1_REPS, TOOLS
+    global WORK, PROGRESS, SIZE, BIG_SIZE, REPS, N1_REPS, TOOLS, IOS
     if os.environ.get("FTPSEG_PEERS_REPORT_ONLY") == "1":
         # Re-render peers.md from the runs saved in peers.json (e.g. after changing the report).
         d = json.load(open(os.path.join(OUT_DIR, "peers.json")))
@@ -1275,6 +1324,7 @@ def main():
         st = d["meta"]["settings"]
         SIZE, BIG_SIZE, REPS, N1_REPS, TOOLS = (st["size"], st["big_size"], st["reps"],
                                                 st["n1_reps"], st["tools"])
+        IOS = st.get("io", [])
         write_report(d["meta"])
         return
     if os.geteuid() != 0:
@@ -1282,6 +1332,12 @@ def main():
     if not os.access(BIN, os.X_OK):
         sys.exit(f"no ftpseg binary at {BIN} (set FTPSEG_PEERS_BIN or run cargo build --release)")
     log(f"ftpseg binary: {BIN} (built {time.ctime(os.path.getmtime(BIN))})")
+    if IOS and "ftpseg" in TOOLS and set(SCENARIOS) & set(PER_IO_SCENARIOS):
+        helptext = subprocess.run([BIN, "--help"], capture_output=True, text=True).stdout
+        if "--io" not in helptext:
+            sys.exit(f"{BIN} has no --io option: build a newer one, or FTPSEG_PEERS_IO=none")
+        log(f"ftpseg per store in {','.join(PER_IO_SCENARIOS)}: "
+            + ", ".join(f"ftpseg-{x}" for x in IOS))
     ensure_tools()
     WORK = tempfile.mkdtemp(prefix="ftpseg-peers-")
     sizes = [SIZE] + ([BIG_SIZE] if "loopback" in SCENARIOS and BIG_SIZE else [])
@@ -1299,6 +1355,7 @@ def main():
         "settings": {"reps": REPS, "n1_reps": N1_REPS, "size": SIZE, "big_size": BIG_SIZE,
                      "rate_per_connection": RATE, "max_per_ip": MAX_PER_IP,
                      "stall_timeout_s": STALL_TIMEOUT, "scenarios": SCENARIOS, "tools": TOOLS,
+                     "io": IOS, "io_scenarios": PER_IO_SCENARIOS,
                      "servers_dir": SERVERS_DIR, "base_port": BASE_PORT,
                      "uneven_rates": uneven_rates(), "tool_settings": SETTINGS},
     }

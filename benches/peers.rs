@@ -6,7 +6,7 @@
 //! (`/tmp/ftpseg-bench`, ports 12100+), runs the seven scenarios and writes
 //! `docs/bench/peers.md` and `docs/bench/peers.json`. Options are environment variables, listed
 //! at the top of `benches/peers.py` (`FTPSEG_PEERS_SCENARIOS`, `FTPSEG_PEERS_REPS`,
-//! `FTPSEG_PEERS_SIZE`, `FTPSEG_PEERS_TOOLS`, `FTPSEG_PEERS_BIN`, ...).
+//! `FTPSEG_PEERS_SIZE`, `FTPSEG_PEERS_TOOLS`, `FTPSEG_PEERS_IO`, `FTPSEG_PEERS_BIN`, ...).
 
 use std::process::Command;
 
