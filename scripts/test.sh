@@ -10,6 +10,14 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+# mkfs.ext2 (e2fsprogs) for the sparse-file test (tests/it/errors.rs loop-mounts an ext2 image:
+# a file system without fallocate). Mounting needs root, so only root installs it.
+if [[ $(id -u) -eq 0 ]] && command -v dpkg-query >/dev/null &&
+  ! dpkg-query -W -f='${Status}' e2fsprogs 2>/dev/null | grep -q "install ok installed"; then
+  apt=(apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 e2fsprogs)
+  "${apt[@]}" || { apt-get update -qq && "${apt[@]}"; }
+fi
+
 # vsftpd, proftpd, pure-ftpd and pyftpdlib on 127.0.0.1 (tests/it/interop.rs). `start` is
 # idempotent: on servers already running it adds missing served files and restarts instances
 # whose config changed. Stopped at the end only if this script started them.

@@ -2,7 +2,8 @@
 //! files, spaces, non-ASCII), byte-exact, then skipped as complete on a second run; a glob; an
 //! input file with bad lines; a per-IP limit of 4 with `-j 3 -n 8` and a budget of 4 (no 421,
 //! sessions reused); checksums that match and that do not (exit 15, data kept); the server's
-//! own hash (`SITE MD5` on libunftp); `--json` parsed in every test.
+//! own hash (`SITE MD5` on libunftp); `--json` parsed in every test. The kill-and-resume tests
+//! run once per store (`--io mmap`, `splice`, `pwrite`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -251,8 +252,9 @@ async fn default_budget_against_a_limit_of_four_shrinks_after_at_most_four_refus
     assert!(st.max_live_connections <= 4, "{st:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streamed_checksums_are_right_after_kill_and_resume_and_over_many_connections() {
+async fn streamed_checksums_are_right_after_kill_and_resume_and_over_many_connections(
+    store: &'static str,
+) {
     use ftpseg::testserver::Faults;
     let fx = Fixture::new(|c| {
         c.with_faults(Faults {
@@ -265,6 +267,8 @@ async fn streamed_checksums_are_right_after_kill_and_resume_and_over_many_connec
     let sum = format!("sha256={}", sha256_hex(&data));
     let url = fx.url("k.bin");
     let args = [
+        "--io",
+        store,
         "-n",
         "4",
         "--checkpoint-interval",
@@ -355,6 +359,7 @@ async fn streamed_checksums_are_right_after_kill_and_resume_and_over_many_connec
     assert_eq!(code(&o), 15, "{}", stderr(&o));
     assert!(std::fs::read(fx.local.join("m3/m.bin")).unwrap() == m);
 }
+per_store!(streamed_checksums_are_right_after_kill_and_resume_and_over_many_connections);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_batch_and_glob_on_loopback() {
@@ -484,8 +489,7 @@ async fn completions_and_man_page_name_the_batch_options() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_batch_resumes_partial_files_and_skips_finished_ones() {
+async fn killed_batch_resumes_partial_files_and_skips_finished_ones(store: &'static str) {
     use ftpseg::testserver::Faults;
     let fx = Fixture::new(|c| {
         c.with_faults(Faults {
@@ -498,6 +502,8 @@ async fn killed_batch_resumes_partial_files_and_skips_finished_ones() {
     let big = fx.serve("big.bin", 8 * MIB, 31);
     let args = [
         "-q",
+        "--io",
+        store,
         "-j",
         "1",
         "-n",
@@ -531,3 +537,4 @@ async fn killed_batch_resumes_partial_files_and_skips_finished_ones() {
     assert_ok_and_equal(&o, &out, &big);
     assert_eq!(std::fs::read(fx.local.join("r/small.bin")).unwrap(), small);
 }
+per_store!(killed_batch_resumes_partial_files_and_skips_finished_ones);

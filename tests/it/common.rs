@@ -11,6 +11,34 @@ use tempfile::TempDir;
 
 pub const MIB: u64 = 1 << 20;
 
+/// The stores of `--io` (every value but `auto`, which is one of them). Each crash, resume,
+/// disk-full, damaged-chunk and real-server test runs once per store ([`per_store!`]);
+/// `stores::every_io_value_but_auto_is_a_tested_store` checks this list against the binary.
+pub const STORES: [&str; 3] = ["mmap", "splice", "pwrite"];
+
+/// `per_store!(name);` beside `async fn name(store: &'static str)`: a module `name` with one
+/// test per store (`name::mmap`, `name::splice`, `name::pwrite`), each calling `name` with its
+/// store's `--io` value, so a failure names the store. Each checks that its store is one of
+/// [`STORES`].
+macro_rules! per_store {
+    ($name:ident) => {
+        $crate::common::per_store!(@each $name: mmap, splice, pwrite);
+    };
+    (@each $name:ident: $($store:ident),+) => {
+        mod $name {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $store() {
+                    let store = stringify!($store);
+                    assert!($crate::common::STORES.contains(&store), "{store} is not in STORES");
+                    super::$name(store).await
+                }
+            )+
+        }
+    };
+}
+pub(crate) use per_store;
+
 /// The tests that fill a `-limited` real server's per-IP slots (in `interop` and
 /// `bulk_interop`) run one at a time: two at once would share the limit.
 pub static LIMITED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

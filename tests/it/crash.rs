@@ -4,7 +4,8 @@
 //! true: each range's done bytes equal the source, each recorded chunk hash matches the
 //! source. The download must end byte-exact.
 //!
-//! The seed is printed; `FTPSEG_SWEEP_SEED=N` replays a sweep.
+//! The sweep runs once per store (`--io mmap`, `splice`, `pwrite`: `crash::...::mmap`). The
+//! seed is printed; `FTPSEG_SWEEP_SEED=N` replays a sweep.
 
 use std::time::Duration;
 
@@ -15,13 +16,12 @@ use rand::{Rng, SeedableRng};
 
 const KILLS: usize = 24;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_sweep_ends_byte_exact_every_time() {
+async fn sigkill_sweep_ends_byte_exact_every_time(store: &'static str) {
     let seed = std::env::var("FTPSEG_SWEEP_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
-    eprintln!("crash sweep seed: {seed} (replay with FTPSEG_SWEEP_SEED={seed})");
+    eprintln!("crash sweep with --io {store}, seed {seed} (replay with FTPSEG_SWEEP_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
     let fx = Fixture::new(|c| {
@@ -37,6 +37,8 @@ async fn sigkill_sweep_ends_byte_exact_every_time() {
     let part = ftpseg::part_path(&out);
     let args = [
         "-q",
+        "--io",
+        store,
         "-n",
         "4",
         "--checkpoint-interval",
@@ -59,13 +61,20 @@ async fn sigkill_sweep_ends_byte_exact_every_time() {
                 kills += 1;
             }
             status = child.wait() => {
-                assert!(status.unwrap().success(), "run {kills} failed (seed {seed})");
+                assert!(status.unwrap().success(), "run {kills} failed (--io {store}, seed {seed})");
             }
         }
         if out.exists() {
             // This run finished before its kill: check it, then start the sweep over.
-            assert_eq!(std::fs::read(&out).unwrap(), source, "seed {seed}");
-            assert!(!mpath.exists() && !part.exists(), "seed {seed}");
+            assert_eq!(
+                std::fs::read(&out).unwrap(),
+                source,
+                "--io {store}, seed {seed}"
+            );
+            assert!(
+                !mpath.exists() && !part.exists(),
+                "--io {store}, seed {seed}"
+            );
             std::fs::remove_file(&out).unwrap();
             completions += 1;
             continue;
@@ -75,28 +84,37 @@ async fn sigkill_sweep_ends_byte_exact_every_time() {
                 if part.exists() {
                     let bytes = std::fs::read(&part).unwrap();
                     if let Err(e) = claims_hold(&m, &bytes, &source) {
-                        panic!("after kill {kills} (seed {seed}): {e}");
+                        panic!("after kill {kills} (--io {store}, seed {seed}): {e}");
                     }
                     if m.bytes_done() > 0 {
                         with_progress += 1;
                     }
                 } else {
-                    assert_eq!(m.bytes_done(), 0, "progress without a .part (seed {seed})");
+                    assert_eq!(
+                        m.bytes_done(),
+                        0,
+                        "progress without a .part (--io {store}, seed {seed})"
+                    );
                 }
             }
             Ok(None) => assert!(
                 !part.exists(),
-                "a .part exists without a manifest after kill {kills} (seed {seed})"
+                "a .part exists without a manifest after kill {kills} (--io {store}, seed {seed})"
             ),
-            Err(e) => panic!("manifest unreadable after kill {kills} (seed {seed}): {e}"),
+            Err(e) => {
+                panic!("manifest unreadable after kill {kills} (--io {store}, seed {seed}): {e}")
+            }
         }
     }
     let o = run(&args, &fx.local).await;
     assert_ok_and_equal(&o, &out, &source);
-    eprintln!("{kills} kills ({with_progress} with progress), {completions} early completions");
+    eprintln!(
+        "--io {store}: {kills} kills ({with_progress} with progress), {completions} early completions"
+    );
     // Kills before the first checkpoint check nothing: most must find progress to check.
     assert!(
         with_progress >= KILLS / 2,
-        "only {with_progress} of {kills} kills found progress in the manifest (seed {seed})"
+        "only {with_progress} of {kills} kills found progress in the manifest (--io {store}, seed {seed})"
     );
 }
+per_store!(sigkill_sweep_ends_byte_exact_every_time);

@@ -1,5 +1,5 @@
 //! Byte-exact downloads from the in-process server: sizes, connection counts, work stealing,
-//! fallbacks.
+//! fallbacks. A leftover `.part` without a manifest is distrusted under every store.
 
 use crate::common::*;
 use ftpseg::testserver::Faults;
@@ -373,21 +373,28 @@ async fn rest_refused_falls_back_to_one_stream() {
     assert_eq!(fx.server.stats().retrs, 1, "one stream from byte 0");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn part_without_manifest_is_not_trusted() {
+async fn part_without_manifest_is_not_trusted(store: &'static str) {
     let fx = Fixture::new(|c| c).await;
     let data = fx.serve("f.bin", 2 * MIB, 5);
     let out = fx.out("f.bin");
     // A leftover .part of the right size full of wrong bytes, with no manifest.
     std::fs::write(ftpseg::part_path(&out), vec![0xAAu8; data.len()]).unwrap();
     let o = run(
-        &["--plain", "-o", out.to_str().unwrap(), &fx.url("f.bin")],
+        &[
+            "--plain",
+            "--io",
+            store,
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ],
         &fx.local,
     )
     .await;
     assert_ok_and_equal(&o, &out, &data);
     assert!(stderr(&o).contains("cannot be trusted"), "{}", stderr(&o));
 }
+per_store!(part_without_manifest_is_not_trusted);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_errors_are_retried_from_where_the_range_got() {

@@ -1,5 +1,6 @@
 //! Every user-facing failure: one clear line on stderr and its documented exit code, with
-//! nothing lost.
+//! nothing lost. The disk-full tests run once per store (`--io mmap`, `splice`, `pwrite`); on a
+//! file system that cannot preallocate, `--io mmap` is refused and `auto` does not map.
 
 use crate::common::*;
 
@@ -96,8 +97,7 @@ async fn server_refusing_service_exits_7() {
     assert!(one_line(&o).contains("421"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_space_exits_8_before_writing() {
+async fn no_space_exits_8_before_writing(store: &'static str) {
     let fx = Fixture::new(|c| c).await;
     // A sparse 64 TiB file on the server: no local disk here can hold it.
     let f = std::fs::File::create(fx.served.join("huge.iso")).unwrap();
@@ -105,7 +105,7 @@ async fn no_space_exits_8_before_writing() {
         f.set_len(1 << 43).unwrap();
     }
     drop(f);
-    let o = run(&[&fx.url("huge.iso")], &fx.local).await;
+    let o = run(&["--io", store, &fx.url("huge.iso")], &fx.local).await;
     assert_eq!(code(&o), 8, "{}", stderr(&o));
     let line = one_line(&o);
     assert!(line.contains("need ") && line.contains("have "), "{line}");
@@ -113,6 +113,7 @@ async fn no_space_exits_8_before_writing() {
     let blocks = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     assert_eq!(blocks, 0, "nothing was allocated");
 }
+per_store!(no_space_exits_8_before_writing);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_output_exits_9_unless_force() {
@@ -262,8 +263,7 @@ impl Drop for Tmpfs {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_disk_fails_before_writing_on_a_real_small_filesystem() {
+async fn full_disk_fails_before_writing_on_a_real_small_filesystem(store: &'static str) {
     let fx = Fixture::new(|c| c).await;
     let big = fx.serve("big.bin", 16 * MIB, 71);
     let small = fx.serve("small.bin", 3 * MIB, 72);
@@ -278,7 +278,13 @@ async fn full_disk_fails_before_writing_on_a_real_small_filesystem() {
     };
     let out = mnt.join("big.bin");
     let o = run(
-        &["-o", out.to_str().unwrap(), &fx.url("big.bin")],
+        &[
+            "--io",
+            store,
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("big.bin"),
+        ],
         &fx.local,
     )
     .await;
@@ -295,9 +301,201 @@ async fn full_disk_fails_before_writing_on_a_real_small_filesystem() {
     // What fits, downloads.
     let out = mnt.join("small.bin");
     let o = run(
-        &["-q", "-o", out.to_str().unwrap(), &fx.url("small.bin")],
+        &[
+            "-q",
+            "--io",
+            store,
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("small.bin"),
+        ],
         &fx.local,
     )
     .await;
     assert_ok_and_equal(&o, &out, &small);
+}
+per_store!(full_disk_fails_before_writing_on_a_real_small_filesystem);
+
+/// A small ext2 file system in an image file, loop-mounted for one test and unmounted when
+/// dropped (the image goes with the test's folder). Files on ext2 have no extents, and the
+/// kernel refuses `fallocate` for them (EOPNOTSUPP): a `.part` there is sparse.
+struct Ext2(std::path::PathBuf);
+
+impl Ext2 {
+    fn mount(dir: &std::path::Path, bytes: u64) -> Result<Ext2, String> {
+        let image = dir.join("ext2.img");
+        let mnt = dir.join("ext2");
+        std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(bytes))
+            .map_err(|e| format!("cannot make {}: {e}", image.display()))?;
+        let cmd = |name: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+            let out = std::process::Command::new(name)
+                .args(args)
+                .output()
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => format!(
+                        "{name} is not installed (e2fsprogs, util-linux; scripts/test.sh \
+                         installs them): {e}"
+                    ),
+                    _ => format!("cannot run {name}: {e}"),
+                })?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        // In /usr/sbin, which a user's PATH may lack.
+        let mkfs = ["/usr/sbin/mkfs.ext2", "/sbin/mkfs.ext2"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("mkfs.ext2");
+        cmd(mkfs, &["-q".as_ref(), "-F".as_ref(), image.as_ref()])?;
+        cmd(
+            "mount",
+            &["-o".as_ref(), "loop".as_ref(), image.as_ref(), mnt.as_ref()],
+        )?;
+        Ok(Ext2(mnt))
+    }
+}
+
+impl Drop for Ext2 {
+    fn drop(&mut self) {
+        // Unmounting frees the loop device (mount -o loop sets it to clear itself); lazily if
+        // something still holds the mount.
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+/// On a file system that cannot preallocate, a map of the sparse `.part` would turn a full disk
+/// into a SIGBUS: an explicit `--io mmap` is refused (exit 8, one line naming the other stores)
+/// before anything is fetched and without touching a partial download there, and `auto` (the
+/// default) never picks the map: it downloads byte-exact with the sparse warning, as `splice`
+/// and `pwrite` do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_file_system_refuses_io_mmap_and_auto_never_maps() {
+    use ftpseg::internals::manifest::Manifest;
+    use ftpseg::testserver::Faults;
+    use std::time::Duration;
+
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            rate_per_transfer: Some(MIB),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("s.bin", 8 * MIB + 3, 81);
+    let ext2 = match Ext2::mount(fx.dir.path(), 32 * MIB) {
+        Ok(m) => m,
+        Err(e) if std::env::var_os("CI").is_none() && !rustix::process::geteuid().is_root() => {
+            eprintln!("skipping: mounting an ext2 image needs root here ({e}); CI runs it as root");
+            return;
+        }
+        Err(e) => panic!("cannot mount an ext2 image for the test: {e}"),
+    };
+    let out = ext2.0.join("s.bin");
+    let part = ftpseg::part_path(&out);
+    let mpath = Manifest::path_for(&out);
+    let url = fx.url("s.bin");
+    let out_arg = out.to_str().unwrap();
+    let refused = |o: &std::process::Output, when: &str| {
+        assert_eq!(code(o), 8, "{when}: {}", stderr(o));
+        let line = one_line(o);
+        for needle in ["--io mmap", "--io splice", "--io pwrite"] {
+            assert!(line.contains(needle), "{when}: no {needle:?} in {line}");
+        }
+        assert!(!out.exists(), "{when}: the output exists");
+    };
+    let mmap = ["-q", "--io", "mmap", "-o", out_arg, url.as_str()];
+
+    // A fresh download: refused before a byte is fetched; whatever is left claims nothing.
+    let o = run(&mmap, &fx.local).await;
+    refused(&o, "fresh");
+    assert_eq!(
+        fx.server.stats().retrs,
+        0,
+        "nothing fetched for a refused --io mmap"
+    );
+    if let Some(m) = Manifest::load(&mpath).unwrap() {
+        assert_eq!(m.bytes_done(), 0, "a refused --io mmap claims bytes");
+    }
+
+    // auto, killed once bytes are durable: the trace shows the store it chose, never the map.
+    let auto = ["--plain", "-n", "2", "-o", out_arg, url.as_str()];
+    let mut child = ftpseg()
+        .env("FTPSEG_TRACE", "1")
+        .args(auto)
+        .current_dir(&fx.local)
+        .spawn()
+        .unwrap();
+    wait_for_durable(&out, 2 * MIB, Duration::from_secs(60)).await;
+    child.start_kill().unwrap();
+    let killed = child.wait_with_output().await.unwrap();
+    let text = stderr(&killed);
+    assert!(
+        text.contains(".part ready, "),
+        "no store in the trace: {text}"
+    );
+    assert!(
+        !text.contains("mmap store"),
+        "auto mapped a sparse file: {text}"
+    );
+    assert!(text.contains("sparse"), "no sparse warning: {text}");
+    let done = assert_claims_hold(&out, &data).bytes_done();
+    let part_before = std::fs::read(&part).unwrap();
+
+    // --io mmap on that partial download: refused, the .part and its claims as they were.
+    let o = run(&mmap, &fx.local).await;
+    refused(&o, "resumed");
+    assert!(
+        std::fs::read(&part).unwrap() == part_before,
+        ".part changed"
+    );
+    assert_eq!(assert_claims_hold(&out, &data).bytes_done(), done);
+
+    // auto resumes it to the end.
+    fx.server.set_faults(Faults::default());
+    let child = ftpseg()
+        .env("FTPSEG_TRACE", "1")
+        .args(auto)
+        .current_dir(&fx.local)
+        .spawn()
+        .unwrap();
+    let o = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("ftpseg did not finish within 120 s")
+        .unwrap();
+    assert_ok_and_equal(&o, &out, &data);
+    let text = stderr(&o);
+    assert!(text.contains("resuming"), "{text}");
+    assert!(text.contains("sparse"), "no sparse warning: {text}");
+    assert!(
+        !text.contains("mmap store"),
+        "auto mapped a sparse file: {text}"
+    );
+
+    // The explicit stores that do not map write there too.
+    for store in ["splice", "pwrite"] {
+        std::fs::remove_file(&out).unwrap();
+        let o = run(
+            &["-q", "--io", store, "-o", out_arg, url.as_str()],
+            &fx.local,
+        )
+        .await;
+        assert_ok_and_equal(&o, &out, &data);
+    }
 }

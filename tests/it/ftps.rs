@@ -1,6 +1,8 @@
 //! FTPS against the in-process libunftp server: explicit (`ftpes://`, `--ftps`) and implicit
 //! (`ftps://`) TLS, certificate verification (`--ca-file`, system roots, `--insecure`), refusal
-//! without fallback, session reuse on every data connection, kill and resume, secrets.
+//! without fallback, session reuse on every data connection, kill and resume, secrets. The
+//! byte-exact download at 1 and 8 connections and the kill-and-resume tests run once per store
+//! (`--io mmap` receives the TLS plaintext into the map; `splice` falls back to a buffer).
 //!
 //! Certificates are made at test time with rcgen: a CA and a leaf for `localhost` and
 //! `127.0.0.1` signed by it, in PEM, in the test's temporary folder.
@@ -134,8 +136,7 @@ fn assert_every_data_connection_resumed(fx: &Fixture) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn explicit_ftps_with_ca_file_is_byte_exact_on_1_and_8_connections() {
+async fn explicit_ftps_with_ca_file_is_byte_exact_on_1_and_8_connections(store: &'static str) {
     let (_d, pki) = pki();
     let fx = tls_fixture(&pki, |t| t).await;
     let size = 12 * MIB + 12_345;
@@ -149,7 +150,17 @@ async fn explicit_ftps_with_ca_file_is_byte_exact_on_1_and_8_connections() {
         assert!(url.starts_with("ftpes://") || url.starts_with("ftp://"));
         let before = fx.server.stats();
         let out = fx.out(&format!("f-{n}-{}.bin", url.len()));
-        let mut args = vec!["-q", "-n", n, "--ca-file", ca, "-o", out.to_str().unwrap()];
+        let mut args = vec![
+            "-q",
+            "--io",
+            store,
+            "-n",
+            n,
+            "--ca-file",
+            ca,
+            "-o",
+            out.to_str().unwrap(),
+        ];
         if url.starts_with("ftp://") {
             args.push("--ftps");
         }
@@ -167,6 +178,7 @@ async fn explicit_ftps_with_ca_file_is_byte_exact_on_1_and_8_connections() {
     }
     assert_every_data_connection_resumed(&fx);
 }
+per_store!(explicit_ftps_with_ca_file_is_byte_exact_on_1_and_8_connections);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls12_only_server_resumes_by_session_id() {
@@ -405,8 +417,9 @@ async fn tls_options_on_a_plain_url_are_refused() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_ftps_download_resumes_byte_exact_and_keeps_the_password_secret() {
+async fn killed_ftps_download_resumes_byte_exact_and_keeps_the_password_secret(
+    store: &'static str,
+) {
     const MARKER: &str = "Pw-Marker-\u{a7}-4711";
     let (_d, pki) = pki();
     let fx = Fixture::new(|c| {
@@ -427,6 +440,8 @@ async fn killed_ftps_download_resumes_byte_exact_and_keeps_the_password_secret()
     let ca = pki.ca.to_str().unwrap();
     let args = [
         "--plain",
+        "--io",
+        store,
         "-n",
         "4",
         "--ca-file",
@@ -469,9 +484,9 @@ async fn killed_ftps_download_resumes_byte_exact_and_keeps_the_password_secret()
     }
     assert_every_data_connection_resumed(&fx);
 }
+per_store!(killed_ftps_download_resumes_byte_exact_and_keeps_the_password_secret);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_download_resumes_over_tls_with_ftps_flag() {
+async fn plain_download_resumes_over_tls_with_ftps_flag(store: &'static str) {
     // libunftp with FTPS configured also serves plain FTP: start in clear, resume with --ftps.
     let (_d, pki) = pki();
     let fx = Fixture::new(|c| {
@@ -486,7 +501,16 @@ async fn plain_download_resumes_over_tls_with_ftps_flag() {
     let out = fx.out("f.bin");
     let url = plain_url(&fx, "f.bin");
     let mut child = ftpseg()
-        .args(["-q", "-n", "2", "-o", out.to_str().unwrap(), &url])
+        .args([
+            "-q",
+            "--io",
+            store,
+            "-n",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+            &url,
+        ])
         .current_dir(&fx.local)
         .spawn()
         .unwrap();
@@ -500,6 +524,8 @@ async fn plain_download_resumes_over_tls_with_ftps_flag() {
     let o = run(
         &[
             "--plain",
+            "--io",
+            store,
             "--ftps",
             "--ca-file",
             ca,
@@ -514,6 +540,7 @@ async fn plain_download_resumes_over_tls_with_ftps_flag() {
     assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
     assert!(fx.server.stats().tls_handshakes > 0);
 }
+per_store!(plain_download_resumes_over_tls_with_ftps_flag);
 
 /// The session layer itself: TLS bytes are the file's bytes, every data connection of a session
 /// resumes that session (seen by rustls on the client side), and TLS data sockets get no

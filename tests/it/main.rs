@@ -3,6 +3,11 @@
 //! fixture (an in-process server, the real binary with a time limit) and `fake` the scriptable
 //! hostile server.
 //!
+//! The crash, resume, disk-full, damaged-chunk and real-server tests, and the TLS downloads, run
+//! once per store of `--io` ([`common::per_store!`]: `resume::<test>::mmap`, `::splice`,
+//! `::pwrite`); `stores` checks that list against the binary and that each value selects its
+//! store.
+//!
 //! The tests of every area run in parallel with each other. Those that use the real servers of
 //! `scripts/ftp-servers.sh` (`interop`, `bulk_interop`, `upload_interop`, and the real-server
 //! cases of `active`) read `$FTPSEG_SERVERS_DIR/servers.json`; the ones that fill a `-limited`
@@ -22,5 +27,6 @@ mod ftps;
 mod hostile;
 mod interop;
 mod resume;
+mod stores;
 mod upload;
 mod upload_interop;

@@ -1,5 +1,7 @@
 //! Crash safety: the real binary killed with SIGKILL and run again; changed remote files and
-//! damaged manifests refused without losing the partial download.
+//! damaged manifests refused without losing the partial download. Every test runs once per
+//! store (`--io mmap`, `splice`, `pwrite`; `resume::<test>::<store>`), each of its runs with that
+//! store; one test hands a partial download from store to store.
 
 use std::time::Duration;
 
@@ -19,8 +21,7 @@ async fn throttled() -> Fixture {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_several_points_then_resume_is_byte_exact() {
+async fn sigkill_at_several_points_then_resume_is_byte_exact(store: &'static str) {
     let fx = throttled().await;
     let size = 16 * MIB;
     let n = 4u64;
@@ -28,6 +29,8 @@ async fn sigkill_at_several_points_then_resume_is_byte_exact() {
     let out = fx.out("f.bin");
     let args = [
         "-q",
+        "--io",
+        store,
         "-n",
         "4",
         "-o",
@@ -72,12 +75,83 @@ async fn sigkill_at_several_points_then_resume_is_byte_exact() {
         "re-fetched {refetched} bytes over 3 kills, more than {bound}"
     );
 }
+per_store!(sigkill_at_several_points_then_resume_is_byte_exact);
 
-async fn interrupted(fx: &Fixture, name: &str, size: u64) -> (std::path::PathBuf, Vec<u8>) {
+/// A `.part` does not belong to the store that wrote it: killed under each store in turn, each
+/// run resuming what the one before left under another store (mmap, splice, pwrite, then mmap to
+/// finish), every claim holds after every kill and the last run fetches only what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_killed_under_one_store_resumes_under_another() {
+    let fx = throttled().await;
+    let size = 12 * MIB;
+    let n = 4u64;
+    let data = fx.serve("x.bin", size, 12);
+    let out = fx.out("x.bin");
+    let url = fx.url("x.bin");
+    let args = |store: &'static str| {
+        [
+            "-q",
+            "--io",
+            store,
+            "-n",
+            "4",
+            "-o",
+            out.to_str().unwrap(),
+            &url,
+        ]
+        .map(str::to_owned)
+    };
+    let mut done = 0;
+    for (k, store) in STORES.into_iter().enumerate() {
+        let mut child = ftpseg()
+            .args(args(store))
+            .current_dir(&fx.local)
+            .spawn()
+            .unwrap();
+        let kill_at = (k as u64 + 1) * 3 * MIB;
+        wait_for_durable(&out, kill_at, Duration::from_secs(60)).await;
+        child.start_kill().unwrap();
+        assert!(
+            !child.wait().await.unwrap().success(),
+            "killed, not finished"
+        );
+        done = assert_claims_hold(&out, &data).bytes_done();
+        assert!(done >= kill_at, "--io {store}: {done} bytes durable");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent_before = fx.server.stats().bytes_sent;
+    let o = run(&args(STORES[0]).each_ref().map(String::as_str), &fx.local).await;
+    assert_ok_and_equal(&o, &out, &data);
+    let last = fx.server.stats().bytes_sent - sent_before;
+    let slack = n * (512 << 10);
+    assert!(
+        last <= size - done + slack,
+        "--io {} after --io {}: the last run fetched {last} bytes; {} were missing",
+        STORES[0],
+        STORES[STORES.len() - 1],
+        size - done
+    );
+}
+
+async fn interrupted(
+    fx: &Fixture,
+    store: &'static str,
+    name: &str,
+    size: u64,
+) -> (std::path::PathBuf, Vec<u8>) {
     let data = fx.serve(name, size, 21);
     let out = fx.out(name);
     let mut child = ftpseg()
-        .args(["-q", "-n", "2", "-o", out.to_str().unwrap(), &fx.url(name)])
+        .args([
+            "-q",
+            "--io",
+            store,
+            "-n",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url(name),
+        ])
         .current_dir(&fx.local)
         .spawn()
         .unwrap();
@@ -88,15 +162,21 @@ async fn interrupted(fx: &Fixture, name: &str, size: u64) -> (std::path::PathBuf
     (out, data)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changed_remote_file_is_refused_and_restart_recovers() {
+async fn changed_remote_file_is_refused_and_restart_recovers(store: &'static str) {
     let fx = throttled().await;
-    let (out, _) = interrupted(&fx, "f.bin", 8 * MIB).await;
+    let (out, _) = interrupted(&fx, store, "f.bin", 8 * MIB).await;
     let part = ftpseg::part_path(&out);
     let part_before = std::fs::read(&part).unwrap();
     // The remote file is replaced by a longer one.
     let new = fx.serve("f.bin", 8 * MIB + 1, 22);
-    let args = ["-q", "-o", out.to_str().unwrap(), &fx.url("f.bin")];
+    let args = [
+        "-q",
+        "--io",
+        store,
+        "-o",
+        out.to_str().unwrap(),
+        &fx.url("f.bin"),
+    ];
     let o = run(&args, &fx.local).await;
     assert_eq!(code(&o), 11, "{}", stderr(&o));
     let msg = stderr(&o);
@@ -117,11 +197,11 @@ async fn changed_remote_file_is_refused_and_restart_recovers() {
     let o = run(&with_restart, &fx.local).await;
     assert_ok_and_equal(&o, &out, &new);
 }
+per_store!(changed_remote_file_is_refused_and_restart_recovers);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_size_new_mtime_is_refused() {
+async fn same_size_new_mtime_is_refused(store: &'static str) {
     let fx = throttled().await;
-    let (out, _) = interrupted(&fx, "g.bin", 8 * MIB).await;
+    let (out, _) = interrupted(&fx, store, "g.bin", 8 * MIB).await;
     let f = std::fs::File::options()
         .write(true)
         .open(fx.served.join("g.bin"))
@@ -130,7 +210,14 @@ async fn same_size_new_mtime_is_refused() {
         .unwrap();
     drop(f);
     let o = run(
-        &["-q", "-o", out.to_str().unwrap(), &fx.url("g.bin")],
+        &[
+            "-q",
+            "--io",
+            store,
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("g.bin"),
+        ],
         &fx.local,
     )
     .await;
@@ -141,16 +228,23 @@ async fn same_size_new_mtime_is_refused() {
         stderr(&o)
     );
 }
+per_store!(same_size_new_mtime_is_refused);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_manifest_is_refused_and_part_kept() {
+async fn damaged_manifest_is_refused_and_part_kept(store: &'static str) {
     let fx = throttled().await;
-    let (out, data) = interrupted(&fx, "h.bin", 8 * MIB).await;
+    let (out, data) = interrupted(&fx, store, "h.bin", 8 * MIB).await;
     let mpath = Manifest::path_for(&out);
     let part = ftpseg::part_path(&out);
     let part_before = std::fs::read(&part).unwrap();
     let text = std::fs::read(&mpath).unwrap();
-    let args = ["-q", "-o", out.to_str().unwrap(), &fx.url("h.bin")];
+    let args = [
+        "-q",
+        "--io",
+        store,
+        "-o",
+        out.to_str().unwrap(),
+        &fx.url("h.bin"),
+    ];
     for damaged in [
         text[..text.len() / 2].to_vec(),
         b"not json at all".to_vec(),
@@ -176,14 +270,16 @@ async fn damaged_manifest_is_refused_and_part_kept() {
     let o = run(&with_restart, &fx.local).await;
     assert_ok_and_equal(&o, &out, &data);
 }
+per_store!(damaged_manifest_is_refused_and_part_kept);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_saves_progress_and_exits_130() {
+async fn ctrl_c_saves_progress_and_exits_130(store: &'static str) {
     let fx = throttled().await;
     let data = fx.serve("i.bin", 8 * MIB, 31);
     let out = fx.out("i.bin");
     let args = [
         "-q",
+        "--io",
+        store,
         "-n",
         "2",
         "-o",
@@ -211,14 +307,21 @@ async fn ctrl_c_saves_progress_and_exits_130() {
     let o = run(&args, &fx.local).await;
     assert_ok_and_equal(&o, &out, &data);
 }
+per_store!(ctrl_c_saves_progress_and_exits_130);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streamed_download_of_unknown_size_resumes_after_sigkill() {
+async fn streamed_download_of_unknown_size_resumes_after_sigkill(store: &'static str) {
     let fx = throttled().await;
     let data = fx.serve("s.bin", 4 * MIB + 3, 41);
     let proxy = Proxy::start(fx.server.addr(), &["SIZE"], None).await;
     let out = fx.out("s.bin");
-    let args = ["-q", "-o", out.to_str().unwrap(), &proxy.url("s.bin")];
+    let args = [
+        "-q",
+        "--io",
+        store,
+        "-o",
+        out.to_str().unwrap(),
+        &proxy.url("s.bin"),
+    ];
     let mut child = ftpseg().args(args).current_dir(&fx.local).spawn().unwrap();
     let mpath = Manifest::path_for(&out);
     let started = std::time::Instant::now();
@@ -243,16 +346,23 @@ async fn streamed_download_of_unknown_size_resumes_after_sigkill() {
         "the second run resumed instead of starting over ({second_run} bytes)"
     );
 }
+per_store!(streamed_download_of_unknown_size_resumes_after_sigkill);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_losing_rest_does_not_cost_the_partial_download() {
+async fn server_losing_rest_does_not_cost_the_partial_download(store: &'static str) {
     let fx = throttled().await;
-    let (out, data) = interrupted(&fx, "r.bin", 8 * MIB).await;
+    let (out, data) = interrupted(&fx, store, "r.bin", 8 * MIB).await;
     let part = ftpseg::part_path(&out);
     let part_before = std::fs::read(&part).unwrap();
     // The same file, now behind a proxy that refuses REST.
     let proxy = Proxy::start(fx.server.addr(), &["REST"], None).await;
-    let args = ["-q", "-o", out.to_str().unwrap(), &proxy.url("r.bin")];
+    let args = [
+        "-q",
+        "--io",
+        store,
+        "-o",
+        out.to_str().unwrap(),
+        &proxy.url("r.bin"),
+    ];
     let o = run(&args, &fx.local).await;
     assert_eq!(code(&o), 11, "{}", stderr(&o));
     assert!(stderr(&o).contains("--restart"), "{}", stderr(&o));
@@ -263,21 +373,30 @@ async fn server_losing_rest_does_not_cost_the_partial_download() {
     );
     // Back on the server that resumes: the download completes.
     let o = run(
-        &["-q", "-o", out.to_str().unwrap(), &fx.url("r.bin")],
+        &[
+            "-q",
+            "--io",
+            store,
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("r.bin"),
+        ],
         &fx.local,
     )
     .await;
     assert_ok_and_equal(&o, &out, &data);
 }
+per_store!(server_losing_rest_does_not_cost_the_partial_download);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_part_is_caught_on_resume_and_only_bad_chunks_refetched() {
+async fn damaged_part_is_caught_on_resume_and_only_bad_chunks_refetched(store: &'static str) {
     let fx = throttled().await;
     let size = 24 * MIB;
     let data = fx.serve("d.bin", size, 51);
     let out = fx.out("d.bin");
     let args = [
         "-q",
+        "--io",
+        store,
         "-n",
         "2",
         "-o",
@@ -314,6 +433,8 @@ async fn damaged_part_is_caught_on_resume_and_only_bad_chunks_refetched() {
     let child = ftpseg()
         .args([
             "--plain",
+            "--io",
+            store,
             "-n",
             "2",
             "-o",
@@ -333,9 +454,9 @@ async fn damaged_part_is_caught_on_resume_and_only_bad_chunks_refetched() {
         "only the damaged chunk and the missing bytes were fetched: sent {sent}, needed {needed}"
     );
 }
+per_store!(damaged_part_is_caught_on_resume_and_only_bad_chunks_refetched);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_at_40_percent_costs_at_most_the_resume_budget() {
+async fn a_kill_at_40_percent_costs_at_most_the_resume_budget(store: &'static str) {
     // 4 connections at 8 MiB/s. Killed when the server has sent 40 % of the file (at no
     // particular moment of the checkpoint cycle), the rerun may fetch again at most
     // max(1 % of the file, 4 MiB per connection) = 16 MiB. With checkpoints only once a second
@@ -353,6 +474,8 @@ async fn a_kill_at_40_percent_costs_at_most_the_resume_budget() {
     let out = fx.out("f.bin");
     let args = [
         "-q",
+        "--io",
+        store,
         "-n",
         "4",
         "-o",
@@ -390,3 +513,4 @@ async fn a_kill_at_40_percent_costs_at_most_the_resume_budget() {
         refetched as f64 / MIB as f64
     );
 }
+per_store!(a_kill_at_40_percent_costs_at_most_the_resume_budget);
