@@ -5,7 +5,8 @@
 //! every byte must arrive. libunftp (in-process) has `PORT` but no `EPRT`; the real servers
 //! (`scripts/ftp-servers.sh start`: vsftpd, proftpd, pure-ftpd, pyftpdlib) have both, and
 //! proftpd also listens on ::1, so `EPRT` is tested there. Segmented downloads (`-n 4`) have
-//! several listeners open at once.
+//! several listeners open at once. The real-server tests run once per store (`--io mmap`,
+//! `splice`, `pwrite`).
 
 use std::path::PathBuf;
 
@@ -125,8 +126,7 @@ fn real_servers() -> (PathBuf, Vec<RealServer>) {
     (PathBuf::from(v["served"].as_str().unwrap()), list)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn active_segmented_downloads_from_every_real_server() {
+async fn active_segmented_downloads_from_every_real_server(store: &'static str) {
     let (served, list) = real_servers();
     let data = std::fs::read(served.join("mid.bin")).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -137,6 +137,8 @@ async fn active_segmented_downloads_from_every_real_server() {
         let o = run(
             &[
                 "-q",
+                "--io",
+                store,
                 "--active",
                 "-n",
                 "4",
@@ -151,9 +153,9 @@ async fn active_segmented_downloads_from_every_real_server() {
         assert_ok_and_equal(&o, &out, &data);
     }
 }
+per_store!(active_segmented_downloads_from_every_real_server);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn active_over_ipv6_uses_eprt_on_proftpd() {
+async fn active_over_ipv6_uses_eprt_on_proftpd(store: &'static str) {
     let (served, list) = real_servers();
     let data = std::fs::read(served.join("mid.bin")).unwrap();
     let s = find(&list, "proftpd", "plain");
@@ -168,6 +170,8 @@ async fn active_over_ipv6_uses_eprt_on_proftpd() {
     let o = run(
         &[
             "-q",
+            "--io",
+            store,
             "--active",
             "-n",
             "4",
@@ -180,9 +184,9 @@ async fn active_over_ipv6_uses_eprt_on_proftpd() {
     .await;
     assert_ok_and_equal(&o, &out, &data);
 }
+per_store!(active_over_ipv6_uses_eprt_on_proftpd);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn active_over_tls_on_vsftpd() {
+async fn active_over_tls_on_vsftpd(store: &'static str) {
     // vsftpd with require_ssl_reuse: the accepted data connection still resumes the control
     // connection's TLS session (TLS client on our side, as RFC 4217 wants).
     let (served, list) = real_servers();
@@ -194,6 +198,8 @@ async fn active_over_tls_on_vsftpd() {
     let o = run(
         &[
             "-q",
+            "--io",
+            store,
             "--active",
             "-n",
             "4",
@@ -208,3 +214,4 @@ async fn active_over_tls_on_vsftpd() {
     .await;
     assert_ok_and_equal(&o, &out, &data);
 }
+per_store!(active_over_tls_on_vsftpd);

@@ -5,7 +5,8 @@
 //! vsftpd; proftpd's own `HASH` (mod_digest) with `--verify-remote`; a glob; the per-IP limit
 //! of the `-limited` instances (4 by default: vsftpd `max_per_ip`, proftpd `MaxClientsPerHost`,
 //! pure-ftpd `-C`, pyftpdlib) with `-j 3 -n 8`, first with a budget equal to the limit, then
-//! with the default budget (8), counting the refusals in the servers' logs.
+//! with the default budget (8), counting the refusals in the servers' logs. Each test runs once
+//! per store (`--io mmap`, `splice`, `pwrite`).
 //!
 //! pure-ftpd serves the home folder of its users from /etc/passwd, which the instance started
 //! last sets; with the single default instance (CI) that is this instance's folder.
@@ -77,8 +78,7 @@ async fn run_long(args: &[&str], cwd: &Path) -> std::process::Output {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recursive_tree_with_auto_checksums_on_every_server() {
+async fn recursive_tree_with_auto_checksums_on_every_server(store: &'static str) {
     let (served, list) = servers();
     let tree = served.join("tree");
     let want = files_under(&tree);
@@ -91,6 +91,8 @@ async fn recursive_tree_with_auto_checksums_on_every_server() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("ftp://127.0.0.1:{}/tree/", s.port);
         let mut args = vec![
+            "--io",
+            store,
             "-r",
             "-d",
             "out",
@@ -145,9 +147,9 @@ async fn recursive_tree_with_auto_checksums_on_every_server() {
         }
     }
 }
+per_store!(recursive_tree_with_auto_checksums_on_every_server);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn glob_and_per_ip_limit_on_the_limited_servers() {
+async fn glob_and_per_ip_limit_on_the_limited_servers(store: &'static str) {
     let _one_at_a_time = LIMITED.lock().await;
     let (served, list) = servers();
     for s in list.iter().filter(|s| s.variant == "limited") {
@@ -158,6 +160,8 @@ async fn glob_and_per_ip_limit_on_the_limited_servers() {
         let budget = s.max_per_ip.to_string();
         let o = run_long(
             &[
+                "--io",
+                store,
                 "-j",
                 "3",
                 "-n",
@@ -193,6 +197,7 @@ async fn glob_and_per_ip_limit_on_the_limited_servers() {
         }
     }
 }
+per_store!(glob_and_per_ip_limit_on_the_limited_servers);
 
 /// Lines of a server's log that record a connection refused by its per-IP limit; `None` for
 /// pure-ftpd, which runs with `-f none` and logs no refusal (its count cannot be checked).
@@ -207,11 +212,16 @@ fn refusals(kind: &str, log: &str) -> Option<usize> {
     Some(log.lines().filter(|l| l.contains(marker)).count())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm() {
+async fn default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm(store: &'static str) {
     let _one_at_a_time = LIMITED.lock().await;
     let (served, list) = servers();
-    let files = ["mid.bin", "prime.bin", "sub%20dir/name%20with%20spaces.bin"];
+    // Once per store, one at a time (LIMITED): three files of 1-3 MiB instead of one of 64 MiB
+    // among them (20 s per store before); each still asks for the budget's 8 connections.
+    let files = [
+        "tree/a.bin",
+        "prime.bin",
+        "sub%20dir/name%20with%20spaces.bin",
+    ];
     for s in list.iter().filter(|s| s.variant == "limited") {
         assert_eq!(
             s.max_per_ip, 4,
@@ -227,6 +237,8 @@ async fn default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm() {
             .collect();
         // No --max-connections-per-host: the budget is -n (8), twice what the server allows.
         let mut args = vec![
+            "--io",
+            store,
             "-j",
             "3",
             "-n",
@@ -243,7 +255,7 @@ async fn default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm() {
         let ev = events(&o);
         assert_eq!(ev.last().unwrap()["done"], 3, "{}: {ev:?}", s.kind);
         for (f, local) in [
-            ("mid.bin", "mid.bin"),
+            ("tree/a.bin", "a.bin"),
             ("prime.bin", "prime.bin"),
             ("sub dir/name with spaces.bin", "name with spaces.bin"),
         ] {
@@ -274,6 +286,7 @@ async fn default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm() {
         // would mean the refusals are no longer found in the log.
         let after = read_log_settled(&s.log);
         if let Some(refused) = refusals(&s.kind, &after[before..]) {
+            eprintln!("{} (--io {store}): {refused} connections refused", s.kind);
             assert!(
                 (1..=7).contains(&refused),
                 "{}: {refused} connections refused (in {})",
@@ -283,3 +296,4 @@ async fn default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm() {
         }
     }
 }
+per_store!(default_budget_meets_a_per_ip_limit_of_four_without_a_421_storm);

@@ -19,16 +19,26 @@ pub const STORES: [&str; 3] = ["mmap", "splice", "pwrite"];
 /// `per_store!(name);` beside `async fn name(store: &'static str)`: a module `name` with one
 /// test per store (`name::mmap`, `name::splice`, `name::pwrite`), each calling `name` with its
 /// store's `--io` value, so a failure names the store. Each checks that its store is one of
-/// [`STORES`].
+/// [`STORES`]. `per_store!(one_at_a_time name);` runs them one after the other, for a test that
+/// reads what a shared real server logs or does to its sessions.
 macro_rules! per_store {
     ($name:ident) => {
-        $crate::common::per_store!(@each $name: mmap, splice, pwrite);
+        $crate::common::per_store!(@each $name, false: mmap, splice, pwrite);
     };
-    (@each $name:ident: $($store:ident),+) => {
+    (one_at_a_time $name:ident) => {
+        $crate::common::per_store!(@each $name, true: mmap, splice, pwrite);
+    };
+    (@each $name:ident, $one_at_a_time:literal: $($store:ident),+) => {
         mod $name {
+            static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $store() {
+                    let _turn = if $one_at_a_time {
+                        Some(ONE_AT_A_TIME.lock().await)
+                    } else {
+                        None
+                    };
                     let store = stringify!($store);
                     assert!($crate::common::STORES.contains(&store), "{store} is not in STORES");
                     super::$name(store).await
