@@ -58,7 +58,7 @@ pub use download::{Connections, Job, Outcome, download};
 pub use error::{Error, exit};
 pub use ftp::url::{FtpUrl, UrlError};
 pub use ftp::{Credentials, Timeouts, Verify};
-pub use storage::part_path;
+pub use storage::{Io, part_path};
 pub use ui::progress::{ConnState, ConnView, Mode, Observer, Progress, View};
 pub use upload::{PutJob, PutOutcome, put};
 

@@ -53,3 +53,29 @@ async fn io_selects_its_store(store: &'static str) {
     assert!(stderr(&o).contains(&want), "no {want:?} in {}", stderr(&o));
 }
 per_store!(io_selects_its_store);
+
+/// A program embedding ftpseg chooses the store with `Job.io` (the library's `--io`): a
+/// download through the library with each store is byte-exact and leaves nothing behind.
+async fn library_job_io_downloads_with_its_store(store: &'static str) {
+    let fx = Fixture::new(|c| c).await;
+    let data = fx.serve("f.bin", 5 * MIB + 3, 92);
+    let out = fx.out("f.bin");
+    let mut job = ftpseg::Job::new(ftpseg::FtpUrl::parse(&fx.url("f.bin")).unwrap(), &out);
+    job.connections = 3;
+    job.io = match store {
+        "mmap" => ftpseg::Io::Mmap,
+        "splice" => ftpseg::Io::Splice,
+        "pwrite" => ftpseg::Io::Pwrite,
+        other => panic!("no Io for {other}"),
+    };
+    let mut progress = ftpseg::Progress::new(ftpseg::Mode::Quiet);
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let outcome = ftpseg::download(&job, &mut progress, stopped)
+        .await
+        .unwrap_or_else(|e| panic!("--io {store} through the library: {e}"));
+    assert_eq!(outcome.size, data.len() as u64);
+    assert!(std::fs::read(&out).unwrap() == data, "bytes differ");
+    assert!(!ftpseg::internals::manifest::Manifest::path_for(&out).exists());
+    assert!(!ftpseg::part_path(&out).exists());
+}
+per_store!(library_job_io_downloads_with_its_store);
