@@ -28,7 +28,7 @@ pub enum Store {
 }
 
 impl Store {
-    /// Its `--io` name, for messages and `--json`.
+    /// Its `--io` name (the trace says which store a download uses).
     pub fn name(self) -> &'static str {
         match self {
             Store::Mmap => "mmap",
