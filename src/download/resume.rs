@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::download::{Job, plan};
 use crate::error::Error;
-use crate::ftp::url::{FtpUrl, Tls};
+use crate::ftp::url::FtpUrl;
 use crate::integrity::verify;
 use crate::storage::manifest::{Manifest, RangeRecord};
 use crate::storage::{self, Allocation, PartFile, Storage};
@@ -94,7 +94,7 @@ impl Files {
         } else {
             PartFile::create(&self.part, r.size)?
         };
-        let part = part.with_store(job.io, job.url.tls != Tls::None)?;
+        let part = part.with_store(job.io)?;
         crate::trace!("setup: .part ready, {} store", part.store().name());
         if part.allocation() == Allocation::Sparse {
             progress.note(

@@ -43,9 +43,6 @@ impl Store {
 pub struct Case {
     /// How the `.part`'s blocks were reserved (a sparse file is never mapped).
     pub allocation: Allocation,
-    /// Whether the data connections use TLS (bytes are decrypted in user space). The rule
-    /// measured the same store best either way; it stays in the case for when that changes.
-    pub tls: bool,
     /// Bytes to write (an empty file has nothing to map).
     pub len: u64,
 }
@@ -79,44 +76,36 @@ impl Io {
 mod tests {
     use super::*;
 
-    fn case(allocation: Allocation, tls: bool, len: u64) -> Case {
-        Case {
-            allocation,
-            tls,
-            len,
-        }
+    fn case(allocation: Allocation, len: u64) -> Case {
+        Case { allocation, len }
     }
 
     #[test]
     fn a_sparse_or_empty_file_is_never_mapped() {
-        let sparse = case(Allocation::Sparse, true, 1 << 30);
+        let sparse = case(Allocation::Sparse, 1 << 30);
         assert_eq!(Io::Mmap.store_for(sparse), Err(NoMap::Sparse));
         assert_ne!(Io::Auto.store_for(sparse), Ok(Store::Mmap));
-        let empty = case(Allocation::Reserved, true, 0);
+        let empty = case(Allocation::Reserved, 0);
         assert_eq!(Io::Mmap.store_for(empty), Ok(Store::Pwrite));
     }
 
     #[test]
     fn auto_is_the_measured_best() {
-        for tls in [false, true] {
-            for len in [0, 1 << 30] {
-                for allocation in [Allocation::Reserved, Allocation::Sparse] {
-                    let c = case(allocation, tls, len);
-                    assert_eq!(Io::Auto.store_for(c), Ok(Store::Pwrite));
-                }
+        for len in [0, 1 << 30] {
+            for allocation in [Allocation::Reserved, Allocation::Sparse] {
+                let c = case(allocation, len);
+                assert_eq!(Io::Auto.store_for(c), Ok(Store::Pwrite));
             }
         }
     }
 
     #[test]
     fn an_explicit_choice_is_kept() {
-        for tls in [false, true] {
-            let c = case(Allocation::Reserved, tls, 10);
-            assert_eq!(Io::Mmap.store_for(c), Ok(Store::Mmap));
-            assert_eq!(Io::Splice.store_for(c), Ok(Store::Splice));
-            assert_eq!(Io::Pwrite.store_for(c), Ok(Store::Pwrite));
-            let sparse = case(Allocation::Sparse, tls, 10);
-            assert_eq!(Io::Pwrite.store_for(sparse), Ok(Store::Pwrite));
-        }
+        let c = case(Allocation::Reserved, 10);
+        assert_eq!(Io::Mmap.store_for(c), Ok(Store::Mmap));
+        assert_eq!(Io::Splice.store_for(c), Ok(Store::Splice));
+        assert_eq!(Io::Pwrite.store_for(c), Ok(Store::Pwrite));
+        let sparse = case(Allocation::Sparse, 10);
+        assert_eq!(Io::Pwrite.store_for(sparse), Ok(Store::Pwrite));
     }
 }

@@ -149,17 +149,15 @@ impl PartFile {
         })
     }
 
-    /// Settles how bytes get into the file: `io` for this case (`tls`: the data connections
-    /// use TLS). An explicit `--io mmap` the file cannot have (sparse, or a kernel that
+    /// Settles how bytes get into the file: `io` for this file. An explicit `--io mmap` the file cannot have (sparse, or a kernel that
     /// cannot populate a map) is an error ([`StorageError::MapRefused`], exit 8); `auto` never
     /// maps. A discarded download keeps its sink.
-    pub fn with_store(mut self, io: Io, tls: bool) -> Result<PartFile, StorageError> {
+    pub fn with_store(mut self, io: Io) -> Result<PartFile, StorageError> {
         let Target::File(file) = &self.target else {
             return Ok(self);
         };
         let case = Case {
             allocation: self.allocation,
-            tls,
             len: self.len,
         };
         let refused = |why: String| StorageError::MapRefused {

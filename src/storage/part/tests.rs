@@ -198,7 +198,7 @@ fn every_store_lands_received_bytes_at_their_offsets() {
         let path = dir.path().join(format!("{io:?}.part"));
         let pf = PartFile::create(&path, len)
             .unwrap()
-            .with_store(io, false)
+            .with_store(io)
             .unwrap();
         let want_store = match io {
             Io::Mmap => Store::Mmap,
