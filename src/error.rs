@@ -104,6 +104,17 @@ pub enum Error {
     },
     #[error("download failed after {tries} tries: {last}")]
     GaveUp { tries: u32, last: String },
+    /// The network was missing for longer than `--network-wait`.
+    #[error(
+        "no network to {host} for {waited} (--network-wait {limit}): {why}; what was \
+         downloaded is kept: run the same command again when the network is back"
+    )]
+    NetworkGone {
+        host: String,
+        waited: String,
+        limit: String,
+        why: String,
+    },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -188,9 +199,10 @@ impl Error {
             Error::Url(_) | Error::Credentials(_) => exit::BAD_URL,
             Error::Usage(_) => exit::USAGE,
             Error::Tls(_) => exit::TLS,
-            Error::UnknownHost { .. } | Error::Connect { .. } | Error::Timeout { .. } => {
-                exit::NETWORK
-            }
+            Error::UnknownHost { .. }
+            | Error::Connect { .. }
+            | Error::Timeout { .. }
+            | Error::NetworkGone { .. } => exit::NETWORK,
             Error::Login { .. } | Error::LoginNeedsTls { .. } => exit::LOGIN,
             Error::NotFound { .. } => exit::NOT_FOUND,
             Error::Refused { .. } | Error::GaveUp { .. } => exit::SERVER,

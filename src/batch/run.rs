@@ -88,7 +88,8 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
     job.output = f.output.clone();
     job.pool = Some(h.pool.clone());
     job.digest = digest.clone();
-    let mut progress = Progress::new(ctx.mode);
+    let mut progress =
+        Progress::new(ctx.mode).with_events(ctx.events.clone(), f.url.redacted().to_string());
     let outcome = download::download(&job, &mut progress, ctx.stop.clone()).await?;
     crate::trace!("{}: downloaded", f.output.display());
     let remote_time = outcome.remote_mtime.as_deref().and_then(mdtm_to_time);

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::parse::parse_secs;
+use super::parse::{parse_duration, parse_secs};
 use crate::ftp::Timeouts;
 use crate::ui::progress::Mode;
 
-/// How long to wait for the network: `--connect-timeout`, `--reply-timeout`, `--stall-timeout`.
+/// How long to wait for the network: `--connect-timeout`, `--reply-timeout`, `--stall-timeout`,
+/// `--network-wait`.
 #[derive(Clone, Debug, Args)]
 pub struct NetworkOpts {
     /// Seconds to wait for a TCP connection
@@ -29,6 +30,12 @@ pub struct NetworkOpts {
     /// replaced by a new one
     #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_secs)]
     pub stall_timeout: f64,
+
+    /// How long to wait for a missing network (no route, unreachable, no DNS answer) before
+    /// giving up: 90s, 30m, 2h; 0 gives up at once. Time without a network does not count
+    /// towards --max-tries
+    #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = parse_duration)]
+    pub network_wait: Duration,
 }
 
 impl NetworkOpts {

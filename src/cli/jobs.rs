@@ -74,6 +74,7 @@ pub fn job_for(opts: &DownloadOpts, raw: &str, output: Option<PathBuf>) -> Resul
         auto_connections: opts.connections == Connections::Auto,
         min_range: opts.min_range.max(64 << 10),
         timeouts: opts.network.timeouts(),
+        network_wait: opts.network.network_wait,
         max_tries: opts.max_tries,
         force: opts.force,
         restart: opts.restart,

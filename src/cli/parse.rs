@@ -1,5 +1,7 @@
-//! Value parsers for the flags: sizes (`64K`, `1.5G`), rates, connection counts, seconds.
-//! Pure functions from the typed text to a value, or the message clap shows.
+//! Value parsers for the flags: sizes (`64K`, `1.5G`), rates, connection counts, seconds,
+//! durations (`30m`). Pure functions from the typed text to a value, or the message clap shows.
+
+use std::time::Duration;
 
 use crate::download::Connections;
 use crate::download::plan;
@@ -60,6 +62,32 @@ pub(crate) fn parse_connections(s: &str) -> Result<usize, String> {
             plan::MAX_CONNECTIONS
         )),
     }
+}
+
+/// A duration with a unit (`500ms`, `90s`, `30m`, `2h`) or plain seconds; `0` is none.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "'{s}' has an unknown unit: use ms, s, m or h (e.g. 30m)"
+            ));
+        }
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 90s, 30m, 2h, 0)"))?;
+    let secs = v * scale;
+    if !(0.0..=30.0 * 86_400.0).contains(&secs) {
+        return Err(format!("'{s}' is out of range (0 to 30 days)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 pub(crate) fn parse_secs(s: &str) -> Result<f64, String> {

@@ -7,7 +7,7 @@ use clap::{CommandFactory, Parser};
 
 use super::args::*;
 use super::jobs::{self, job_for};
-use super::parse::parse_size;
+use super::parse::{parse_duration, parse_size};
 use crate::download::{Connections, plan};
 use crate::error::exit;
 use crate::ftp::{Timeouts, Verify};
@@ -57,6 +57,22 @@ fn sizes() {
     assert!(parse_size("12Q").is_err());
     assert!(parse_size("-1M").is_err());
     assert!(parse_size("lots").is_err());
+}
+
+#[test]
+fn durations() {
+    use std::time::Duration;
+    assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+    assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+    assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+    assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+    assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    let e = parse_duration("3 weeks").unwrap_err();
+    assert!(e.contains("unknown unit"), "{e}");
+    assert!(parse_duration("-1s").is_err());
+    assert!(parse_duration("soon").is_err());
+    assert!(parse_duration("31d").is_err());
 }
 
 #[test]

@@ -25,6 +25,9 @@ pub struct Job {
     pub auto_connections: bool,
     pub min_range: u64,
     pub timeouts: Timeouts,
+    /// How long to wait for a missing network before giving up (`--network-wait`); time
+    /// without a network does not count towards `max_tries`.
+    pub network_wait: Duration,
     /// Failed attempts in a row (without progress) on one range before giving up.
     pub max_tries: u32,
     pub force: bool,
@@ -88,6 +91,7 @@ impl Job {
             auto_connections: false,
             min_range: crate::download::plan::DEFAULT_MIN_RANGE,
             timeouts: Timeouts::default(),
+            network_wait: crate::retry::network::DEFAULT_WAIT,
             max_tries: 8,
             force: false,
             restart: false,

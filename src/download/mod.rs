@@ -68,7 +68,7 @@ pub async fn download(
     let files = Files::for_job(job)?;
     let tls = startup::tls_client(job)?;
     let saved_in = files.as_ref().map(|f| f.manifest.as_path());
-    let mut start = startup::startup_or_stop(job, tls, stop.clone(), saved_in).await?;
+    let mut start = startup::startup_or_stop(job, tls, stop.clone(), saved_in, progress).await?;
     if job.no_rang {
         start.first.set_rang(false);
     }
@@ -170,6 +170,7 @@ fn prepare(
         started,
         first: &start.first,
         addrs: start.addrs,
+        net: start.net.clone(),
         tls: start.tls,
         sched: sched.clone(),
         part: &part,

@@ -1,7 +1,8 @@
 //! The run loop of a download: spawn the workers, then until they are all done, a few times a
 //! second measure rates, let `-n auto` grow the connections, redraw the progress, hash written
 //! chunks ahead and offer the written prefix to the digests; save a checkpoint when one is due;
-//! stop everything on the first permanent failure or on Ctrl-C.
+//! every half second look at the network and the clocks ([`NetWatch`]); stop everything on the
+//! first permanent failure or on Ctrl-C.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,7 +20,9 @@ use crate::download::state::Shared;
 use crate::download::workers::worker;
 use crate::error::Error;
 use crate::ftp::{Session, Transfer};
-use crate::ui::progress::Progress;
+use crate::retry::clock::SleepWatch;
+use crate::retry::network::{self, Change};
+use crate::ui::progress::{ConnState, NetNote, Progress};
 
 /// The connections a run starts with.
 pub(super) struct Crew {
@@ -45,6 +48,7 @@ pub(super) async fn run_workers(
     let mut set = spawn_workers(shared, crew);
     let mut ticks = Ticks::new(job, shared, workers);
     let mut cadence = Cadence::new(job, shared);
+    let mut net = NetWatch::new();
     let mut soon = tokio::time::interval(CHECKPOINT_POLL);
     soon.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut result = Ok(());
@@ -69,6 +73,13 @@ pub(super) async fn run_workers(
             },
             _ = ticks.tick.tick() => {
                 if let Err(e) = ticks.on_tick(job, shared, progress, checkpoint) {
+                    set.abort_all();
+                    result = Err(e);
+                }
+            },
+            _ = net.tick.tick() => {
+                if let Err(e) = net.on_tick(shared, progress) {
+                    shared.run.failed.store(true, Ordering::SeqCst);
                     set.abort_all();
                     result = Err(e);
                 }
@@ -157,6 +168,93 @@ impl Ticks {
         let hashed = tokio::task::block_in_place(|| checkpoint.hash_written_chunks());
         offer_prefix(job, shared);
         hashed
+    }
+}
+
+/// The run loop's eye on the network and the clocks: when the machine slept, every connection
+/// starts over at once (they are presumed dead, and would otherwise wait out
+/// `--stall-timeout`); when the route to the server goes, it says so; when it comes back, the
+/// connections that got nothing meanwhile start over at once, and those waiting wake.
+struct NetWatch {
+    tick: tokio::time::Interval,
+    sleep: SleepWatch,
+    /// Each connection's byte count at the last few ticks, oldest first: a connection whose
+    /// count did not move over them got nothing lately.
+    recent: std::collections::VecDeque<Vec<u64>>,
+}
+
+/// Ticks without a byte that make a connection "got nothing lately" (about a second).
+const QUIET_TICKS: usize = 2;
+
+impl NetWatch {
+    fn new() -> NetWatch {
+        let mut tick = tokio::time::interval(network::POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        NetWatch {
+            tick,
+            sleep: SleepWatch::new(),
+            recent: std::collections::VecDeque::with_capacity(QUIET_TICKS + 1),
+        }
+    }
+
+    /// One look; an error once the network has been missing for `--network-wait`.
+    fn on_tick(&mut self, shared: &Shared, progress: &Progress) -> Result<(), Error> {
+        let net = &shared.server.net;
+        let now = byte_counts(shared);
+        if self.recent.len() > QUIET_TICKS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(now.clone());
+        if let Some(slept) = self.sleep.slept() {
+            crate::trace!("the machine slept for {:.1} s", slept.as_secs_f64());
+            progress.network(&NetNote::Slept { slept });
+            kick(shared, |_| true);
+        }
+        match net.probe() {
+            None => {}
+            Some(Change::Lost { why }) => {
+                progress.network(&NetNote::Lost {
+                    why,
+                    limit: net.wait_limit(),
+                });
+            }
+            Some(Change::Back { after }) => {
+                progress.network(&NetNote::Back { after });
+                let then = self.recent.front().expect("pushed above");
+                kick(shared, |id| now[id] == then[id]);
+            }
+        }
+        match net.gone() {
+            Some(gone) => Err(gone.into_error(&shared.server.host(), net.wait_limit())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn byte_counts(shared: &Shared) -> Vec<u64> {
+    shared
+        .conns
+        .iter()
+        .map(|c| c.bytes.load(Ordering::Relaxed))
+        .collect()
+}
+
+/// Tells each connection `which` picks, among those that are busy with a range (connecting,
+/// reading, waiting to retry), to start over now.
+fn kick(shared: &Shared, which: impl Fn(usize) -> bool) {
+    for (id, c) in shared.conns.iter().enumerate() {
+        let busy = matches!(
+            c.state(),
+            ConnState::Connecting
+                | ConnState::Starting
+                | ConnState::Reading
+                | ConnState::Retrying(_)
+                | ConnState::NoNetwork
+        );
+        if busy && which(id) {
+            crate::trace!("conn {id}: kicked");
+            c.kick.notify_one();
+        }
     }
 }
 

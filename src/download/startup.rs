@@ -11,10 +11,14 @@ use crate::download::{Job, plan};
 use crate::error::{Error, SessionContext, Step};
 use crate::ftp::pool::Permit;
 use crate::ftp::{Session, SessionError, TlsClient, Transfer, Verify};
-use crate::ui::progress::Progress;
+use crate::retry::backoff;
+use crate::retry::network::{Network, lookup_means_no_network, means_no_network};
+use crate::ui::progress::{NetNote, Progress};
 
 /// What [`startup`] learned and opened.
 pub(super) struct Started {
+    /// The network as the first contact found it (an outage it waited out is over).
+    pub net: Arc<Network>,
     pub addrs: Vec<SocketAddr>,
     /// The TLS client when the URL uses TLS.
     pub tls: Option<Arc<TlsClient>>,
@@ -125,22 +129,25 @@ pub(super) async fn startup_or_stop(
     tls: Option<Arc<TlsClient>>,
     mut stop: watch::Receiver<bool>,
     saved_in: Option<&std::path::Path>,
+    progress: &mut Progress,
 ) -> Result<Started, Error> {
     tokio::select! {
-        r = startup(job, tls) => r,
+        r = startup(job, tls, progress) => r,
         _ = stop.wait_for(|s| *s) => Err(interrupted(saved_in)),
     }
 }
 
-/// Resolves the host, opens the first session, asks `SIZE`, starts the other logins
-/// ([`EarlyLogins`]), then probes the first session (`FEAT`, `REST`) and asks `MDTM`.
-async fn startup(job: &Job, tls: Option<Arc<TlsClient>>) -> Result<Started, Error> {
+/// Resolves the host, opens the first session ([`first_contact`]), asks `SIZE`, starts the
+/// other logins ([`EarlyLogins`]), then probes the first session (`FEAT`, `REST`) and asks
+/// `MDTM`.
+async fn startup(
+    job: &Job,
+    tls: Option<Arc<TlsClient>>,
+    progress: &mut Progress,
+) -> Result<Started, Error> {
     let failed = |e| Error::from_session(SessionContext::startup(&job.url, &job.creds), e);
-    crate::trace!("startup: resolving {}", job.url.host_for_connect());
-    let addrs = crate::retry::resolve(&job.url, job.timeouts.connect).await?;
-    let (permit, mut first) = open_first(job, &addrs, tls.as_ref())
-        .await
-        .map_err(failed)?;
+    let (net, permit, mut first) = first_contact(job, tls.as_ref(), progress).await?;
+    let addrs = net.addrs();
     first.set_use_pasv_address(job.use_pasv_address);
     first.set_active(job.active);
     // SIZE first (the session is in binary mode since its login): the size says how many
@@ -158,6 +165,7 @@ async fn startup(job: &Job, tls: Option<Arc<TlsClient>>) -> Result<Started, Erro
         .map(|m| m.0);
     crate::trace!("startup: probed, {} early logins", early.0.len());
     Ok(Started {
+        net,
         addrs,
         tls,
         first,
@@ -166,6 +174,65 @@ async fn startup(job: &Job, tls: Option<Arc<TlsClient>>) -> Result<Started, Erro
         permit,
         early,
     })
+}
+
+/// Resolves the host and logs in the first session. A missing network (no route, no DNS
+/// answer, connects timing out) is waited for, up to `--network-wait`, without counting
+/// tries; a TLS handshake cut short is tried again, up to `--max-tries` (unFTP/libunftp can
+/// read the client's first TLS bytes as a command when they arrive before it has switched
+/// the connection to TLS). Any other failure ends the download at once, as before: at the
+/// first contact it usually means a wrong URL, host or password.
+async fn first_contact(
+    job: &Job,
+    tls: Option<&Arc<TlsClient>>,
+    progress: &mut Progress,
+) -> Result<(Arc<Network>, Option<Permit>, Session), Error> {
+    let failed = |e| Error::from_session(SessionContext::startup(&job.url, &job.creds), e);
+    let net = Arc::new(Network::new(job.network_wait, Vec::new()));
+    let host = job.url.host_for_connect();
+    let mut said_lost = false;
+    let mut tls_tries = 0;
+    loop {
+        crate::trace!("startup: resolving {host}");
+        let missing = match crate::retry::resolve(&job.url, job.timeouts.connect).await {
+            Err(Error::UnknownHost { detail, .. }) if lookup_means_no_network(&detail) => detail,
+            Err(e) => return Err(e),
+            Ok(addrs) => {
+                net.set_addrs(addrs.clone());
+                match open_first(job, &addrs, tls).await {
+                    Ok((permit, first)) => {
+                        net.reached();
+                        return Ok((net, permit, first));
+                    }
+                    Err(e)
+                        if means_no_network(&e) || (e.is_transient() && net.route().is_err()) =>
+                    {
+                        e.to_string()
+                    }
+                    Err(SessionError::Tls(t))
+                        if t.is_transient() && tls_tries + 1 < job.max_tries =>
+                    {
+                        tls_tries += 1;
+                        crate::trace!("startup: TLS handshake cut short ({t}), trying again");
+                        tokio::time::sleep(backoff(tls_tries)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(failed(e)),
+                }
+            }
+        };
+        net.missed(&missing);
+        if !said_lost {
+            said_lost = true;
+            progress.network(&NetNote::Lost {
+                why: missing,
+                limit: job.network_wait,
+            });
+        }
+        net.wait_for_return()
+            .await
+            .map_err(|gone| gone.into_error(&host, job.network_wait))?;
+    }
 }
 
 /// The first session: in a batch, one another file left logged in or a new one under a

@@ -17,6 +17,7 @@ use crate::ftp::pool::{HostPool, Permit};
 use crate::ftp::ratelimit::RateLimit;
 use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Session, Timeouts, TlsClient};
+use crate::retry::network::Network;
 use crate::storage::manifest::Manifest;
 use crate::storage::{PartFile, PartWriter};
 use crate::ui::progress::{ConnState, ConnView, View};
@@ -69,6 +70,8 @@ impl Chunking {
 /// How this download opens sessions, and what it learned about the server.
 pub(super) struct Server {
     pub addrs: Vec<SocketAddr>,
+    /// Whether the network is there (`--network-wait`), shared by the connections.
+    pub net: Arc<Network>,
     /// The TLS client when the URL uses TLS: each new session gets its own config from it.
     pub tls: Option<Arc<TlsClient>>,
     pub creds: Credentials,
@@ -189,6 +192,7 @@ pub(super) struct Setup<'a> {
     /// The probed first session (what it learned about the server).
     pub first: &'a Session,
     pub addrs: Vec<SocketAddr>,
+    pub net: Arc<Network>,
     pub tls: Option<Arc<TlsClient>>,
     pub sched: Arc<Scheduler>,
     pub part: &'a PartFile,
@@ -214,6 +218,7 @@ impl Shared {
             },
             server: Server {
                 addrs: s.addrs,
+                net: s.net,
                 tls: s.tls,
                 creds: job.creds.clone(),
                 timeouts: job.timeouts,
@@ -284,10 +289,12 @@ impl Shared {
                 }
             })
             .collect();
+        let net = &self.server.net;
         View {
             done: self.target.size - self.sched.remaining(),
             total: Some(self.target.size),
             conns,
+            network_missing: net.missing_since().map(|t| (t.elapsed(), net.wait_limit())),
         }
     }
 }
@@ -306,6 +313,10 @@ pub(super) struct ConnStat {
     pub sampled_at: AtomicU64,
     /// Since when the connection has been reading its current transfer (its first byte).
     pub reading_since: Mutex<Option<Instant>>,
+    /// The run loop's "start over now": after the machine slept, or when the network came back
+    /// while this connection got nothing. The attempt (or its wait) ends at once, without
+    /// counting a try.
+    pub kick: tokio::sync::Notify,
 }
 
 impl ConnStat {
@@ -317,6 +328,7 @@ impl ConnStat {
             rate: AtomicU64::new(0),
             sampled_at: AtomicU64::new(0),
             reading_since: Mutex::new(None),
+            kick: tokio::sync::Notify::new(),
         }
     }
 
@@ -330,6 +342,11 @@ impl ConnStat {
         *v = (seg, state);
         *self.reading_since.lock().unwrap_or_else(|p| p.into_inner()) =
             (state == ConnState::Reading).then(Instant::now);
+    }
+
+    /// What the connection does now.
+    pub fn state(&self) -> ConnState {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     /// Whether the connection is receiving data now.

@@ -233,6 +233,7 @@ async fn read_to_end(
                     range: None,
                     state: ConnState::Streaming,
                 }],
+                network_missing: None,
             });
         }
         if last_checkpoint.elapsed() >= job.checkpoint_interval {

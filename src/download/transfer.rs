@@ -91,6 +91,7 @@ pub(super) async fn log_in(shared: &Shared) -> Result<Session, SessionError> {
 /// learned about the server.
 fn welcome(shared: &Shared, mut s: Session) -> Session {
     shared.server.opened.fetch_add(1, Ordering::Relaxed);
+    shared.server.net.reached();
     shared.server.adopt(&mut s);
     s
 }

@@ -2,8 +2,10 @@
 //! take a range, fetch it ([`fetch_range`]), take the next, until none is left. A failed
 //! attempt drops the session and tries again after a backoff; a connection the server refuses
 //! as one too many hands its range to the others and parks until it may come back; a range
-//! without progress is taken over by a free connection. The classification of a failure is
-//! [`crate::retry::Failure`]; the message of one that ends the download is
+//! without progress is taken over by a free connection; without a network, it waits for the
+//! network ([`crate::retry::network`]) without counting a try; kicked by the run loop (the
+//! machine slept, the network came back), it starts over at once. The classification of a
+//! failure is [`crate::retry::Failure`]; the message of one that ends the download is
 //! [`Error::from_session`].
 
 use std::sync::Arc;
@@ -125,12 +127,21 @@ async fn fetch_until_done(
         // A free connection may take this range over if it stalls: dropping the attempt stops
         // every write into the range before it is released.
         let attempt = tokio::select! {
-            r = fetch_range(c, head.take(), seg) => Some(r),
-            _ = seg.preempted() => None,
+            r = fetch_range(c, head.take(), seg) => Attempt::Ended(r),
+            _ = seg.preempted() => Attempt::TakenOver,
+            _ = stat.kick.notified() => Attempt::Kicked,
         };
         let e = match attempt {
-            None => return taken_over(c, seg, before),
-            Some(Ok(())) => {
+            Attempt::TakenOver => return taken_over(c, seg, before),
+            Attempt::Kicked => {
+                // Presumed dead (the machine slept, or the network came back while it got
+                // nothing): a new session now, no try counted.
+                crate::trace!("conn {id} starts over (kicked)");
+                drop(c.session.take());
+                seg.attempt_ended(before, false);
+                continue;
+            }
+            Attempt::Ended(Ok(())) => {
                 crate::trace!(
                     "conn {id} read [{before}..{}) at {:.1} MiB/s",
                     seg.pos(),
@@ -143,14 +154,23 @@ async fn fetch_until_done(
                 }
                 continue;
             }
-            Some(Err(AttemptError::Local(e))) => return Err(e),
-            Some(Err(AttemptError::Session(e))) => e,
+            Attempt::Ended(Err(AttemptError::Local(e))) => return Err(e),
+            Attempt::Ended(Err(AttemptError::Session(e))) => e,
         };
         match after_failure(c, seg, before, e, rejoin_after).await? {
             Next::Again => {}
             next => return Ok(next),
         }
     }
+}
+
+/// How one attempt at a range ended.
+enum Attempt {
+    Ended(Result<(), AttemptError>),
+    /// A free connection took the range over.
+    TakenOver,
+    /// The run loop asked every stalled connection to start over.
+    Kicked,
 }
 
 /// The range was taken over by a free connection while this one made no progress.
@@ -184,7 +204,14 @@ async fn after_failure(
     // Never reuse a session after a failure: it may be out of step.
     drop(c.session.take());
     // The first session logged in with these credentials (see `Failure::after_login`).
-    let failure = Failure::after_login(&e);
+    let mut failure = Failure::after_login(&e);
+    if failure == Failure::Transient && shared.server.net.route().is_err() {
+        // A stall or a reset while the route is gone: the network, not the server.
+        failure = Failure::NoNetwork;
+    }
+    if failure == Failure::NoNetwork {
+        return wait_for_network(c, seg, before, &e).await;
+    }
     if failure == Failure::Busy {
         shared.run.refused.store(true, Ordering::SeqCst);
     }
@@ -211,12 +238,42 @@ async fn after_failure(
     let preempted = tokio::select! {
         _ = tokio::time::sleep(wait) => false,
         _ = seg.preempted() => true,
+        // The network came back or the machine woke: no reason to wait out the backoff.
+        _ = c.stat().kick.notified() => false,
     };
     if preempted {
         shared.sched.release_preempted(seg);
         return Ok(Next::Another);
     }
     Ok(Next::Again)
+}
+
+/// An attempt failed for want of a network (`e`): not a try; wait until the network is back
+/// (or the range is taken over, or the run loop kicks), up to `--network-wait` since it was
+/// first missed.
+async fn wait_for_network(
+    c: &mut Connection<'_>,
+    seg: &Arc<Segment>,
+    before: u64,
+    e: &SessionError,
+) -> Result<Next, Error> {
+    let shared = c.shared;
+    let net = &shared.server.net;
+    net.missed(&e.to_string());
+    seg.attempt_ended(before, false);
+    c.stat().set(Some(seg.clone()), ConnState::NoNetwork);
+    crate::trace!("conn {} waits for the network ({e})", c.id);
+    tokio::select! {
+        back = net.wait_for_return() => match back {
+            Ok(()) => Ok(Next::Again),
+            Err(gone) => Err(gone.into_error(&shared.server.host(), net.wait_limit())),
+        },
+        _ = seg.preempted() => {
+            shared.sched.release_preempted(seg);
+            Ok(Next::Another)
+        }
+        _ = c.stat().kick.notified() => Ok(Next::Again),
+    }
 }
 
 /// The error that ends the download for a worker's failure that is not retried.

@@ -7,20 +7,23 @@
 //!   (`{"command", "hex"}`) when checked;
 //! * `file_skipped`: `url`, `path`, `reason`;
 //! * `file_failed`: `url` (or the input line), `path` (if known), `error`, `exit_code`;
+//! * `network`: `url`, `state` (`down` with `why` and `wait_seconds`; `up` with
+//!   `down_seconds`; `woke` with `slept_seconds`): the network was lost, came back, or the
+//!   machine slept (docs/reliability.md);
 //! * `summary` (always last): `done`, `skipped`, `failed`, `bytes`, `seconds`,
 //!   `bytes_per_second`, `exit_code`, `sessions_reused`.
 //!
 //! Secrets never appear: URLs are redacted before they get here.
 
 use std::io::Write;
-use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-/// Writes events to standard output when enabled; does nothing otherwise.
+/// Writes events to standard output when enabled; does nothing otherwise. Clones write to the
+/// same standard output, one whole line at a time (the stdout lock is held for each line).
+#[derive(Clone, Debug)]
 pub struct Events {
     enabled: bool,
-    out: Mutex<()>,
 }
 
 /// The schema version in every event.
@@ -28,10 +31,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 impl Events {
     pub fn new(enabled: bool) -> Events {
-        Events {
-            enabled,
-            out: Mutex::new(()),
-        }
+        Events { enabled }
     }
 
     pub fn enabled(&self) -> bool {
@@ -44,7 +44,6 @@ impl Events {
             return;
         }
         let line = render(event, fields);
-        let _guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{line}");
         let _ = stdout.flush();

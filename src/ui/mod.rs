@@ -19,3 +19,15 @@ pub fn human_bytes(n: u64) -> String {
     }
     format!("{v:.2} {}", UNITS[unit])
 }
+
+/// "2 h 13 min", "45 s", "1.5 s": a duration for a message (how long the machine slept, how
+/// long the network was gone).
+pub fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=9 => format!("{:.1} s", d.as_secs_f64()),
+        10..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}

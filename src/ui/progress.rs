@@ -4,14 +4,17 @@
 //! this module only renders it. On a terminal: an indicatif total bar (bytes, rate, ETA) and one
 //! line per connection (its range, its rate, its state). When stderr is not a terminal: one
 //! plain line every few seconds. `-q` shows nothing but errors. Notes (warnings, fallbacks) go
-//! through [`Progress::note`], above the bars.
+//! through [`Progress::note`], above the bars; what happens to the network (lost, back, the
+//! machine slept) through [`Progress::network`], which a batch with `--json` also emits as a
+//! `network` event.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::ui::human_bytes;
+use crate::ui::events::Events;
+use crate::ui::{human_bytes, human_duration};
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +61,8 @@ pub enum ConnState {
     Retrying(Duration),
     /// The server refused it as one connection too many; it tries again after this wait.
     Busy(Duration),
+    /// No network to the server: waiting for it to come back (`--network-wait`).
+    NoNetwork,
     /// No range left.
     Done,
     /// The single stream of a file without a size.
@@ -79,6 +84,7 @@ impl std::fmt::Display for ConnState {
             ConnState::Reading => f.pad("reading"),
             ConnState::Retrying(wait) => f.pad(&format!("retry in {:.1} s", wait.as_secs_f64())),
             ConnState::Busy(wait) => f.pad(&format!("server busy: retry in {} s", wait.as_secs())),
+            ConnState::NoNetwork => f.pad("waiting for the network"),
             ConnState::Done => f.pad("done"),
             ConnState::Streaming => f.pad("streaming"),
             ConnState::Sending => f.pad("sending"),
@@ -94,6 +100,19 @@ pub struct View {
     /// File size, if known.
     pub total: Option<u64>,
     pub conns: Vec<ConnView>,
+    /// While the network is missing: for how long, and the `--network-wait` limit.
+    pub network_missing: Option<(Duration, Duration)>,
+}
+
+/// What happened to the network, as [`Progress::network`] tells it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetNote {
+    /// The route to the server is gone (`why`: the kernel's answer); waiting up to `limit`.
+    Lost { why: String, limit: Duration },
+    /// The network is back after `after` without it.
+    Back { after: Duration },
+    /// The machine was suspended for `slept`: every connection is replaced.
+    Slept { slept: Duration },
 }
 
 struct Bars {
@@ -114,6 +133,8 @@ pub struct Progress {
     last_line: Instant,
     last_bytes: Vec<(Instant, u64)>,
     rates: Vec<f64>,
+    /// `--json` in a batch: network events go there too, with this file's (redacted) URL.
+    events: Option<(Events, String)>,
 }
 
 /// Seconds between plain progress lines.
@@ -135,6 +156,48 @@ impl Progress {
             last_line: now,
             last_bytes: Vec::new(),
             rates: Vec::new(),
+            events: None,
+        }
+    }
+
+    /// Also emit network events to `events` (a batch's `--json`), for the file at `url`.
+    pub fn with_events(mut self, events: Events, url: String) -> Progress {
+        self.events = Some((events, url));
+        self
+    }
+
+    /// Says what happened to the network: a note, and a `network` event with `--json`.
+    pub fn network(&self, what: &NetNote) {
+        let secs = |d: &Duration| (d.as_secs_f64() * 10.0).round() / 10.0;
+        let (text, fields) = match what {
+            NetNote::Lost { why, limit } => (
+                format!(
+                    "the network is gone ({why}); waiting for the network, up to {} \
+                     (--network-wait)",
+                    human_duration(*limit)
+                ),
+                serde_json::json!({"state": "down", "why": why, "wait_seconds": secs(limit)}),
+            ),
+            NetNote::Back { after } => (
+                format!(
+                    "the network is back after {}; reconnecting",
+                    human_duration(*after)
+                ),
+                serde_json::json!({"state": "up", "down_seconds": secs(after)}),
+            ),
+            NetNote::Slept { slept } => (
+                format!(
+                    "the machine slept for {}; reconnecting",
+                    human_duration(*slept)
+                ),
+                serde_json::json!({"state": "woke", "slept_seconds": secs(slept)}),
+            ),
+        };
+        self.note(&text);
+        if let Some((events, url)) = &self.events {
+            let mut fields = fields;
+            fields["url"] = serde_json::Value::String(url.clone());
+            events.emit("network", fields);
         }
     }
 
@@ -215,20 +278,26 @@ impl Progress {
     fn summary_line(&self, view: &View) -> String {
         let rate: f64 = self.rates.iter().sum();
         let active = view.conns.iter().filter(|c| c.range.is_some()).count();
+        let doing = match view.network_missing {
+            Some((missing, limit)) => format!(
+                "waiting for the network ({} of up to {})",
+                human_duration(missing),
+                human_duration(limit)
+            ),
+            None => format!("{active} connection(s) active"),
+        };
         match view.total {
             Some(t) if t > 0 => format!(
-                "{} / {} ({:.1}%), {}/s, {} connection(s) active",
+                "{} / {} ({:.1}%), {}/s, {doing}",
                 human_bytes(view.done),
                 human_bytes(t),
                 view.done as f64 * 100.0 / t as f64,
                 human_bytes(rate as u64),
-                active
             ),
             _ => format!(
-                "{}, {}/s, {} connection(s) active",
+                "{}, {}/s, {doing}",
                 human_bytes(view.done),
                 human_bytes(rate as u64),
-                active
             ),
         }
     }
@@ -305,5 +374,33 @@ mod tests {
             "server busy: retry in 2 s"
         );
         assert_eq!(ConnState::WaitingAuto.to_string(), "waiting (-n auto)");
+        assert_eq!(ConnState::NoNetwork.to_string(), "waiting for the network");
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        use crate::ui::human_duration;
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(human_duration(Duration::from_secs(45)), "45 s");
+        assert_eq!(human_duration(Duration::from_secs(600)), "10 min");
+        assert_eq!(human_duration(Duration::from_secs(7980)), "2 h 13 min");
+    }
+
+    #[test]
+    fn the_progress_line_says_when_it_waits_for_the_network() {
+        let p = Progress::new(Mode::Quiet);
+        let mut view = View {
+            done: 1 << 20,
+            total: Some(4 << 20),
+            conns: vec![ConnView::default()],
+            network_missing: None,
+        };
+        assert!(p.summary_line(&view).ends_with("0 connection(s) active"));
+        view.network_missing = Some((Duration::from_secs(12), Duration::from_secs(1800)));
+        let line = p.summary_line(&view);
+        assert!(
+            line.ends_with("waiting for the network (12 s of up to 30 min)"),
+            "{line}"
+        );
     }
 }

@@ -201,6 +201,7 @@ impl Pieces {
             done: (acked + inflight).min(up.size),
             total: Some(up.size),
             conns,
+            network_missing: None,
         }
     }
 }

@@ -162,5 +162,6 @@ fn view(up: &Upload, p: u64) -> View {
             range: Some((p, up.size)),
             state: ConnState::Sending,
         }],
+        network_missing: None,
     }
 }

@@ -68,7 +68,7 @@ impl Session {
 
     /// TCP connection and greeting, in plain text.
     async fn connect_plain(addr: SocketAddr, timeouts: Timeouts) -> Result<Ftp, SessionError> {
-        let tcp = connect_tcp(addr, timeouts.connect)
+        let tcp = connect_tcp(addr, timeouts)
             .await
             .map_err(|source| SessionError::Connect { addr, source })?;
         timeout(timeouts.reply, Ftp::connect_with_stream(tcp))
@@ -157,7 +157,7 @@ impl Session {
         };
         {
             let socket = ftp.get_ref().await;
-            tune_control_socket(&socket)
+            tune_socket(&socket, timeouts)
                 .map_err(|source| SessionError::Connect { addr, source })?;
         }
         // As after AUTH TLS: the data protection level is Clear until PROT P (RFC 2228), also
@@ -192,13 +192,12 @@ impl Session {
         creds: &Credentials,
         timeouts: Timeouts,
     ) -> Result<Session, SessionError> {
-        let connect_timeout = timeouts.connect;
         // The receive low-water mark only on plain data sockets: on a TLS socket the bytes are
         // records that rustls must decrypt whole, and read_data never bypasses it there.
         let lowat = tls.is_none();
         let mut ftp = ftp.passive_stream_builder(move |addr| {
             Box::pin(async move {
-                connect_data(addr, connect_timeout, lowat)
+                connect_data(addr, timeouts, lowat)
                     .await
                     .map_err(FtpError::ConnectionError)
             })
@@ -207,7 +206,7 @@ impl Session {
         ftp.set_passive_nat_workaround(true);
         // Active mode, when asked for later, accepts the server's data connection within the
         // connect timeout (and only from the control peer: suppaftp's default check).
-        let mut ftp = ftp.active_mode(connect_timeout);
+        let mut ftp = ftp.active_mode(timeouts.connect);
         ftp.set_mode(Mode::ExtendedPassive);
         let mut session = Session {
             ftp,
@@ -273,23 +272,50 @@ impl Session {
     }
 }
 
-/// A TCP connection with a connect timeout, TCP keepalive (so a dead peer is noticed even when
-/// the application is idle) and no Nagle delay.
-pub(super) async fn connect_tcp(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {
-    let stream = timeout(limit, TcpStream::connect(addr))
+/// A TCP connection with a connect timeout, tuned by [`tune_socket`].
+pub(super) async fn connect_tcp(
+    addr: SocketAddr,
+    timeouts: Timeouts,
+) -> std::io::Result<TcpStream> {
+    let stream = timeout(timeouts.connect, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    tune_control_socket(&stream)?;
+    tune_socket(&stream, timeouts)?;
     Ok(stream)
 }
 
-/// TCP keepalive (so a dead peer is noticed even when the application is idle) and no Nagle
-/// delay.
-pub(super) fn tune_control_socket(stream: &TcpStream) -> std::io::Result<()> {
+/// Dead peers found without a RST (a lost network, a machine that slept behind a NAT): TCP
+/// keepalive, so a connection is probed even when the application is idle, and
+/// `TCP_USER_TIMEOUT` of `--stall-timeout`, so data sent and never acknowledged (a command, a
+/// keepalive probe) fails the connection within the bound a silent data connection gets.
+/// No Nagle delay.
+pub(super) fn tune_socket(stream: &TcpStream, timeouts: Timeouts) -> std::io::Result<()> {
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(30))
         .with_interval(Duration::from_secs(10));
     let sock = socket2::SockRef::from(stream);
     sock.set_tcp_keepalive(&keepalive)?;
+    set_user_timeout(stream, timeouts.data_idle)?;
     stream.set_nodelay(true)
+}
+
+/// `TCP_USER_TIMEOUT` (Linux): the longest time sent data may stay unacknowledged.
+fn set_user_timeout(stream: &TcpStream, limit: Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ms = limit.as_millis().clamp(1, u32::MAX as u128) as libc::c_uint;
+    // SAFETY: a valid socket descriptor and a c_uint option value of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -9,8 +9,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::connect::{connect_tcp, tune_control_socket};
-use super::{DataStream, Session, SessionError};
+use super::connect::{connect_tcp, tune_socket};
+use super::{DataStream, Session, SessionError, Timeouts};
 use crate::ftp::pipe::Pipe;
 
 impl Session {
@@ -22,7 +22,7 @@ impl Session {
             source,
         };
         let tcp: &TcpStream = stream.get_mut().get_ref();
-        tune_control_socket(tcp).map_err(io_err)?;
+        tune_socket(tcp, self.timeouts).map_err(io_err)?;
         if self.tls.is_none() {
             set_rcvlowat(tcp, DATA_LOWAT).map_err(io_err)?;
         }
@@ -211,10 +211,10 @@ fn set_rcvlowat(tcp: &TcpStream, bytes: usize) -> std::io::Result<()> {
 /// sessions only, see [`Session::read_data`]).
 pub(super) async fn connect_data(
     addr: SocketAddr,
-    limit: Duration,
+    timeouts: Timeouts,
     lowat: bool,
 ) -> std::io::Result<TcpStream> {
-    let stream = connect_tcp(addr, limit).await?;
+    let stream = connect_tcp(addr, timeouts).await?;
     if lowat {
         set_rcvlowat(&stream, DATA_LOWAT)?;
     }

@@ -1,5 +1,7 @@
-//! When to try again: the one classification of a session failure (transient, busy, fatal),
-//! the waits between tries, and the name lookup every command starts with.
+//! When to try again: the one classification of a session failure (no network, transient,
+//! busy, fatal), the waits between tries, and the name lookup every command starts with.
+//! [`network`]: the wait for a missing network (`--network-wait`); [`clock`]: whether the
+//! machine slept.
 //!
 //! Downloads, uploads and batches all retry by these rules; which exit code a failure that is
 //! not retried becomes is decided in [`crate::error`] (`Error::from_session`).
@@ -11,9 +13,15 @@ use crate::error::Error;
 use crate::ftp::SessionError;
 use crate::ftp::url::FtpUrl;
 
+pub mod clock;
+pub mod network;
+
 /// What a failed step on a session means for the next try.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
+    /// This machine has no network to the server ([`network::means_no_network`]): not the
+    /// server's fault, not counted towards `--max-tries`; wait for the network.
+    NoNetwork,
     /// Trying again on a new session can help (timeouts, lost connections, 4xx replies).
     Transient,
     /// The server has too many connections or users: use fewer, or wait
@@ -27,7 +35,9 @@ impl Failure {
     /// Classifies a failure on a session opened after a first login with the same credentials
     /// worked: a 530 then means "too many users" however the server words it.
     pub fn after_login(e: &SessionError) -> Failure {
-        if e.is_busy() || e.code() == Some(530) {
+        if network::means_no_network(e) {
+            Failure::NoNetwork
+        } else if e.is_busy() || e.code() == Some(530) {
             Failure::Busy
         } else if e.is_transient() {
             Failure::Transient
