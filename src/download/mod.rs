@@ -169,7 +169,6 @@ fn prepare(
     let setup = Setup {
         started,
         first: &start.first,
-        addrs: start.addrs,
         net: start.net.clone(),
         tls: start.tls,
         sched: sched.clone(),

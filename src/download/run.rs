@@ -209,6 +209,7 @@ impl NetWatch {
             crate::trace!("the machine slept for {:.1} s", slept.as_secs_f64());
             progress.network(&NetNote::Slept { slept });
             kick(shared, |_| true);
+            look_up_again(shared);
         }
         match net.probe() {
             None => {}
@@ -222,6 +223,7 @@ impl NetWatch {
                 progress.network(&NetNote::Back { after });
                 let then = self.recent.front().expect("pushed above");
                 kick(shared, |id| now[id] == then[id]);
+                look_up_again(shared);
             }
         }
         match net.gone() {
@@ -229,6 +231,19 @@ impl NetWatch {
             None => Ok(()),
         }
     }
+}
+
+/// The machine may be on another network now: the server's name is looked up again, and the
+/// next logins go to what it resolves to (the old addresses until the answer comes).
+fn look_up_again(shared: &Shared) {
+    let (url, net) = (shared.target.url.clone(), shared.server.net.clone());
+    let limit = shared.server.timeouts.connect;
+    tokio::spawn(async move {
+        if let Ok(addrs) = crate::retry::resolve(&url, limit).await {
+            crate::trace!("network: {} resolves to {addrs:?}", url.host_for_connect());
+            net.set_addrs(addrs);
+        }
+    });
 }
 
 fn byte_counts(shared: &Shared) -> Vec<u64> {

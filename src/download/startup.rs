@@ -19,7 +19,6 @@ use crate::ui::progress::{NetNote, Progress};
 pub(super) struct Started {
     /// The network as the first contact found it (an outage it waited out is over).
     pub net: Arc<Network>,
-    pub addrs: Vec<SocketAddr>,
     /// The TLS client when the URL uses TLS.
     pub tls: Option<Arc<TlsClient>>,
     pub first: Session,
@@ -166,7 +165,6 @@ async fn startup(
     crate::trace!("startup: probed, {} early logins", early.0.len());
     Ok(Started {
         net,
-        addrs,
         tls,
         first,
         size,
@@ -199,25 +197,36 @@ async fn first_contact(
             Err(e) => return Err(e),
             Ok(addrs) => {
                 net.set_addrs(addrs.clone());
-                match open_first(job, &addrs, tls).await {
-                    Ok((permit, first)) => {
-                        net.reached();
-                        return Ok((net, permit, first));
+                // Without a way out, a connect would only wait for its timeout.
+                if let Err(e) = net.route() {
+                    e.to_string()
+                } else {
+                    match open_first(job, &addrs, tls).await {
+                        Ok((permit, first)) => {
+                            if let Some(since) = net.missing_since() {
+                                progress.network(&NetNote::Back {
+                                    after: since.elapsed(),
+                                });
+                            }
+                            net.reached();
+                            return Ok((net, permit, first));
+                        }
+                        Err(e)
+                            if means_no_network(&e)
+                                || (e.is_transient() && net.route().is_err()) =>
+                        {
+                            e.to_string()
+                        }
+                        Err(SessionError::Tls(t))
+                            if t.is_transient() && tls_tries + 1 < job.max_tries =>
+                        {
+                            tls_tries += 1;
+                            crate::trace!("startup: TLS handshake cut short ({t}), trying again");
+                            tokio::time::sleep(backoff(tls_tries)).await;
+                            continue;
+                        }
+                        Err(e) => return Err(failed(e)),
                     }
-                    Err(e)
-                        if means_no_network(&e) || (e.is_transient() && net.route().is_err()) =>
-                    {
-                        e.to_string()
-                    }
-                    Err(SessionError::Tls(t))
-                        if t.is_transient() && tls_tries + 1 < job.max_tries =>
-                    {
-                        tls_tries += 1;
-                        crate::trace!("startup: TLS handshake cut short ({t}), trying again");
-                        tokio::time::sleep(backoff(tls_tries)).await;
-                        continue;
-                    }
-                    Err(e) => return Err(failed(e)),
                 }
             }
         };

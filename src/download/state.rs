@@ -4,7 +4,6 @@
 //! ([`Output`]), the bytes not yet covered by a checkpoint ([`Stake`]), the run's flags and
 //! measurements ([`RunState`]), and each connection's counters ([`ConnStat`]).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,8 +68,8 @@ impl Chunking {
 
 /// How this download opens sessions, and what it learned about the server.
 pub(super) struct Server {
-    pub addrs: Vec<SocketAddr>,
-    /// Whether the network is there (`--network-wait`), shared by the connections.
+    /// Whether the network is there (`--network-wait`), shared by the connections; it also
+    /// holds the server's addresses (looked up again after a sleep or an outage).
     pub net: Arc<Network>,
     /// The TLS client when the URL uses TLS: each new session gets its own config from it.
     pub tls: Option<Arc<TlsClient>>,
@@ -94,7 +93,8 @@ pub(super) struct Server {
 impl Server {
     /// The address the sessions connect to, for messages.
     pub fn host(&self) -> String {
-        self.addrs
+        self.net
+            .addrs()
             .first()
             .map(|a| a.ip().to_string())
             .unwrap_or_default()
@@ -191,7 +191,6 @@ pub(super) struct Setup<'a> {
     pub started: Instant,
     /// The probed first session (what it learned about the server).
     pub first: &'a Session,
-    pub addrs: Vec<SocketAddr>,
     pub net: Arc<Network>,
     pub tls: Option<Arc<TlsClient>>,
     pub sched: Arc<Scheduler>,
@@ -217,7 +216,6 @@ impl Shared {
                 chunking: s.chunking,
             },
             server: Server {
-                addrs: s.addrs,
                 net: s.net,
                 tls: s.tls,
                 creds: job.creds.clone(),

@@ -77,13 +77,13 @@ impl<'a> Connection<'a> {
 /// A new session for this download's server, with what the download learned about it.
 pub(super) async fn log_in(shared: &Shared) -> Result<Session, SessionError> {
     let server = &shared.server;
-    let s = Session::connect_with(
-        &server.addrs,
-        &server.creds,
-        server.timeouts,
-        server.tls.as_ref(),
-    )
-    .await?;
+    let addrs = server.net.addrs();
+    // Without a way out, a connect would only wait for its timeout (`Failure::NoNetwork`).
+    if let (Err(source), Some(&addr)) = (server.net.route(), addrs.first()) {
+        return Err(SessionError::Connect { addr, source });
+    }
+    let s =
+        Session::connect_with(&addrs, &server.creds, server.timeouts, server.tls.as_ref()).await?;
     Ok(welcome(shared, s))
 }
 

@@ -42,9 +42,13 @@ pub fn means_no_network(e: &SessionError) -> bool {
 /// An I/O error of "no route from here": unreachable network or host, network down, no local
 /// address (the interface the socket was bound to went away).
 fn io_means_no_network(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{AddrNotAvailable, HostUnreachable, NetworkDown, NetworkUnreachable};
     matches!(
         e.raw_os_error(),
         Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN | libc::EADDRNOTAVAIL)
+    ) || matches!(
+        e.kind(),
+        NetworkUnreachable | HostUnreachable | NetworkDown | AddrNotAvailable
     )
 }
 
@@ -81,9 +85,10 @@ fn route_one(addr: &SocketAddr) -> Result<(), std::io::Error> {
     socket.connect(addr)?;
     let from = socket.local_addr()?.ip();
     match interface_of(from) {
-        Some((name, false)) => Err(std::io::Error::other(format!(
-            "the network interface {name} is down"
-        ))),
+        Some((name, false)) => Err(std::io::Error::new(
+            std::io::ErrorKind::NetworkDown,
+            format!("the network interface {name} is down"),
+        )),
         _ => Ok(()),
     }
 }
