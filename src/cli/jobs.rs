@@ -190,6 +190,7 @@ pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
         recursive: args.recursive,
         connections: args.connections,
         timeouts: args.network.timeouts(),
+        network_wait: args.network.network_wait,
         max_tries: args.max_tries,
         force: args.force,
         restart: args.restart,

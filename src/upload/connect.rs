@@ -10,11 +10,14 @@ use std::time::Duration;
 use super::PutJob;
 use crate::error::{Error, SessionContext, Step};
 use crate::ftp::{Credentials, Session, SessionError, Timeouts, TlsClient, Verify};
+use crate::retry::network::{self, Network};
 use crate::retry::{self, Failure};
 
 /// How to open sessions to the server, and what the first one learned.
 pub(super) struct Conn {
     addrs: Vec<SocketAddr>,
+    /// Whether the network is there (`--network-wait`), as for downloads.
+    net: Network,
     tls: Option<Arc<TlsClient>>,
     creds: Credentials,
     timeouts: Timeouts,
@@ -44,6 +47,7 @@ impl Conn {
         };
         let addrs = crate::retry::resolve(&job.url, job.timeouts.connect).await?;
         Ok(Conn {
+            net: Network::new(job.network_wait, addrs.clone()),
             addrs,
             tls,
             creds: job.creds.clone(),
@@ -76,9 +80,14 @@ impl Conn {
 
     /// Another session, set up with what the first one learned.
     pub(super) async fn another(&self) -> Result<Session, SessionError> {
+        // Without a way out, a connect would only wait for its timeout.
+        if let (Err(source), Some(&addr)) = (self.net.route(), self.addrs.first()) {
+            return Err(SessionError::Connect { addr, source });
+        }
         let mut s =
             Session::connect_with(&self.addrs, &self.creds, self.timeouts, self.tls.as_ref())
                 .await?;
+        self.net.reached();
         s.set_use_pasv_address(self.use_pasv_address);
         s.set_active(self.active);
         let learned = *self.learned.lock().unwrap_or_else(|p| p.into_inner());
@@ -87,6 +96,30 @@ impl Conn {
             s.set_epsv(l.epsv);
         }
         Ok(s)
+    }
+}
+
+impl Conn {
+    /// After a failed try (`e`): `None` when the network is there (the usual rules apply);
+    /// otherwise the wait before the next try, which is not counted (`Failure::NoNetwork`,
+    /// as for downloads), or the error once the network has been missing for
+    /// `--network-wait` (exit 4).
+    pub(super) fn network_wait_after(&self, e: &SessionError) -> Option<Result<Duration, Error>> {
+        let kind = Failure::after_login(e);
+        let no_network =
+            kind == Failure::NoNetwork || (kind == Failure::Transient && self.net.route().is_err());
+        if !no_network {
+            if kind != Failure::Fatal {
+                self.net.reached();
+            }
+            return None;
+        }
+        self.net.missed(&e.to_string());
+        let host = self.addrs.first().map(|a| a.ip().to_string());
+        Some(match self.net.gone() {
+            Some(gone) => Err(gone.into_error(&host.unwrap_or_default(), self.net.wait_limit())),
+            None => Ok(network::POLL),
+        })
     }
 }
 

@@ -69,6 +69,8 @@ pub struct PutJob {
     pub recursive: bool,
     pub connections: usize,
     pub timeouts: Timeouts,
+    /// How long to wait for a missing network (`--network-wait`), not counted as tries.
+    pub network_wait: std::time::Duration,
     pub max_tries: u32,
     pub force: bool,
     pub restart: bool,

@@ -96,6 +96,10 @@ async fn send_first_piece(
             Ok(()) => return Ok(()),
             Err(SendError::Session(e)) if Failure::after_login(&e) != Failure::Fatal => {
                 *first = None;
+                if let Some(wait) = conn.network_wait_after(&e) {
+                    tokio::time::sleep(wait.map_err(SendError::Local)?).await;
+                    continue;
+                }
                 tries += 1;
                 if tries >= up.max_tries {
                     return Err(SendError::GaveUp {
@@ -297,6 +301,9 @@ impl Worker<'_> {
         e: SessionError,
         waits: &mut Waits,
     ) -> Result<Duration, SendError> {
+        if let Some(wait) = self.conn.network_wait_after(&e) {
+            return wait.map_err(SendError::Local);
+        }
         let kind = Failure::after_login(&e);
         if kind == Failure::Fatal {
             return Err(SendError::Session(e));

@@ -48,6 +48,17 @@ pub(super) async fn send_single(
             Err(other) => return Err(other),
         };
         drop(stream.session.take());
+        if let Some(wait) = tx.conn.network_wait_after(&e) {
+            let wait = wait.map_err(SendError::Local)?;
+            tx.progress.note(&format!(
+                "upload interrupted ({e}); waiting for the network"
+            ));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = tx.stop.wait_for(|s| *s) => return Err(SendError::Interrupted),
+            }
+            continue;
+        }
         let kind = Failure::after_login(&e);
         if kind == Failure::Fatal {
             return Err(SendError::Session(e));
