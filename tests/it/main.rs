@@ -26,6 +26,8 @@ mod errors;
 mod ftps;
 mod hostile;
 mod interop;
+mod netns;
+mod netns_support;
 mod resume;
 mod stores;
 mod upload;
