@@ -511,3 +511,36 @@ async fn batch_losing_the_network_in_its_second_file_ends_byte_exact() {
     });
     fails.assert_none(&f);
 }
+
+/// 6. No network when the download starts (the laptop just woke, the Wi-Fi is still
+/// connecting): the first contact waits for it, saying so, instead of failing at once, and the
+/// download runs to a byte-exact end once the network is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_missing_at_the_start_is_waited_for() {
+    let Some(sc) = Scene::new(&["--rate", "8M"]).await else {
+        return;
+    };
+    let src = sc.file("s.bin", 8 * MIB + 3, 186);
+    let out = sc.out("s.bin");
+    let url = sc.server.url("s.bin");
+    sc.ns.lo_down().await;
+    let c = sc.ns.client(
+        &["-n", "4", "--plain", "--max-tries", "1", "-o", s(&out), &url],
+        &sc.local,
+        &[],
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sc.ns.lo_up().await;
+    let f = c.finish(Duration::from_secs(60)).await;
+
+    let mut fails = Failures::default();
+    done(&mut fails, &f, &out, &src);
+    let said = f.stderr_text().to_lowercase();
+    fails.check(said.contains("waiting for the network"), || {
+        "stderr does not say \"waiting for the network\"".into()
+    });
+    fails.check(said.contains("the network is back"), || {
+        "stderr does not say that the network is back".into()
+    });
+    fails.assert_none(&f);
+}
