@@ -525,7 +525,16 @@ async fn network_missing_at_the_start_is_waited_for() {
     let url = sc.server.url("s.bin");
     sc.ns.lo_down().await;
     let c = sc.ns.client(
-        &["-n", "4", "--plain", "--max-tries", "1", "-o", s(&out), &url],
+        &[
+            "-n",
+            "4",
+            "--plain",
+            "--max-tries",
+            "1",
+            "-o",
+            s(&out),
+            &url,
+        ],
         &sc.local,
         &[],
     );
