@@ -301,16 +301,26 @@ pub(super) fn tune_socket(stream: &TcpStream, timeouts: Timeouts) -> std::io::Re
 
 /// `TCP_USER_TIMEOUT` (Linux): the longest time sent data may stay unacknowledged.
 fn set_user_timeout(stream: &TcpStream, limit: Duration) -> std::io::Result<()> {
+    let ms = limit.as_millis().clamp(1, libc::c_int::MAX as u128) as libc::c_int;
+    set_int_option(stream, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)
+}
+
+/// `setsockopt` of one `int` option (the socket options socket2 does not offer us).
+pub(super) fn set_int_option(
+    stream: &TcpStream,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let ms = limit.as_millis().clamp(1, u32::MAX as u128) as libc::c_uint;
-    // SAFETY: a valid socket descriptor and a c_uint option value of the size given.
+    // SAFETY: a valid socket descriptor and a pointer to a live c_int with its size.
     let r = unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            (&ms as *const libc::c_uint).cast(),
-            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if r == 0 {

@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::connect::{connect_tcp, tune_socket};
+use super::connect::{connect_tcp, set_int_option, tune_socket};
 use super::{DataStream, Session, SessionError, Timeouts};
 use crate::ftp::pipe::Pipe;
 
@@ -188,23 +188,8 @@ fn recv_queued(tcp: &TcpStream, buf: &mut [u8]) -> std::io::Result<Option<usize>
 
 /// Sets the receive low-water mark of a data socket (see [`Session::read_data`]).
 fn set_rcvlowat(tcp: &TcpStream, bytes: usize) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a plain setsockopt with a pointer to a live c_int and its size.
-    let r = unsafe {
-        libc::setsockopt(
-            tcp.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    set_int_option(tcp, libc::SOL_SOCKET, libc::SO_RCVLOWAT, v)
 }
 
 /// A data connection: [`connect_tcp`], plus the receive low-water mark when `lowat` (plain
