@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    println!("{}", outcome.summary());
+    println!("{}", outcome.summary(&[]));
     println!(
         "progress callback saw up to {} bytes; connections opened: {}",
         seen.load(Ordering::Relaxed),

@@ -19,7 +19,7 @@
 //! let mut progress = ftpseg::Progress::observed(|view| eprintln!("{} bytes", view.done));
 //! let (_stop, stopped) = tokio::sync::watch::channel(false);
 //! let outcome = ftpseg::download(&job, &mut progress, stopped).await?;
-//! println!("{}", outcome.summary());
+//! println!("{}", outcome.summary(&[]));
 //! # Ok(())
 //! # }
 //! ```

@@ -14,6 +14,19 @@ use crate::ftp::upload::{HashAlgo, HashCommand, RemoteHash, hash_commands};
 use crate::integrity::checksum::{self, Algo, Expected};
 use crate::integrity::digest::PrefixDigest;
 
+/// A check a downloaded file passed: its `algo` digest matches the one `against` names.
+pub(super) struct Check {
+    pub algo: Algo,
+    /// "--checksum", "SHA256SUMS", "the server's XSHA256".
+    pub against: String,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} matches {}", self.algo.name(), self.against)
+    }
+}
+
 /// The expected digest of a file: `--checksum`, the `--checksum-file`, or (auto) a checksum
 /// file in its folder on the server. With its source, for messages.
 pub(super) async fn expected_for(
@@ -82,15 +95,15 @@ pub(super) fn streamed_algos(expected: Option<Algo>, verify_remote: bool) -> Vec
 }
 
 /// Checks a downloaded file: its expected digest (`expected`, found before the download) and
-/// the server's own hash. Returns one line per check that passed; a mismatch is an error (the
-/// file is kept). `digest` has followed the download; what it lacks is read from the file.
+/// the server's own hash. Returns the checks that passed; a mismatch is an error (the file is
+/// kept). `digest` has followed the download; what it lacks is read from the file.
 pub(super) async fn verify(
     ctx: &Ctx,
     f: &FileJob,
     outcome: &Outcome,
     expected: Option<(Expected, String)>,
     digest: Option<Arc<PrefixDigest>>,
-) -> Result<Vec<String>, Error> {
+) -> Result<Vec<Check>, Error> {
     let remote = match ctx.verify_remote {
         true => server_hash(ctx, f).await?,
         false => None,
@@ -133,7 +146,10 @@ pub(super) async fn verify(
                 detail: format!("{} is {got}, but {source} says {}", e.algo.name(), e.hex),
             });
         }
-        checks.push(format!("{} matches {source}", e.algo.name()));
+        checks.push(Check {
+            algo: e.algo,
+            against: source,
+        });
     }
     if let (Some(r), Some(a)) = (remote, remote_algo) {
         let got = local(a);
@@ -148,11 +164,10 @@ pub(super) async fn verify(
                 ),
             });
         }
-        checks.push(format!(
-            "{} matches the server's {}",
-            a.name(),
-            r.command.label()
-        ));
+        checks.push(Check {
+            algo: a,
+            against: format!("the server's {}", r.command.label()),
+        });
     }
     Ok(checks)
 }

@@ -133,7 +133,7 @@ struct Ctx {
 enum FileEnd {
     Done {
         outcome: Outcome,
-        checks: Vec<String>,
+        checks: Vec<checks::Check>,
     },
     Skipped(String),
     Failed(Error),

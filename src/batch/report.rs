@@ -15,22 +15,25 @@ pub(super) fn file_end(ctx: &Ctx, label: &str, path: Option<&Path>, end: &FileEn
     let shown = path.map(|p| p.display().to_string()).unwrap_or_default();
     match end {
         FileEnd::Done { outcome, checks } => {
+            let long: Vec<String> = checks.iter().map(|c| c.to_string()).collect();
             ctx.events.emit(
                 "file_done",
                 json!({
                     "url": label, "path": shown, "bytes": outcome.size,
                     "fetched": outcome.fetched, "resumed": outcome.resumed,
                     "seconds": outcome.elapsed.as_secs_f64(),
-                    "blake3": outcome.blake3.map(|h| h.to_hex().to_string()), "checks": checks,
+                    "blake3": outcome.blake3.map(|h| h.to_hex().to_string()), "checks": long,
                 }),
             );
             if !ctx.quiet && !ctx.events.enabled() {
-                let extra = if checks.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {}", checks.join("; "))
-                };
-                println!("{}{extra}", outcome.summary());
+                let mut algos: Vec<&str> = checks.iter().map(|c| c.algo.name()).collect();
+                algos.dedup();
+                println!("{}", outcome.summary(&algos));
+                if ctx.verbose {
+                    for line in outcome.hash_line().into_iter().chain(long) {
+                        println!("  {line}");
+                    }
+                }
             }
         }
         FileEnd::Skipped(why) => {

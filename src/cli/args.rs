@@ -344,6 +344,10 @@ pub struct PutArgs {
     #[command(flatten)]
     pub output: OutputOpts,
 
+    /// Say more: where each file went, the bytes sent and every check it passed
+    #[arg(short = 'v', long, conflicts_with = "quiet")]
+    pub verbose: bool,
+
     #[command(flatten)]
     pub credentials: CredentialOpts,
 

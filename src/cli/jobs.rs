@@ -50,6 +50,7 @@ pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
         job: Box::new(job),
         mode: args.download.output.mode(),
         quiet: args.download.output.quiet,
+        verbose: args.bulk.verbose,
     })
 }
 
@@ -204,6 +205,7 @@ pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
         job,
         mode: args.output.mode(),
         quiet: args.output.quiet,
+        verbose: args.verbose,
     })
 }
 

@@ -14,6 +14,8 @@ pub enum GetPlan {
         mode: Mode,
         /// `-q`: no summary line either.
         quiet: bool,
+        /// `-v`: the BLAKE3 under the summary line.
+        verbose: bool,
     },
     /// Several URLs, `-i`, globs, `-r`, checksums or `--json`.
     Batch {
@@ -26,13 +28,21 @@ pub enum GetPlan {
 /// Runs the download (or the batch); Ctrl-C stops it after a final checkpoint.
 pub async fn run(plan: GetPlan, stop: &Stop) -> Result<(), Error> {
     match plan {
-        GetPlan::One { job, mode, quiet } => {
+        GetPlan::One {
+            job,
+            mode,
+            quiet,
+            verbose,
+        } => {
             let mut progress = Progress::new(mode);
             let outcome = download::download(&job, &mut progress, stop.receiver())
                 .await
                 .map_err(|e| e.scrub(&job.creds.password))?;
             if !quiet {
-                println!("{}", outcome.summary());
+                println!("{}", outcome.summary(&[]));
+                if let Some(hash) = outcome.hash_line().filter(|_| verbose) {
+                    println!("  {hash}");
+                }
             }
             Ok(())
         }

@@ -11,6 +11,8 @@ pub struct PutPlan {
     pub mode: Mode,
     /// `-q`: no summary lines either.
     pub quiet: bool,
+    /// `-v`: a second line per file (where it went, bytes sent, every check).
+    pub verbose: bool,
 }
 
 /// Runs the upload and prints one line per file; Ctrl-C stops it, resumable.
@@ -22,6 +24,9 @@ pub async fn run(plan: PutPlan, stop: &Stop) -> Result<(), Error> {
     if !plan.quiet {
         for o in outcomes {
             println!("{}", o.summary());
+            if plan.verbose {
+                println!("  {}", o.details());
+            }
         }
     }
     Ok(())

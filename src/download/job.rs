@@ -10,7 +10,7 @@ use crate::ftp::ratelimit::RateLimit;
 use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Timeouts, Verify};
 use crate::storage::{Io, Storage};
-use crate::ui::human_bytes;
+use crate::ui::{connections, human_bytes, human_elapsed};
 
 /// Everything one download needs to know.
 #[derive(Clone, Debug)]
@@ -155,30 +155,44 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The final report of a download, one line.
-    pub fn summary(&self) -> String {
+    /// The line a download ends with: `saved PATH (SIZE) in TIME, RATE/s, N connections`, and
+    /// what was resumed or verified (`verified`: the algorithms checked, as "sha256") when that
+    /// happened. One line of at most 80 columns for a short path; the BLAKE3 is in
+    /// [`Outcome::hash_line`] (`-v`) and in `--json`.
+    pub fn summary(&self, verified: &[&str]) -> String {
         let o = self;
         let secs = o.elapsed.as_secs_f64().max(1e-6);
-        let resumed = if o.resumed > 0 {
-            format!(", {} resumed from an earlier run", human_bytes(o.resumed))
-        } else {
-            String::new()
-        };
-        let how = if o.hash_from_chunks {
-            "merged from the chunk hashes taken during the download"
-        } else {
-            "one pass at the end"
-        };
-        format!(
-            "saved {} ({}) in {:.2} s, {}/s mean over {} connection(s){}; BLAKE3 {} ({how}, {:.2} s)",
+        let mut line = format!(
+            "saved {} ({}) in {}, {}/s, {}",
             o.path.display(),
             human_bytes(o.size),
-            secs,
+            human_elapsed(o.elapsed),
             human_bytes((o.fetched as f64 / secs) as u64),
-            o.connections,
-            resumed,
-            o.blake3.map_or("-".into(), |h| h.to_hex().to_string()),
-            o.hash_time.as_secs_f64()
-        )
+            connections(o.connections),
+        );
+        if o.resumed > 0 {
+            line += &format!(", {} resumed", human_bytes(o.resumed));
+        }
+        if !verified.is_empty() {
+            line += &format!(", verified {}", verified.join(" and "));
+        }
+        line
+    }
+
+    /// The file's BLAKE3 and how it was obtained, for `-v`: `None` when the bytes were
+    /// discarded.
+    pub fn hash_line(&self) -> Option<String> {
+        let how = if self.hash_from_chunks {
+            "merged from the chunk hashes taken during the download"
+        } else {
+            "read in one pass at the end"
+        };
+        self.blake3.map(|h| {
+            format!(
+                "BLAKE3 {} ({how}, {:.2} s)",
+                h.to_hex(),
+                self.hash_time.as_secs_f64()
+            )
+        })
     }
 }

@@ -20,6 +20,26 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.2} {}", UNITS[unit])
 }
 
+/// How long a download or upload took, for its summary line: "0.79 s", "4 min 05 s",
+/// "2 h 07 min".
+pub fn human_elapsed(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{:.2} s", d.as_secs_f64()),
+        60..=3599 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// "1 connection", "8 connections".
+pub fn connections(n: usize) -> String {
+    if n == 1 {
+        "1 connection".to_owned()
+    } else {
+        format!("{n} connections")
+    }
+}
+
 /// "2 h 13 min", "45 s", "1.5 s": a duration for a message (how long the machine slept, how
 /// long the network was gone).
 pub fn human_duration(d: std::time::Duration) -> String {

@@ -374,7 +374,7 @@ impl<'a> OneFile<'a> {
 
     /// Verifies before the rename (nothing under the final name until it passes), renames
     /// into place, removes the manifest. Returns how the remote copy was checked.
-    async fn verify_and_rename(&self) -> Result<String, Error> {
+    async fn verify_and_rename(&self) -> Result<Vec<String>, Error> {
         let mut s = self.conn.first(self.job).await?;
         if local_state(self.local)? != self.state {
             return Err(Error::LocalChanged {

@@ -49,8 +49,8 @@ use tokio::sync::watch;
 use crate::error::Error;
 use crate::ftp::url::FtpUrl;
 use crate::ftp::{Credentials, Timeouts, Verify};
-use crate::ui::human_bytes;
 use crate::ui::progress::Progress;
+use crate::ui::{connections, human_bytes, human_elapsed};
 
 pub use inputs::files_to_upload;
 pub use manifest::manifest_path;
@@ -95,35 +95,50 @@ pub struct PutOutcome {
     pub resumed: u64,
     pub connections: usize,
     pub parallel: bool,
-    /// How the remote copy was checked: "SIZE", or "SIZE and XSHA256" ...
-    pub verified_by: String,
+    /// How the remote copy was checked, weakest first: "SIZE", "XSHA256"; empty when the
+    /// server offers neither.
+    pub verified_by: Vec<String>,
     pub elapsed: Duration,
 }
 
 impl PutOutcome {
-    /// One line for the user.
+    /// The line an upload ends with: `uploaded PATH (SIZE) in TIME, RATE/s, N connections`, what
+    /// was resumed, and how the remote copy was checked. One line of at most 80 columns for a
+    /// short path; [`PutOutcome::details`] says more (`-v`).
     pub fn summary(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-6);
-        let resumed = if self.resumed > 0 {
-            format!(
-                ", {} resumed from an earlier run",
-                human_bytes(self.resumed)
-            )
-        } else {
-            String::new()
+        let mut line = format!(
+            "uploaded {} ({}) in {}, {}/s, {}",
+            self.local.display(),
+            human_bytes(self.size),
+            human_elapsed(self.elapsed),
+            human_bytes((self.sent as f64 / secs) as u64),
+            connections(self.connections),
+        );
+        if self.resumed > 0 {
+            line += &format!(", {} resumed", human_bytes(self.resumed));
+        }
+        match self.verified_by.last() {
+            Some(strongest) => line + &format!(", {strongest} ok"),
+            None => line + ", not verified (no SIZE, no hash)",
+        }
+    }
+
+    /// Where the file went, what was sent and how it was checked, for `-v`.
+    pub fn details(&self) -> String {
+        let verified = match self.verified_by.is_empty() {
+            true => "nothing (the server offers neither SIZE nor a hash)".to_owned(),
+            false => self.verified_by.join(" and "),
         };
         format!(
-            "uploaded {} to {} ({}) in {:.2} s, {}/s over {} connection(s){}; sent {} bytes; \
-             verified by {}",
-            self.local.display(),
+            "to {}; {} bytes sent in this run{}; verified by {verified}",
             self.remote,
-            human_bytes(self.size),
-            secs,
-            human_bytes((self.sent as f64 / secs) as u64),
-            self.connections,
-            resumed,
             self.sent,
-            self.verified_by
+            if self.parallel {
+                ", in parallel pieces"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -32,14 +32,15 @@ pub(super) enum VerifyError {
 }
 
 /// Checks the remote copy `target` of `local` (`size` bytes, open as `file`) before the
-/// rename: its SIZE, and the server's hash where offered. Returns how it was checked.
+/// rename: its SIZE, and the server's hash where offered. Returns the checks it passed
+/// ("SIZE", "XSHA256"; none when the server offers neither).
 pub(super) async fn verify_remote(
     s: &mut Session,
     file: &Arc<File>,
     size: u64,
     local: &Path,
     target: &str,
-) -> Result<String, VerifyError> {
+) -> Result<Vec<String>, VerifyError> {
     let mut how = Vec::new();
     match s.size(target).await.map_err(VerifyError::Session)? {
         Some(n) if n == size => how.push("SIZE".to_string()),
@@ -82,11 +83,7 @@ pub(super) async fn verify_remote(
         }
         how.push(r.command.label());
     }
-    if how.is_empty() {
-        Ok("nothing (the server offers neither SIZE nor a hash)".into())
-    } else {
-        Ok(how.join(" and "))
-    }
+    Ok(how)
 }
 
 /// The local file's digest with `algo` (blocking).

@@ -133,10 +133,26 @@ async fn default_output_name_and_summary() {
     let o = run(&[&url], &fx.local).await;
     assert_ok_and_equal(&o, &fx.out("name with spaces.bin"), &data);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("saved name with spaces.bin"), "{stdout}");
+    // One line a person reads at a glance, within 80 columns for a short path.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one summary line: {stdout}");
     assert!(
-        stdout.contains(&blake3::hash(&data).to_hex().to_string()),
-        "summary names the BLAKE3: {stdout}"
+        lines[0].starts_with("saved name with spaces.bin (3.00 MiB) in "),
+        "{stdout}"
+    );
+    // 3 MiB in ranges of at least 1 MiB: 3 of the 8 connections.
+    assert!(lines[0].ends_with("/s, 3 connections"), "{stdout}");
+    assert!(lines[0].chars().count() <= 80, "longer than 80: {stdout}");
+    let hash = blake3::hash(&data).to_hex().to_string();
+    assert!(!stdout.contains(&hash), "the BLAKE3 is for -v: {stdout}");
+    // -v adds the BLAKE3 on a second line.
+    let o = run(&["-v", "--force", &url], &fx.local).await;
+    assert_ok_and_equal(&o, &fx.out("name with spaces.bin"), &data);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let second = stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        second.trim_start().starts_with(&format!("BLAKE3 {hash} (")),
+        "-v names the BLAKE3: {stdout}"
     );
 }
 
@@ -191,9 +207,16 @@ async fn chunks_hashed_as_written_merge_into_the_file_s_blake3() {
     let data = fx.serve("f.bin", 40 * MIB + 4321, 21);
     let out = fx.out("f.bin");
     let mut cmd = ftpseg();
-    cmd.args(["-n", "4", "-o", out.to_str().unwrap(), &fx.url("f.bin")])
-        .current_dir(&fx.local)
-        .env("FTPSEG_TRACE", "1");
+    cmd.args([
+        "-v",
+        "-n",
+        "4",
+        "-o",
+        out.to_str().unwrap(),
+        &fx.url("f.bin"),
+    ])
+    .current_dir(&fx.local)
+    .env("FTPSEG_TRACE", "1");
     let o = run_command(cmd).await;
     assert_ok_and_equal(&o, &out, &data);
     let stdout = String::from_utf8_lossy(&o.stdout);

@@ -145,12 +145,11 @@ pub fn table(report: &Report) -> String {
     }
     let _ = write!(
         t,
-        "recommended: -n {} (the fewest connections within {:.0}% of the best, {} connection(s) \
-         at {:.1} MiB/s)",
+        "recommended: -n {} (within {:.0}% of the best, {:.1} MiB/s at -n {})",
         report.recommended,
         RECOMMEND_WITHIN * 100.0,
-        report.best,
-        best
+        best,
+        report.best
     );
     t
 }
