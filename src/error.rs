@@ -65,6 +65,13 @@ pub enum Error {
     /// Options that contradict each other or the URL (clap cannot see the URL's scheme).
     #[error("{0}")]
     Usage(String),
+    /// A config file that cannot be used: its path, the line (0: the file as a whole) and why.
+    #[error("{}{}: {message}", file.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+    Config {
+        file: std::path::PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{0}")]
     Tls(#[from] crate::ftp::TlsError),
     #[error("{0}")]
@@ -197,7 +204,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Url(_) | Error::Credentials(_) => exit::BAD_URL,
-            Error::Usage(_) => exit::USAGE,
+            Error::Usage(_) | Error::Config { .. } => exit::USAGE,
             Error::Tls(_) => exit::TLS,
             Error::UnknownHost { .. }
             | Error::Connect { .. }

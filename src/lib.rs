@@ -65,8 +65,7 @@ pub use upload::{PutJob, PutOutcome, put};
 /// The binary's entry point: parses the command line, runs it, returns the exit code.
 #[doc(hidden)]
 pub fn main() -> i32 {
-    use clap::Parser;
-    cli::run(cli::Cli::parse())
+    cli::main(std::env::args_os().collect())
 }
 
 /// Internals that ftpseg's own tests and benches reach into; not an API (no stability, no

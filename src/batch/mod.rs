@@ -84,6 +84,12 @@ pub enum Sums {
 /// command line's second stage implements it, so the batch never sees the arguments.
 pub trait JobFor: Sync {
     fn job_for(&self, raw: &str, output: Option<PathBuf>) -> Result<Job, Error>;
+
+    /// The connection budget of the servers of `host`, when it has its own (a config file's
+    /// host table); else the batch's.
+    fn budget_for(&self, _host: &str) -> Option<usize> {
+        None
+    }
 }
 
 /// A checksum file: its name and its lines.

@@ -70,10 +70,14 @@ impl<'a> Planner<'a> {
         }
         // Credentials (netrc, FTPSEG_PASSWORD or a prompt) are looked up once per server.
         let template = self.jobs.job_for(raw, Some(PathBuf::from("unused")))?;
+        let budget = self
+            .jobs
+            .budget_for(&url.host_for_connect())
+            .unwrap_or(self.settings.budget);
         let hosts = &mut self.ctx.hosts;
         hosts.push(Host {
             template,
-            pool: HostPool::new(self.settings.budget),
+            pool: HostPool::new(budget),
             home: tokio::sync::Mutex::new(None),
         });
         self.keys.insert(key, hosts.len() - 1);

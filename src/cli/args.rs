@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, Args, Parser, Subcommand};
 
+use super::config::Hosts;
 use super::groups::{CredentialOpts, DataConnOpts, NetworkOpts, OutputOpts, TlsOpts};
 use super::parse::{
     parse_connections, parse_connections_or_auto, parse_rate, parse_secs, parse_size,
@@ -73,6 +74,35 @@ fn reword(wording: &'static [(&'static str, &'static str)]) -> impl FnMut(Arg) -
     }
 }
 
+/// The config file, for `--help` and the man page.
+const CONFIG_HELP: &str = "\
+CONFIG FILE
+  $XDG_CONFIG_HOME/ftpseg/config.toml (else ~/.config/ftpseg/config.toml), or --config FILE,
+  or FTPSEG_CONFIG=FILE; --no-config reads none. TOML; the keys are the long options without
+  the leading --, with the same values:
+
+    connections = 16
+    limit-rate = \"20M\"
+    stall-timeout = 60
+    ca-file = \"~/corp-ca.pem\"     # for ftpes:// and ftps:// URLs only
+
+    [put]                          # ftpseg put's own options
+    connections = 2
+
+    [bench]
+    connections = [1, 4, 8]
+
+    [hosts.\"mirror.example.org\"]  # one server: connections, max-connections-per-host,
+    connections = 3                # ftps, active, use-pasv-address, ca-file, insecure
+    ftps = true
+
+  Top-level keys are the options of `ftpseg URL`; put and bench take from them the options
+  they share (timeouts, output, netrc, data connection, TLS). A flag on the command line
+  overrides the file, a host table the rest of the file. force, restart, output and checksum
+  are for one run and refused in the file; so are passwords (use a netrc file or
+  FTPSEG_PASSWORD). A bad key or value stops ftpseg with its file and line (exit 2).
+  `ftpseg config show [ARGS...]` prints the settings in effect and where each comes from.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ftpseg",
@@ -83,13 +113,23 @@ fn reword(wording: &'static [(&'static str, &'static str)]) -> impl FnMut(Arg) -
         range's durable progress; run the same command again after a crash, kill or network \
         cut and it resumes every range where it stopped.",
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    after_long_help = CONFIG_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
     pub get: GetArgs,
+
+    /// Read settings from this TOML file [default: $XDG_CONFIG_HOME/ftpseg/config.toml, else
+    /// ~/.config/ftpseg/config.toml; also FTPSEG_CONFIG=FILE]. Flags override it
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "no_config")]
+    pub config: Option<PathBuf>,
+
+    /// Read no config file
+    #[arg(long, global = true)]
+    pub no_config: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +155,29 @@ pub enum Command {
     },
     /// Print the man page (roff) on standard output: ftpseg man > ftpseg.1
     Man,
+    /// The config file: what it sets and where each setting in effect comes from
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `ftpseg config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the settings a command would run with and where each comes from (command line,
+    /// config file and line, or default): `ftpseg config show -n 4 URL`, `ftpseg config show
+    /// put`. Passwords are never shown
+    Show {
+        /// The command's arguments, as they would follow `ftpseg` (a URL applies its host's
+        /// table)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// Print the path of the config file ftpseg reads, and whether it exists
+    Path,
 }
 
 /// `ftpseg [OPTIONS] <URL>`: one file, or a batch with the options of [`BulkArgs`].
@@ -215,6 +278,10 @@ pub struct DownloadOpts {
 
     #[command(flatten)]
     pub tls: TlsOpts,
+
+    /// The config file's `[hosts."NAME"]` tables (not a flag).
+    #[arg(skip)]
+    pub hosts: Hosts,
 }
 
 /// The options of batches (flattened into the download arguments).
@@ -285,7 +352,6 @@ impl BulkArgs {
             || self.checksum_file.is_some()
             || self.verify_remote
             || self.json
-            || self.max_connections_per_host.is_some()
             || url.is_some_and(|u| crate::ftp::listing::has_glob(u.rsplit('/').next().unwrap_or(u)))
     }
 }
@@ -356,6 +422,10 @@ pub struct PutArgs {
 
     #[command(flatten)]
     pub tls: TlsOpts,
+
+    /// The config file's `[hosts."NAME"]` tables (not a flag).
+    #[arg(skip)]
+    pub hosts: Hosts,
 }
 
 /// `ftpseg bench URL`.
@@ -404,6 +474,9 @@ pub struct BenchArgs {
     pub credentials: CredentialOpts,
     #[command(flatten)]
     pub data: DataConnOpts,
+    /// The config file's `[hosts."NAME"]` tables (not a flag).
+    #[arg(skip)]
+    pub hosts: Hosts,
 }
 
 /// `ftpseg demo`.

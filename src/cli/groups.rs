@@ -114,4 +114,9 @@ pub struct TlsOpts {
     /// change the transfer and see the password)
     #[arg(long)]
     pub insecure: bool,
+
+    /// Whether `ca_file` or `insecure` came from the config file (not a flag): there they
+    /// apply to TLS URLs only, where a flag on a plain URL is an error.
+    #[arg(skip)]
+    pub from_file: bool,
 }

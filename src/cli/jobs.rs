@@ -41,11 +41,15 @@ pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
             jobs: Box::new(DownloadJobs(args.download)),
         });
     }
-    let job = job_for(
+    let mut job = job_for(
         &args.download,
         args.url.as_deref().unwrap_or_default(),
         args.output,
     )?;
+    // One file keeps within the per-host limit by using no more connections.
+    if let Some(cap) = args.bulk.max_connections_per_host {
+        job.connections = job.connections.min(usize::from(cap));
+    }
     Ok(GetPlan::One {
         job: Box::new(job),
         mode: args.download.output.mode(),
@@ -56,14 +60,24 @@ pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
 
 /// The download job for `raw` (a file URL, or a folder URL ending in `/` for a batch's
 /// template) with the options of `opts`, saving to `output` [default: the remote name].
+/// The config file's table for the URL's host, if any, applies first.
 pub fn job_for(opts: &DownloadOpts, raw: &str, output: Option<PathBuf>) -> Result<Job, Error> {
     let (mut url, _) = FtpUrl::parse_file_or_folder(raw)?;
+    let host = url.host_for_connect();
+    let mut own;
+    let mut opts = opts;
+    if opts.hosts.rule(&host).is_some() {
+        own = opts.clone();
+        opts.hosts.apply_download(&host, &mut own);
+        opts = &own;
+    }
     let verify = tls_settings(&mut url, &opts.tls)?;
     let output = match output {
         Some(p) => p,
         None => PathBuf::from(url.file_name()?),
     };
     let creds = opts.credentials.resolve(&url)?;
+    let per_host = opts.hosts.per_host(&host).map_or(usize::MAX, usize::from);
     Ok(Job {
         url,
         creds,
@@ -71,7 +85,8 @@ pub fn job_for(opts: &DownloadOpts, raw: &str, output: Option<PathBuf>) -> Resul
         connections: match opts.connections {
             Connections::Fixed(n) => n,
             Connections::Auto => autotune::MAX,
-        },
+        }
+        .min(per_host),
         auto_connections: opts.connections == Connections::Auto,
         min_range: opts.min_range.max(64 << 10),
         timeouts: opts.network.timeouts(),
@@ -106,6 +121,10 @@ pub struct DownloadJobs(pub DownloadOpts);
 impl JobFor for DownloadJobs {
     fn job_for(&self, raw: &str, output: Option<PathBuf>) -> Result<Job, Error> {
         job_for(&self.0, raw, output)
+    }
+
+    fn budget_for(&self, host: &str) -> Option<usize> {
+        self.0.hosts.per_host(host).map(usize::from)
     }
 }
 
@@ -181,7 +200,10 @@ pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
             "several files or -r go into a folder: end the URL with / ({raw}/)"
         )));
     }
-    let verify = tls_settings(&mut url, &args.tls)?;
+    let (mut tls, mut data) = (args.tls.clone(), args.data.clone());
+    args.hosts
+        .apply_server(&url.host_for_connect(), &mut tls, &mut data);
+    let verify = tls_settings(&mut url, &tls)?;
     let creds = args.credentials.resolve(&url)?;
     let job = crate::upload::PutJob {
         url,
@@ -196,8 +218,8 @@ pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
         force: args.force,
         restart: args.restart,
         temp_suffix: (!args.no_temp).then(|| args.temp_suffix.clone()),
-        use_pasv_address: args.data.use_pasv_address,
-        active: args.data.active,
+        use_pasv_address: data.use_pasv_address,
+        active: data.active,
         verify,
         busy_retry: Duration::from_secs_f64(args.busy_retry),
     };
@@ -238,6 +260,8 @@ pub fn bench_plan(args: &BenchArgs) -> Result<BenchPlan, Error> {
     opts.credentials = args.credentials.clone();
     opts.data = args.data.clone();
     opts.io = args.io;
+    // A host table's server settings apply; its connections do not (bench sets its own).
+    opts.hosts = args.hosts.clone();
     let mut job = job_for(&opts, &args.url, Some(output))?;
     job.limit = args.bytes;
     job.storage = storage;
@@ -286,9 +310,15 @@ pub fn serve_plan(args: &ServeArgs) -> ServePlan {
 
 /// The TLS settings from `--ftps`, `--ca-file` and `--insecure`: `--ftps` turns an ftp:// URL
 /// into explicit TLS; the certificate options on a plain URL are a usage error.
+///
+/// From the config file, `ca-file` and `insecure` apply to TLS URLs and are left out for
+/// plain ones.
 fn tls_settings(url: &mut FtpUrl, tls: &TlsOpts) -> Result<Verify, Error> {
     if tls.ftps && url.tls == Tls::None {
         url.tls = Tls::Explicit;
+    }
+    if tls.from_file && !url.tls.is_tls() {
+        return Ok(Verify::SystemRoots);
     }
     let verify = match (&tls.ca_file, tls.insecure) {
         (Some(path), _) => Verify::CaFile(path.clone()),

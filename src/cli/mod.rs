@@ -8,6 +8,7 @@
 //! [`crate::error::exit`]).
 
 pub mod args;
+pub mod config;
 mod credentials;
 pub mod groups;
 pub mod jobs;
@@ -16,8 +17,89 @@ pub mod parse;
 pub use args::{Cli, Command};
 pub use parse::parse_size;
 
+use std::ffi::OsString;
+
+use clap::{CommandFactory, FromArgMatches};
+
 use crate::commands::{self, Stop};
 use crate::error::{Error, exit};
+use args::ConfigCommand;
+use config::{Choice, ForRun, Section};
+
+/// Parses `argv` (the config file's settings added, [`config`]), runs what it asks for and
+/// returns the exit code. clap's own errors, `--help` and `--version` end the process here,
+/// as `Cli::parse` would.
+pub fn main(argv: Vec<OsString>) -> i32 {
+    match with_config(argv) {
+        Ok(cli) => run(cli),
+        Err(e) => {
+            eprintln!("ftpseg: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// The command line with the config file's settings under its flags: parsed once as typed,
+/// to learn the command, the file and the flags given, then again with the file's settings
+/// that no flag replaces. Host tables go into the options they apply to.
+fn with_config(argv: Vec<OsString>) -> Result<Cli, Error> {
+    let names: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .chain(["help".to_owned()])
+        .collect();
+    let argv = config::config_first(argv, &names);
+    let typed = Cli::command()
+        .try_get_matches_from(&argv)
+        .unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&typed).unwrap_or_else(|e| e.exit());
+    let section = match &cli.command {
+        None => Section::Get,
+        Some(Command::Put(_)) => Section::Put,
+        Some(Command::Bench(_)) => Section::Bench,
+        // `config` reads the file itself; the others take no settings from it.
+        _ => return Ok(cli),
+    };
+    let choice = Choice::from(cli.config.clone(), cli.no_config);
+    let loaded = config::load(&choice)?;
+    let own = match section.subcommand() {
+        None => &typed,
+        Some(name) => typed
+            .subcommand_matches(name)
+            .expect("the subcommand was given"),
+    };
+    let run = ForRun::new(loaded.as_ref(), section, &config::given_ids(own));
+    if run.used.is_empty() && run.hosts.is_empty() {
+        return Ok(cli);
+    }
+    let file = run.path.clone().unwrap_or_default();
+    let argv = config::with_words(&argv, &run.words());
+    let matches = Cli::command()
+        .try_get_matches_from(&argv)
+        .map_err(|e| Error::Config {
+            file: file.clone(),
+            line: 0,
+            message: e.to_string().lines().next().unwrap_or_default().to_owned(),
+        })?;
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let tls_from_file = run.sets("ca_file") || run.sets("insecure");
+    match &mut cli.command {
+        None => {
+            cli.get.download.hosts = run.hosts;
+            cli.get.download.tls.from_file |= tls_from_file;
+        }
+        Some(Command::Put(a)) => {
+            a.hosts = run.hosts;
+            a.tls.from_file |= tls_from_file;
+        }
+        Some(Command::Bench(a)) => {
+            a.hosts = run.hosts;
+            a.tls.from_file |= tls_from_file;
+        }
+        _ => {}
+    }
+    Ok(cli)
+}
 
 /// Runs what the command line asks for and returns the exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -64,16 +146,27 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
             commands::serve::run(jobs::serve_plan(&args), &Stop::on_signals()).await
         }
         Some(Command::Completions { shell }) => {
-            use clap::CommandFactory;
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "ftpseg", &mut std::io::stdout());
             Ok(())
         }
-        Some(Command::Man) => {
-            use clap::CommandFactory;
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .map_err(|e| Error::io("cannot write", "standard output", e))
+        Some(Command::Man) => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| Error::io("cannot write", "standard output", e)),
+        Some(Command::Config(what)) => {
+            let choice = Choice::from(cli.config, cli.no_config);
+            match what {
+                ConfigCommand::Path => {
+                    let shown = match choice.path() {
+                        Some(p) if p.exists() => p.display().to_string(),
+                        Some(p) => format!("{} (not there)", p.display()),
+                        None => "none (--no-config, or no home folder)".to_owned(),
+                    };
+                    println!("{shown}");
+                }
+                ConfigCommand::Show { args } => print!("{}", config::show::show(choice, &args)?),
+            }
+            Ok(())
         }
     }
 }

@@ -174,8 +174,11 @@ impl Fixture {
 /// The real binary, with a clean environment for the things it reads.
 pub fn ftpseg() -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftpseg"));
-    // Hermetic: no password from the environment, no ~/.netrc of whoever runs the tests.
+    // Hermetic: no password from the environment, no ~/.netrc or config file of whoever runs
+    // the tests.
     c.env_remove("FTPSEG_PASSWORD")
+        .env_remove("FTPSEG_CONFIG")
+        .env_remove("XDG_CONFIG_HOME")
         .env("HOME", "/nonexistent/ftpseg-test-home")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

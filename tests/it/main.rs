@@ -20,6 +20,7 @@ mod active;
 mod bench_command;
 mod bulk;
 mod bulk_interop;
+mod config;
 mod crash;
 mod download;
 mod errors;
