@@ -78,12 +78,37 @@ fn read_netrc(
             )));
         }
     };
-    crate::ftp::netrc::parse(&text).map(Some).map_err(|e| {
+    let entries = crate::ftp::netrc::parse(&text).map_err(|e| {
         Error::Credentials(format!(
             "the netrc file {} cannot be read: {e}; fix it, or pass --no-netrc",
             path.display()
         ))
-    })
+    })?;
+    if entries.iter().any(|e| e.password.is_some()) {
+        warn_if_readable_by_others(&path);
+    }
+    Ok(Some(entries))
+}
+
+/// Once per run: a netrc file with passwords in it that other users may read (as ftp(1) and
+/// lftp warn; ftpseg still uses it).
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        WARNED.call_once(|| {
+            eprintln!(
+                "ftpseg: warning: the netrc file {} holds passwords and other users can read \
+                 it (mode {mode:03o}): chmod 600 {}",
+                path.display(),
+                path.display()
+            )
+        });
+    }
 }
 
 /// Asks for the password on the terminal, without echo. Not on a terminal: an error saying

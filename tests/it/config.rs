@@ -320,3 +320,37 @@ async fn the_man_page_documents_the_file() {
         assert!(man.contains(want), "the man page lacks {want}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_netrc_named_in_the_file_is_used_and_warned_about_when_others_can_read_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new(|c| c.with_anonymous(false)).await;
+    let data = fx.serve("f.bin", MIB, 9);
+    let home = fx.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let netrc = home.join("netrc");
+    std::fs::write(&netrc, "machine 127.0.0.1 login alice password s3cret\n").unwrap();
+    std::fs::set_permissions(&netrc, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = config(&fx, "netrc-file = \"~/netrc\"\n");
+    let go = |force: bool| {
+        let mut cmd = ftpseg();
+        cmd.args(["--config", cfg.to_str().unwrap()])
+            .args(force.then_some("--force"))
+            .arg(fx.url("f.bin"))
+            .env("HOME", &home)
+            .current_dir(&fx.local);
+        run_command(cmd)
+    };
+    let o = go(false).await;
+    assert_ok_and_equal(&o, &fx.out("f.bin"), &data);
+    let want = format!(
+        "ftpseg: warning: the netrc file {} holds passwords and other users can read it (mode 644)",
+        netrc.display()
+    );
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    std::fs::set_permissions(&netrc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = go(true).await;
+    assert_ok_and_equal(&o, &fx.out("f.bin"), &data);
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}

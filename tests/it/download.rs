@@ -154,6 +154,17 @@ async fn default_output_name_and_summary() {
         second.trim_start().starts_with(&format!("BLAKE3 {hash} (")),
         "-v names the BLAKE3: {stdout}"
     );
+    // --json carries it for scripts (a batch of one: the complete file would be skipped).
+    std::fs::remove_file(fx.out("name with spaces.bin")).unwrap();
+    let o = run(&["--json", &url], &fx.local).await;
+    assert_ok_and_equal(&o, &fx.out("name with spaces.bin"), &data);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let done: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "file_done")
+        .unwrap_or_else(|| panic!("no file_done event: {stdout}"));
+    assert_eq!(done["blake3"], hash.as_str(), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,6 +175,8 @@ async fn credentials_from_a_netrc_file() {
         "machine 127.0.0.1 login alice password Wr0ng-Marker",
     )
     .unwrap();
+    // As a netrc should be: others cannot read it (else a warning line comes first).
+    std::fs::set_permissions(&netrc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let o = run(
         &[
             "--netrc-file",
