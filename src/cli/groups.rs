@@ -15,7 +15,7 @@ use crate::ftp::Timeouts;
 use crate::ui::progress::Mode;
 
 /// How long to wait for the network: `--connect-timeout`, `--reply-timeout`, `--stall-timeout`,
-/// `--network-wait`.
+/// `--network-wait`; and `--inhibit-sleep`.
 #[derive(Clone, Debug, Args)]
 pub struct NetworkOpts {
     /// Seconds to wait for a TCP connection
@@ -36,6 +36,11 @@ pub struct NetworkOpts {
     /// towards --max-tries
     #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = parse_duration)]
     pub network_wait: Duration,
+
+    /// Keep the machine from sleeping until this ends: a systemd-logind sleep inhibitor, as
+    /// systemd-inhibit takes (a warning, and the run goes on, where there is none)
+    #[arg(long)]
+    pub inhibit_sleep: bool,
 }
 
 impl NetworkOpts {

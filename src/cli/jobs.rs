@@ -38,6 +38,7 @@ pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
         return Ok(GetPlan::Batch {
             settings: Box::new(settings),
             inputs,
+            inhibit_sleep: args.download.network.inhibit_sleep,
             jobs: Box::new(DownloadJobs(args.download)),
         });
     }
@@ -55,6 +56,7 @@ pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
         mode: args.download.output.mode(),
         quiet: args.download.output.quiet,
         verbose: args.bulk.verbose,
+        inhibit_sleep: args.download.network.inhibit_sleep,
     })
 }
 
@@ -228,6 +230,7 @@ pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
         mode: args.output.mode(),
         quiet: args.output.quiet,
         verbose: args.verbose,
+        inhibit_sleep: args.network.inhibit_sleep,
     })
 }
 

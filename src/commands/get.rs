@@ -1,6 +1,6 @@
 //! `ftpseg URL...`: one file over N connections, or a batch of many ([`crate::batch`]).
 
-use super::Stop;
+use super::{Stop, inhibit};
 use crate::batch::{self, JobFor};
 use crate::download::{self, Job};
 use crate::error::Error;
@@ -16,12 +16,16 @@ pub enum GetPlan {
         quiet: bool,
         /// `-v`: the BLAKE3 under the summary line.
         verbose: bool,
+        /// `--inhibit-sleep`.
+        inhibit_sleep: bool,
     },
     /// Several URLs, `-i`, globs, `-r`, checksums or `--json`.
     Batch {
         settings: Box<batch::Settings>,
         inputs: batch::Inputs,
         jobs: Box<dyn JobFor>,
+        /// `--inhibit-sleep`.
+        inhibit_sleep: bool,
     },
 }
 
@@ -33,11 +37,16 @@ pub async fn run(plan: GetPlan, stop: &Stop) -> Result<(), Error> {
             mode,
             quiet,
             verbose,
+            inhibit_sleep,
         } => {
+            let why = format!("downloading {}", job.output.display());
+            let held = inhibit::maybe_hold(inhibit_sleep, &why, quiet).await;
             let mut progress = Progress::new(mode);
-            let outcome = download::download(&job, &mut progress, stop.receiver())
-                .await
-                .map_err(|e| e.scrub(&job.creds.password))?;
+            let result = download::download(&job, &mut progress, stop.receiver()).await;
+            if let Some(h) = held {
+                h.release().await;
+            }
+            let outcome = result.map_err(|e| e.scrub(&job.creds.password))?;
             if !quiet {
                 println!("{}", outcome.summary(&[]));
                 if let Some(hash) = outcome.hash_line().filter(|_| verbose) {
@@ -50,6 +59,15 @@ pub async fn run(plan: GetPlan, stop: &Stop) -> Result<(), Error> {
             settings,
             inputs,
             jobs,
-        } => batch::run(&settings, inputs, jobs.as_ref(), stop.receiver()).await,
+            inhibit_sleep,
+        } => {
+            let why = "downloading a batch of files";
+            let held = inhibit::maybe_hold(inhibit_sleep, why, settings.quiet).await;
+            let result = batch::run(&settings, inputs, jobs.as_ref(), stop.receiver()).await;
+            if let Some(h) = held {
+                h.release().await;
+            }
+            result
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod demo;
 pub mod get;
+pub mod inhibit;
 pub mod put;
 pub mod serve;
 pub mod stop;

@@ -26,6 +26,7 @@ mod download;
 mod errors;
 mod ftps;
 mod hostile;
+mod inhibit;
 mod interop;
 mod netns;
 mod netns_support;
