@@ -124,6 +124,9 @@ async fn fetch_until_done(
         stat.set(Some(seg.clone()), ConnState::Connecting);
         crate::trace!("conn {id} starts [{}..{})", seg.pos(), seg.end());
         let before = seg.pos();
+        // A session kept from an earlier range may have died while idle (servers and NATs
+        // drop idle control connections): see `Attempt::Ended(Err(..))` below.
+        let reused = c.session.is_some() && head.is_none();
         // A free connection may take this range over if it stalls: dropping the attempt stops
         // every write into the range before it is released.
         let attempt = tokio::select! {
@@ -155,6 +158,18 @@ async fn fetch_until_done(
                 continue;
             }
             Attempt::Ended(Err(AttemptError::Local(e))) => return Err(e),
+            Attempt::Ended(Err(AttemptError::Session(e)))
+                if reused
+                    && seg.pos() == before
+                    && Failure::after_login(&e) == Failure::Transient =>
+            {
+                // The kept session was dead before a byte came: a new one at once, no try
+                // counted (the next failure, on a fresh session, counts as usual).
+                crate::trace!("conn {id}: kept session found dead ({e}); a new one");
+                drop(c.session.take());
+                seg.attempt_ended(before, false);
+                continue;
+            }
             Attempt::Ended(Err(AttemptError::Session(e))) => e,
         };
         match after_failure(c, seg, before, e, rejoin_after).await? {

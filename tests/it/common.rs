@@ -325,6 +325,23 @@ impl Proxy {
         announce_size: Option<u64>,
         pasv_host: Option<&'static str>,
     ) -> Proxy {
+        Self::spawn(server, refuse, announce_size, pasv_host, false).await
+    }
+
+    /// A proxy that closes a control connection when the client uses it for a second RETR
+    /// (as a server or NAT that dropped the session while its first transfer ran): each
+    /// session carries one transfer, and every reuse fails before any byte.
+    pub async fn dropping_reused_sessions(server: std::net::SocketAddr) -> Proxy {
+        Self::spawn(server, &[], None, None, true).await
+    }
+
+    async fn spawn(
+        server: std::net::SocketAddr,
+        refuse: &'static [&'static str],
+        announce_size: Option<u64>,
+        pasv_host: Option<&'static str>,
+        drop_reused: bool,
+    ) -> Proxy {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         // On the server's loopback address (127.0.0.1 or ::1), so its URL has the same family.
         let listener = tokio::net::TcpListener::bind((server.ip(), 0))
@@ -362,8 +379,15 @@ impl Proxy {
                         }
                     });
                     let mut lines = BufReader::new(cr).lines();
+                    let mut retrs = 0;
                     while let Ok(Some(line)) = lines.next_line().await {
                         let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                        if verb == "RETR" {
+                            retrs += 1;
+                            if drop_reused && retrs > 1 {
+                                break;
+                            }
+                        }
                         if refuse.contains(&verb.as_str()) {
                             let mut w = cw.lock().await;
                             let _ = w.write_all(b"502 Command not implemented.\r\n").await;
@@ -378,6 +402,8 @@ impl Proxy {
                         }
                     }
                     down.abort();
+                    // Both halves go: the client sees its session end.
+                    let _ = cw.lock().await.shutdown().await;
                 });
             }
         });

@@ -31,6 +31,7 @@ mod interop;
 mod netns;
 mod netns_support;
 mod resume;
+mod sessions;
 mod stores;
 mod upload;
 mod upload_interop;
