@@ -339,6 +339,11 @@ pub struct BulkArgs {
     /// Say more: each file's notes and plain progress lines
     #[arg(short = 'v', long, conflicts_with = "quiet")]
     pub verbose: bool,
+
+    /// Whether `dir` came from the config file (not a flag): there it is where downloads go,
+    /// without making a single download a batch.
+    #[arg(skip)]
+    pub dir_from_file: bool,
 }
 
 impl BulkArgs {
@@ -346,7 +351,7 @@ impl BulkArgs {
     pub fn wants_batch(&self, url: Option<&str>) -> bool {
         !self.more_urls.is_empty()
             || self.input_file.is_some()
-            || self.dir.is_some()
+            || (self.dir.is_some() && !self.dir_from_file)
             || self.recursive
             || self.checksum.is_some()
             || self.checksum_file.is_some()

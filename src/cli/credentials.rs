@@ -99,7 +99,7 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
         return;
     };
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if mode & 0o044 != 0 {
         WARNED.call_once(|| {
             eprintln!(
                 "ftpseg: warning: the netrc file {} holds passwords and other users can read \

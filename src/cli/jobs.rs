@@ -42,14 +42,27 @@ pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
             jobs: Box::new(DownloadJobs(args.download)),
         });
     }
+    let named = args.output.is_some();
     let mut job = job_for(
         &args.download,
         args.url.as_deref().unwrap_or_default(),
         args.output,
     )?;
-    // One file keeps within the per-host limit by using no more connections.
-    if let Some(cap) = args.bulk.max_connections_per_host {
+    // One file keeps within the per-host limit by using no more connections (a host table's
+    // limit, applied by `job_for`, is above the file's other settings).
+    let host = job.url.host_for_connect();
+    let cap = match args.download.hosts.per_host(&host) {
+        Some(_) => None,
+        None => args.bulk.max_connections_per_host,
+    };
+    if let Some(cap) = cap {
         job.connections = job.connections.min(usize::from(cap));
+    }
+    // A folder from the config file (`dir = ...`) is where a single download goes, unless
+    // -o names the place; typed, -d makes a batch instead.
+    if let (Some(dir), true, false) = (&args.bulk.dir, args.bulk.dir_from_file, named) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+        job.output = dir.join(&job.output);
     }
     Ok(GetPlan::One {
         job: Box::new(job),
@@ -202,9 +215,15 @@ pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
             "several files or -r go into a folder: end the URL with / ({raw}/)"
         )));
     }
+    let host = url.host_for_connect();
     let (mut tls, mut data) = (args.tls.clone(), args.data.clone());
-    args.hosts
-        .apply_server(&url.host_for_connect(), &mut tls, &mut data);
+    args.hosts.apply_server(&host, &mut tls, &mut data);
+    // A host table's connections (fixed ones; put has no `auto`), within its per-host limit.
+    let connections = match args.hosts.connections(&host) {
+        Some(Connections::Fixed(n)) => n,
+        _ => args.connections,
+    }
+    .min(args.hosts.per_host(&host).map_or(usize::MAX, usize::from));
     let verify = tls_settings(&mut url, &tls)?;
     let creds = args.credentials.resolve(&url)?;
     let job = crate::upload::PutJob {
@@ -213,7 +232,7 @@ pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
         locals: locals.iter().map(PathBuf::from).collect(),
         into_dir,
         recursive: args.recursive,
-        connections: args.connections,
+        connections,
         timeouts: args.network.timeouts(),
         network_wait: args.network.network_wait,
         max_tries: args.max_tries,

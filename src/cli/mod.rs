@@ -79,25 +79,20 @@ fn with_config(argv: Vec<OsString>) -> Result<Cli, Error> {
         .map_err(|e| Error::Config {
             file: file.clone(),
             line: 0,
-            message: e.to_string().lines().next().unwrap_or_default().to_owned(),
+            message: config::check::clap_reason(&e),
         })?;
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let tls_from_file = run.sets("ca_file") || run.sets("insecure");
-    match &mut cli.command {
+    let (hosts, tls) = match &mut cli.command {
         None => {
-            cli.get.download.hosts = run.hosts;
-            cli.get.download.tls.from_file |= tls_from_file;
+            cli.get.bulk.dir_from_file = run.sets("dir");
+            (&mut cli.get.download.hosts, &mut cli.get.download.tls)
         }
-        Some(Command::Put(a)) => {
-            a.hosts = run.hosts;
-            a.tls.from_file |= tls_from_file;
-        }
-        Some(Command::Bench(a)) => {
-            a.hosts = run.hosts;
-            a.tls.from_file |= tls_from_file;
-        }
-        _ => {}
-    }
+        Some(Command::Put(a)) => (&mut a.hosts, &mut a.tls),
+        Some(Command::Bench(a)) => (&mut a.hosts, &mut a.tls),
+        _ => return Ok(cli),
+    };
+    *hosts = run.hosts.clone();
+    tls.from_file |= run.sets("ca_file") || run.sets("insecure");
     Ok(cli)
 }
 

@@ -354,3 +354,125 @@ async fn a_netrc_named_in_the_file_is_used_and_warned_about_when_others_can_read
     assert_ok_and_equal(&o, &fx.out("f.bin"), &data);
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_settings_reach_bench_and_put_only_where_they_have_the_option() {
+    let fx = Fixture::new(|c| c.with_active()).await;
+    fx.serve("f.bin", 2 * MIB, 10);
+    // bench has no --stall-timeout or -q: the top-level ones are not for it.
+    let cfg = config(
+        &fx,
+        "stall-timeout = 60\nquiet = true\nactive = true\n[put]\nuse-pasv-address = true\n\
+         [hosts.\"127.0.0.1\"]\nconnections = 1\n",
+    );
+    let o = with_config(
+        &cfg,
+        &[
+            "bench",
+            "--discard",
+            "--connections",
+            "1,2",
+            &fx.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(out(&o).contains("recommended: -n"), "{}", out(&o));
+    // put: its table's use-pasv-address replaces the top-level active it excludes, and the
+    // host table's connections apply.
+    let p = fx.local.join("up.bin");
+    ftpseg::testserver::write_pattern_file(&p, 3 * MIB, 11).unwrap();
+    let url = format!("ftp://alice@{}/up.bin", fx.server.addr());
+    let mut cmd = ftpseg();
+    cmd.args([
+        "--config",
+        cfg.to_str().unwrap(),
+        "put",
+        "-n",
+        "4",
+        "up.bin",
+        &url,
+    ])
+    .env("FTPSEG_PASSWORD", "s3cret")
+    .current_dir(&fx.local);
+    let o = run_command(cmd).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(fx.served.join("up.bin")).unwrap(),
+        std::fs::read(&p).unwrap()
+    );
+    // quiet = true from the file: no summary line.
+    assert_eq!(out(&o), "", "{}", stderr(&o));
+    let cfg = config(&fx, "[hosts.\"127.0.0.1\"]\nconnections = 1\n");
+    let mut cmd = ftpseg();
+    cmd.args([
+        "--config",
+        cfg.to_str().unwrap(),
+        "put",
+        "--force",
+        "up.bin",
+        &url,
+    ])
+    .env("FTPSEG_PASSWORD", "s3cret")
+    .current_dir(&fx.local);
+    let o = run_command(cmd).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(out(&o).contains(", 1 connection,"), "{}", out(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dir_from_the_file_takes_a_single_download_without_a_batch() {
+    let fx = Fixture::new(|c| c).await;
+    let data = fx.serve("f.bin", 2 * MIB, 12);
+    let into = fx.dir.path().join("downloads");
+    let cfg = config(&fx, &format!("dir = \"{}\"\n", into.display()));
+    let o = with_config(&cfg, &[&fx.url("f.bin")], &fx.local).await;
+    assert_ok_and_equal(&o, &into.join("f.bin"), &data);
+    let text = out(&o);
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "one summary line, no batch footer: {text}"
+    );
+    assert!(
+        text.starts_with(&format!("saved {}", into.join("f.bin").display())),
+        "{text}"
+    );
+    // A single download: an existing file is an error (exit 9), not skipped.
+    let o = with_config(&cfg, &[&fx.url("f.bin")], &fx.local).await;
+    assert_eq!(code(&o), 9, "{}", stderr(&o));
+    // -o names the place itself.
+    let o = with_config(&cfg, &["-o", "here.bin", &fx.url("f.bin")], &fx.local).await;
+    assert_ok_and_equal(&o, &fx.out("here.bin"), &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_still_works_with_a_config_file() {
+    let fx = Fixture::new(|c| c).await;
+    let cfg = config(&fx, "connections = 4\n");
+    for args in [
+        vec!["help"],
+        vec!["config", "show", "put", "--help"],
+        vec!["put", "--help"],
+    ] {
+        let o = with_config(&cfg, &args, &fx.local).await;
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        assert!(out(&o).contains("Usage:"), "{args:?}: {}", out(&o));
+    }
+    // A password in config show's arguments stays out of its messages.
+    let o = with_config(
+        &cfg,
+        &[
+            "config",
+            "show",
+            "bench",
+            "ftp://u:pw@h/a",
+            "ftp://u:pw@h/b",
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(!stderr(&o).contains(":pw@"), "{}", stderr(&o));
+}

@@ -46,6 +46,7 @@ impl Section {
 const ONE_RUN: &[(&str, &str)] = &[
     ("force", "it replaces existing files"),
     ("restart", "it throws away what earlier runs downloaded"),
+    ("recursive", "it turns every URL into a folder to walk"),
     ("output", "it names one file"),
     ("input_file", "it names one run's list"),
     ("checksum", "it is one file's checksum"),
@@ -83,7 +84,8 @@ impl Use {
     /// for a switch set to false.
     pub fn words(&self) -> Vec<String> {
         match (&self.arg, &self.value) {
-            (Some(v), _) => vec![format!("--{}", self.key), v.clone()],
+            // One word, so that a value starting with `-` stays a value.
+            (Some(v), _) => vec![format!("--{}={v}", self.key)],
             (None, Value::Bool(true)) => vec![format!("--{}", self.key)],
             (None, _) => Vec::new(),
         }
@@ -111,13 +113,20 @@ pub fn loose_command(section: Section) -> Command {
     }
 }
 
+/// The section's own command within `cmd` (the whole command line's parser).
+fn own(cmd: &Command, section: Section) -> &Command {
+    match section.subcommand() {
+        None => cmd,
+        Some(name) => cmd
+            .find_subcommand(name)
+            .expect("every section's subcommand exists"),
+    }
+}
+
 /// The section's own options (from [`loose_command`]).
 pub(super) fn options(cmd: &Command, section: Section) -> Vec<Arg> {
-    let own = match section.subcommand() {
-        None => cmd,
-        Some(name) => cmd.find_subcommand(name).expect("the subcommand exists"),
-    };
-    own.get_arguments()
+    own(cmd, section)
+        .get_arguments()
         .filter(|a| !a.is_positional() && !a.is_hide_set() && a.get_long().is_some())
         .filter(|a| !matches!(a.get_action(), ArgAction::Help | ArgAction::Version))
         .cloned()
@@ -244,10 +253,7 @@ fn conflicts_within(cmd: &Command, section: Section, uses: &[Use]) -> Result<(),
 
 /// Whether the options `a` and `b` of `section` exclude each other (either way round).
 pub fn conflict(cmd: &Command, section: Section, a: &str, b: &str) -> bool {
-    let own = match section.subcommand() {
-        None => cmd,
-        Some(name) => cmd.find_subcommand(name).expect("the subcommand exists"),
-    };
+    let own = own(cmd, section);
     let find = |id: &str| own.get_arguments().find(|x| x.get_id() == id);
     let (Some(x), Some(y)) = (find(a), find(b)) else {
         return false;
@@ -321,8 +327,9 @@ fn examples(arg: &Arg) -> String {
     }
 }
 
-/// Why clap refused a value, in one phrase: the parser's own message when there is one.
-fn clap_reason(e: &clap::Error) -> String {
+/// Why clap refused a value or a command line, in one phrase: the parser's own message when
+/// there is one.
+pub(crate) fn clap_reason(e: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     if let Some(source) = std::error::Error::source(e) {
         return source.to_string();
@@ -398,23 +405,20 @@ mod tests {
         assert_eq!(
             words,
             [
-                "--connections",
-                "16",
-                "--limit-rate",
-                "20M",
-                "--stall-timeout",
-                "60",
+                "--connections=16",
+                "--limit-rate=20M",
+                "--stall-timeout=60",
                 "--ftps",
-                "--ca-file",
-                "/home/u/corp-ca.pem",
-                "--network-wait",
-                "2h",
-                "--io",
-                "mmap"
+                "--ca-file=/home/u/corp-ca.pem",
+                "--network-wait=2h",
+                "--io=mmap"
             ]
         );
         let uses = check_text(Section::Bench, "[bench]\nconnections = [1, 2, 8]\n").unwrap();
-        assert_eq!(uses[0].words(), ["--connections", "1,2,8"]);
+        assert_eq!(uses[0].words(), ["--connections=1,2,8"]);
+        // A value that starts with a dash stays a value.
+        let uses = check_text(Section::Put, "[put]\ntemp-suffix = \"-tmp\"\n").unwrap();
+        assert_eq!(uses[0].words(), ["--temp-suffix=-tmp"]);
     }
 
     #[test]
@@ -461,6 +465,16 @@ mod tests {
             ),
             ("limit-rate = [1, 2]", 1, "takes one value, not a list"),
             ("max-tries = 0", 1, "max-tries = 0: "),
+            (
+                "stall-timeout = -1",
+                1,
+                "stall-timeout = -1: '-1' seconds is out of range",
+            ),
+            (
+                "recursive = true",
+                1,
+                "recursive cannot be set in the config file",
+            ),
         ];
         for (text, line, want) in cases {
             let e = check_text(Section::Get, text).unwrap_err();

@@ -1,6 +1,6 @@
 //! The config file's text as settings: TOML in, [`ConfigFile`] out, each setting with its line.
 //! Pure: no file system, no clap (which keys exist and what values they take is
-//! [`super::check`]'s job). What the file may hold at all is decided here: top-level keys,
+//! [`mod@super::check`]'s job). What the file may hold at all is decided here: top-level keys,
 //! the `[put]` and `[bench]` tables, `[hosts."NAME"]` tables, and never a password.
 
 use std::borrow::Cow;
@@ -159,7 +159,7 @@ fn hosts(table: &DeTable, lines: &LineIndex) -> Result<Vec<HostTable>, FileError
                 ),
             });
         };
-        if host.is_empty() || host.contains(['/', ':', '@']) && !host.starts_with('[') {
+        if !is_host_name(&host) {
             return Err(FileError {
                 line,
                 message: format!(
@@ -176,6 +176,19 @@ fn hosts(table: &DeTable, lines: &LineIndex) -> Result<Vec<HostTable>, FileError
         });
     }
     Ok(out)
+}
+
+/// A host as a URL names it: a name or IPv4 address, or an IPv6 address (in brackets or not);
+/// no scheme, user, port or path.
+fn is_host_name(host: &str) -> bool {
+    let inner = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if inner.parse::<std::net::Ipv6Addr>().is_ok() {
+        return true;
+    }
+    !host.is_empty() && !host.contains(['/', ':', '@', '[', ']', ' '])
 }
 
 /// The settings of one table (no tables inside).
@@ -204,24 +217,14 @@ fn setting(
     }
     let value = match value.get_ref() {
         DeValue::Boolean(b) => Value::Bool(*b),
-        DeValue::Integer(i) => {
-            Value::Number(integer(i.as_str(), i.radix()).ok_or_else(|| FileError {
-                line,
-                message: format!("`{key}`: the number {i} is out of range"),
-            })?)
-        }
+        DeValue::Integer(i) => Value::Number(integer(key, i, line)?),
         DeValue::Float(f) => Value::Number(f.as_str().replace('_', "")),
         DeValue::String(s) => Value::Text(s.to_string()),
         DeValue::Array(items) => {
             let mut list = Vec::new();
             for item in items {
                 match item.get_ref() {
-                    DeValue::Integer(i) => {
-                        list.push(integer(i.as_str(), i.radix()).ok_or_else(|| FileError {
-                            line,
-                            message: format!("`{key}`: the number {i} is out of range"),
-                        })?)
-                    }
+                    DeValue::Integer(i) => list.push(integer(key, i, line)?),
                     DeValue::Float(f) => list.push(f.as_str().replace('_', "")),
                     DeValue::String(s) => list.push(s.to_string()),
                     _ => return err(format!("`{key}`: a list holds numbers or strings only")),
@@ -247,19 +250,21 @@ fn setting(
     })
 }
 
-/// A TOML integer's digits in `radix` (underscores allowed) as decimal text.
-fn integer(digits: &str, radix: u32) -> Option<String> {
-    let clean: String = digits.chars().filter(|&c| c != '_').collect();
-    let (sign, body) = match clean.strip_prefix(['+', '-']) {
-        Some(rest) => (&clean[..1], rest),
-        None => ("", clean.as_str()),
+/// A TOML integer (any radix, underscores allowed) as decimal text.
+fn integer(key: &str, i: &toml::de::DeInteger, line: usize) -> Result<String, FileError> {
+    let clean: String = i.as_str().chars().filter(|&c| c != '_').collect();
+    let (negative, body) = match clean.strip_prefix(['+', '-']) {
+        Some(rest) => (clean.starts_with('-'), rest),
+        None => (false, clean.as_str()),
     };
-    let v = i64::from_str_radix(body, radix).ok()?;
-    Some(if sign == "-" {
-        format!("-{v}")
-    } else {
-        v.to_string()
-    })
+    match i64::from_str_radix(body, i.radix()) {
+        Ok(v) if negative => Ok(format!("-{v}")),
+        Ok(v) => Ok(v.to_string()),
+        Err(_) => Err(FileError {
+            line,
+            message: format!("`{key}`: the number {i} is out of range"),
+        }),
+    }
 }
 
 /// A table's entries in the order of the file.
@@ -316,6 +321,22 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_hosts_with_or_without_brackets() {
+        for h in [
+            "[::1]",
+            "::1",
+            "[2001:db8::7]",
+            "mirror.example.org",
+            "127.0.0.1",
+        ] {
+            assert!(is_host_name(h), "{h}");
+        }
+        for h in ["", "[::1", "a b", "h:21", "[h]"] {
+            assert!(!is_host_name(h), "{h}");
+        }
+    }
+
+    #[test]
     fn empty_file_has_no_settings() {
         assert_eq!(parse("").unwrap(), ConfigFile::default());
         assert_eq!(parse("\n# nothing\n").unwrap(), ConfigFile::default());
@@ -353,6 +374,9 @@ mod tests {
             ("[put]\n[put.inner]\na = 1", 2, "do not nest"),
             ("connections = [true]", 1, "numbers or strings"),
             ("[hosts.\"ftp://h/x\"]\nconnections = 2", 1, "name a host"),
+            ("[hosts.\"[::1]:21\"]\nconnections = 2", 1, "name a host"),
+            ("[hosts.\"[foo/bar@x]\"]\nconnections = 2", 1, "name a host"),
+            ("[hosts.\"h:21\"]\nconnections = 2", 1, "name a host"),
         ];
         for (text, line, want) in cases {
             let e = parse(text).unwrap_err();

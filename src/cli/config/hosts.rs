@@ -137,6 +137,11 @@ impl Hosts {
         }
     }
 
+    /// The host table's `connections`.
+    pub fn connections(&self, host: &str) -> Option<Connections> {
+        self.rule(host).and_then(|r| r.values().connections)
+    }
+
     /// The host table's `max-connections-per-host`.
     pub fn per_host(&self, host: &str) -> Option<u16> {
         self.rule(host).and_then(|r| r.values().per_host)

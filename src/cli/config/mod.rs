@@ -9,7 +9,7 @@
 //! are added to it as flag words ([`check::Use::words`]) and it is parsed again, so every
 //! value goes through the same parser, conflict rules and defaults as a typed flag. Host
 //! tables become [`Hosts`], applied when a URL's host is known ([`crate::cli::jobs`]).
-//! [`file`] reads the TOML (pure), [`check`] holds the settings against clap's options,
+//! [`mod@file`] reads the TOML (pure), [`mod@check`] holds the settings against clap's options,
 //! [`show`] prints `ftpseg config show`.
 
 pub mod check;
@@ -24,7 +24,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Command};
 
 pub use check::Section;
-use check::{Use, check, conflict, loose_command, shared_ids};
+use check::{Use, check, conflict, loose_command, options, shared_ids};
 pub use hosts::{HostRule, Hosts};
 
 use crate::error::Error;
@@ -154,15 +154,22 @@ impl ForRun {
             Section::Put => &l.put,
             Section::Bench => &l.bench,
         };
-        // Top-level settings reach put and bench only through the options they share; a
-        // table's own setting of the same option comes after and wins.
+        // Top-level settings reach put and bench only through the shared options they have;
+        // a table's own setting of the same option, or of one it excludes, wins.
+        let cmd = loose_command(section);
         let shared = shared_ids();
+        let has: Vec<String> = options(&cmd, section)
+            .iter()
+            .map(|a| a.get_id().to_string())
+            .collect();
         let top = l
             .top
             .iter()
-            .filter(|u| section == Section::Get || shared.contains(&u.id))
-            .filter(|u| !own.iter().any(|o| o.id == u.id));
-        let cmd = loose_command(section);
+            .filter(|u| section == Section::Get || shared.contains(&u.id) && has.contains(&u.id))
+            .filter(|u| {
+                !own.iter()
+                    .any(|o| o.id == u.id || conflict(&cmd, section, &o.id, &u.id))
+            });
         let mut run = ForRun {
             path: Some(l.path.clone()),
             ..ForRun::default()
@@ -233,7 +240,10 @@ pub fn config_first(argv: Vec<OsString>, subcommands: &[String]) -> Vec<OsString
         return argv;
     }
     let mut out = vec![argv[0].clone(), argv[lead].clone()];
-    out.extend_from_slice(&argv[1..lead]);
+    // `help` reads no file, and would take the flag for a command's name.
+    if argv[lead] != "help" {
+        out.extend_from_slice(&argv[1..lead]);
+    }
     out.extend_from_slice(&argv[lead + 1..]);
     out
 }

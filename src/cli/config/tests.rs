@@ -120,6 +120,11 @@ fn a_leading_config_flag_moves_after_the_subcommand() {
         config_first(v(&["ftpseg", "--no-config", "bench", "u"]), &subs),
         v(&["ftpseg", "bench", "--no-config", "u"])
     );
+    let subs = vec!["put".to_owned(), "help".to_owned()];
+    assert_eq!(
+        config_first(v(&["ftpseg", "--config", "f", "help", "put"]), &subs),
+        v(&["ftpseg", "help", "put"])
+    );
     // A download keeps its order: its URL is no subcommand.
     let get = v(&["ftpseg", "--config=f", "ftp://h/put"]);
     assert_eq!(config_first(get.clone(), &subs), get);
