@@ -15,10 +15,11 @@ seconds from the return to the tool's exit, and whether the file is byte-exact.
 
 Needs root (unshare, nsenter, ip). Every run is bounded (OUTAGE + 200 s) and cleans up.
 """
-import argparse, hashlib, os, shutil, subprocess, sys, tempfile, time
+import argparse, hashlib, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
 BIN = os.path.abspath(os.environ.get("FTPSEG", "target/release/ftpseg"))
 PORT = 2121
+THRESHOLD = 16 << 10  # bytes of rchar + wchar past the value at the return = "first byte"
 
 
 def command(tool, url, out):
@@ -33,18 +34,48 @@ def command(tool, url, out):
     }[tool]
 
 
-def rchar(pid):
+def io_chars(pid):
+    """rchar + wchar of one process, or None once it is gone."""
     try:
+        n = 0
         with open(f"/proc/{pid}/io") as f:
             for line in f:
-                if line.startswith("rchar:"):
-                    return int(line.split()[1])
-    except OSError:
+                if line.startswith(("rchar:", "wchar:")):
+                    n += int(line.split()[1])
+        return n
+    except (OSError, ValueError):
         return None
 
 
-def one(tool, outage, at_start, work, digest):
-    hold = subprocess.Popen(["unshare", "-n", "sleep", str(outage + 400)])
+def descendants(pid):
+    """pid and every process below it (from /proc/*/stat; no /proc/PID/task/*/children here)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+                parent[int(d)] = int(st[st.rindex(")") + 2:].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, todo = [pid], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        found += kids; todo += kids
+    return found
+
+
+def signal_all(pids, sig):
+    for q in pids:
+        try:
+            os.kill(q, sig)
+        except OSError:
+            pass
+
+
+def one(tool, outage, at_start, freeze, work, digest):
+    hold = subprocess.Popen(["unshare", "-n", "sleep", str(outage + freeze + 400)])
     time.sleep(0.3)
     ns = ["nsenter", "-t", str(hold.pid), "-n"]
     run = lambda *a: subprocess.run(ns + list(a), stderr=subprocess.DEVNULL)
@@ -58,41 +89,63 @@ def one(tool, outage, at_start, work, digest):
                               stderr=subprocess.DEVNULL)
     time.sleep(1)
     out = f"{work}/out/{tool}.bin"
+    for leftover in os.listdir(f"{work}/out"):
+        os.unlink(f"{work}/out/{leftover}")
     if at_start:
         down()
     t0 = time.monotonic()
+    # nsenter without --fork execs the tool: p.pid is the tool's pid. Its own session, so that
+    # the freeze can stop its process group too.
     p = subprocess.Popen(ns + command(tool, f"ftp://127.0.0.1:{PORT}/f.bin", out),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    samples, back, deadline = [], None, t0 + outage + 200
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
     cut_at = t0 if at_start else t0 + 4
+    # freeze: stopped at cut_at, continued at thaw_at, network back 5 s later
+    thaw_at = cut_at + freeze if freeze else None
+    back_at = thaw_at + 5 if freeze else cut_at + outage
+    samples, back, cut, frozen, deadline = [], None, at_start, [], back_at + 200
+    pids, pids_at = [p.pid], 0.0
     while p.poll() is None and time.monotonic() < deadline:
         now = time.monotonic()
-        if not at_start and back is None and now >= cut_at and not samples_cut(samples):
+        if now - pids_at >= 1 and not frozen:
+            pids, pids_at = descendants(p.pid), now
+        if not cut and now >= cut_at:
+            if freeze:
+                frozen = descendants(p.pid)
+                try:
+                    os.killpg(p.pid, signal.SIGSTOP)
+                except OSError:
+                    pass
+                signal_all(frozen, signal.SIGSTOP)
             down()
-            samples.append((now, "cut"))
-        if back is None and now >= cut_at + outage:
+            cut = True
+        if frozen and now >= thaw_at:
+            signal_all(frozen, signal.SIGCONT)
+            try:
+                os.killpg(p.pid, signal.SIGCONT)
+            except OSError:
+                pass
+            pids, frozen = frozen, []
+        if back is None and now >= back_at:
             up()
             back = time.monotonic()
-        samples.append((now, rchar(p.pid)))
+        counts = [io_chars(q) for q in pids]
+        samples.append((now, sum(c for c in counts if c is not None)))
         time.sleep(0.02)
     if p.poll() is None:
-        p.kill()
+        signal_all(descendants(p.pid), signal.SIGCONT)
+        signal_all(descendants(p.pid), signal.SIGKILL)
     end = time.monotonic()
     code = p.wait()
     err = p.stderr.read().decode(errors="replace").strip().splitlines()
     server.kill(); hold.kill(); server.wait(); hold.wait()
     first = None
     if back is not None:
-        at_back = next((r for t, r in samples if t >= back and isinstance(r, int)), None)
+        at_back = next((r for t, r in samples if t >= back), None)
         first = next((t - back for t, r in samples
-                      if t > back and isinstance(r, int) and at_back is not None and r > at_back),
-                     None)
+                      if t > back and at_back is not None and r >= at_back + THRESHOLD), None)
     exact = os.path.exists(out) and sha(out) == digest
     return code, first, (end - back) if back else None, exact, err[-1] if err else ""
-
-
-def samples_cut(samples):
-    return any(r == "cut" for _, r in samples)
 
 
 def sha(path):
@@ -105,27 +158,53 @@ def sha(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("outage", type=float)
-    ap.add_argument("--at-start", action="store_true")
+    ap.add_argument("outage", type=float, help="seconds the network is gone (ignored with --freeze)")
+    ap.add_argument("--at-start", action="store_true", help="the network is down at the start")
+    ap.add_argument("--freeze", type=float, default=0, metavar="SECS",
+                    help="after 4 s: SIGSTOP and network down; SIGCONT after SECS, network "
+                         "back 5 s later")
     ap.add_argument("--tools", default="ftpseg,lftp,aria2c,axel")
+    ap.add_argument("--runs", type=int, default=1, help="runs per tool (then medians)")
     a = ap.parse_args()
+    if a.freeze and a.at_start:
+        ap.error("--freeze and --at-start exclude each other")
     work = tempfile.mkdtemp(prefix="ftpseg-outage-")
+    if a.freeze:
+        scenario = f"freeze {a.freeze:g} s+5"
+        print(f"frozen {a.freeze:g} s after 4 s, network down from the freeze to 5 s after the "
+              f"thaw; 40 MiB, 4 x 2 MiB/s; {BIN}")
+    else:
+        where = "at the start" if a.at_start else "after 4 s"
+        scenario = f"outage {a.outage:g} s" + (" at start" if a.at_start else "")
+        print(f"outage of {a.outage:g} s {where}; 40 MiB, 4 x 2 MiB/s; {BIN}")
     try:
         os.makedirs(f"{work}/root"); os.makedirs(f"{work}/out")
         with open(f"{work}/root/f.bin", "wb") as f:
             f.write(os.urandom(40 << 20))
         digest = sha(f"{work}/root/f.bin")
-        where = "at the start" if a.at_start else "after 4 s"
-        print(f"outage of {a.outage:g} s {where}; 40 MiB, 4 x 2 MiB/s; {BIN}")
-        print(f"{'tool':8} {'exit':>4} {'first byte after return (s)':>28} "
+        print(f"{'scenario':22} {'run':>3} {'tool':8} {'exit':>4} {'first byte after return (s)':>28} "
               f"{'end after return (s)':>21}  byte-exact  last message")
-        for tool in a.tools.split(","):
-            if tool != "ftpseg" and not shutil.which(tool):
-                print(f"{tool:8} not installed"); continue
-            code, first, end, exact, msg = one(tool, a.outage, a.at_start, work, digest)
-            f = f"{first:.2f}" if first is not None else "-"
-            e = f"{end:.2f}" if end is not None else "-"
-            print(f"{tool:8} {code:>4} {f:>28} {e:>21}  {str(exact):10}  {msg[:60]}")
+        rows = {}
+        for r in range(1, a.runs + 1):
+            for tool in a.tools.split(","):
+                if tool != "ftpseg" and not shutil.which(tool):
+                    print(f"{tool:8} not installed"); continue
+                code, first, end, exact, msg = one(tool, a.outage, a.at_start, a.freeze, work,
+                                                   digest)
+                rows.setdefault(tool, []).append((code, first, end, exact))
+                f = f"{first:.2f}" if first is not None else "-"
+                e = f"{end:.2f}" if end is not None else "-"
+                print(f"{scenario:22} {r:>3} {tool:8} {code:>4} {f:>28} {e:>21}  {str(exact):10}  "
+                      f"{msg[:60]}", flush=True)
+        if a.runs > 1:
+            med = lambda xs: (f"{statistics.median(xs):.2f}" if xs else "-")
+            for tool, rs in rows.items():
+                codes = ",".join(str(c) for c, *_ in rs)
+                firsts = med([x for _, x, _, _ in rs if x is not None])
+                ends = med([x for _, _, x, _ in rs if x is not None])
+                exact = f"{sum(1 for *_, x in rs if x)}/{len(rs)}"
+                print(f"{scenario:22} {'med':>3} {tool:8} {codes:>4} {firsts:>28} {ends:>21}  "
+                      f"{exact:10}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -514,6 +514,9 @@ pub struct ServeArgs {
     /// second, comma-separated (overrides --rate)
     #[arg(long, value_parser = parse_size, value_delimiter = ',', value_name = "RATES")]
     pub session_rates: Vec<u64>,
+    /// Per-connection throttle of uploads (STOR, APPE), bytes per second (K, M, G suffixes)
+    #[arg(long, value_parser = parse_size, value_name = "RATE")]
+    pub upload_rate: Option<u64>,
     /// Control connections allowed at once; more are answered 421
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,

@@ -319,6 +319,7 @@ pub fn serve_plan(args: &ServeArgs) -> ServePlan {
         session_rates: args.session_rates.clone(),
         stall_after: args.stall_after,
         faulty_transfers: args.faulty_transfers,
+        upload_rate: args.upload_rate,
         ..Faults::default()
     };
     config.max_connections = args.max_connections;

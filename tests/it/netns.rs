@@ -265,6 +265,20 @@ async fn harness_cuts_only_the_namespace_loopback() {
 /// reconnect would be two), and bytes flow again within 1 s of its return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_gone_60s_mid_download_waits_then_resumes_at_once() {
+    outage_mid_download(Duration::from_secs(60)).await;
+}
+
+/// 1b. The same for 15 minutes (a train, a tunnel), longer than every timeout and far beyond
+/// what `--max-tries` would allow. Too long for CI: run by hand with `cargo test --test it --
+/// --ignored netns::network_gone_15_minutes` (its last result: docs/reliability.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "15 minutes; run by hand"]
+async fn network_gone_15_minutes_mid_download_waits_then_resumes_at_once() {
+    outage_mid_download(Duration::from_secs(15 * 60)).await;
+}
+
+/// A download losing its network for `outage` in the middle, then finishing.
+async fn outage_mid_download(outage: Duration) {
     let Some(sc) = Scene::new(&["--rate", RATE]).await else {
         return;
     };
@@ -288,7 +302,7 @@ async fn network_gone_60s_mid_download_waits_then_resumes_at_once() {
     let w = DurableWatch::start(&out);
     wait_durable(&mut c, &out, 8 * MIB, Duration::from_secs(60)).await;
     let down = sc.ns.lo_down().await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    tokio::time::sleep(outage).await;
     let up = sc.ns.lo_up().await;
     let f = c.finish(Duration::from_secs(120)).await;
 

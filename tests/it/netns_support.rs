@@ -53,7 +53,7 @@ impl Netns {
     pub fn new() -> Result<Netns, String> {
         let own = std::fs::read_link("/proc/self/ns/net").map_err(|e| format!("/proc: {e}"))?;
         let mut holder = std::process::Command::new("unshare")
-            .args(["-n", "sleep", "900"])
+            .args(["-n", "sleep", "3600"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -151,6 +151,8 @@ impl Netns {
             .env_remove("FTPSEG_PASSWORD")
             .env_remove("FTPSEG_TRACE")
             .env_remove("FTPSEG_TEST_SLEEP")
+            .env_remove("FTPSEG_CONFIG")
+            .env_remove("XDG_CONFIG_HOME")
             .env("HOME", "/nonexistent/ftpseg-test-home")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
