@@ -79,9 +79,15 @@ pub async fn download(
             Size::Known { size, preopened } => (size, preopened),
             Size::Unknown(transfer) => {
                 let _held = start.permit;
-                let (first, mdtm) = (start.first, start.mdtm);
-                return streaming::stream_unknown_size(job, progress, stop, first, transfer, mdtm)
-                    .await;
+                let link = streaming::Link {
+                    session: start.first,
+                    net: start.net,
+                    tls: start.tls,
+                };
+                return streaming::stream_unknown_size(
+                    job, progress, stop, link, transfer, start.mdtm,
+                )
+                .await;
             }
         };
     let begun = Begun {

@@ -1,6 +1,8 @@
 //! Servers that report no size at all: one connection streams the file to its end, written in
-//! order to `<out>.part`. The manifest records the durable length (`streamed`), so a rerun
-//! resumes with `REST` where the server supports it.
+//! order to `<out>.part`. The manifest records the durable length (`streamed`), so a broken
+//! stream goes on with a new session and `REST` from there, within the run where the server
+//! supports it (a missing network waited for without counting a try, other transient failures
+//! up to `--max-tries`, as a range's worker does), and a rerun resumes the same way.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -9,15 +11,19 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
 use crate::download::resume::adopt_same_file;
 use crate::download::sched::READ_CHUNK;
 use crate::download::{Job, Outcome};
 use crate::error::{Error, SessionContext, Step};
-use crate::ftp::{DataStream, Session, SessionError, Transfer};
+use crate::ftp::{DataStream, Session, SessionError, TlsClient, Transfer};
 use crate::integrity::verify;
+use crate::retry::network::Network;
+use crate::retry::{Failure, backoff};
 use crate::storage::{self, manifest::Manifest};
 use crate::ui::human_bytes;
-use crate::ui::progress::{ConnState, ConnView, Progress, View};
+use crate::ui::progress::{ConnState, ConnView, NetNote, Progress, View};
 
 /// The `.part` being streamed into and its manifest.
 struct Streamed {
@@ -50,10 +56,12 @@ pub(super) async fn stream_unknown_size(
     job: &Job,
     progress: &mut Progress,
     mut stop: watch::Receiver<bool>,
-    mut session: Session,
+    link: Link,
     first: Transfer,
     mdtm: Option<String>,
 ) -> Result<Outcome, Error> {
+    let mut session = link.session;
+    let rest_support = session.rest_support();
     let started = Instant::now();
     let rest = session.supports_rest();
     let failed = |e| {
@@ -71,20 +79,44 @@ pub(super) async fn stream_unknown_size(
         let from = session.retr(&job.url.path, out.written).await;
         from.map_err(failed)?.stream
     };
-    if let Err(e) = read_to_end(
-        job,
-        progress,
-        &mut stop,
-        &mut session,
-        &mut stream,
-        &mut out,
-    )
-    .await
-    {
-        return Err(match e {
-            Ended::Session(e) => failed(e),
-            Ended::Other(e) => e,
-        });
+    let mut tries = 0;
+    let mut broke_at = None;
+    loop {
+        let e = match read_to_end(
+            job,
+            progress,
+            &mut stop,
+            &mut session,
+            &mut stream,
+            &mut out,
+        )
+        .await
+        {
+            Ok(()) => break,
+            Err(Ended::Other(e)) => return Err(e),
+            Err(Ended::Session(e)) if !rest => return Err(failed(e)),
+            Err(Ended::Session(e)) => e,
+        };
+        // Tries count failures in a row without progress, as for ranges.
+        if broke_at != Some(out.written) {
+            tries = 0;
+        }
+        broke_at = Some(out.written);
+        let again = Again {
+            job,
+            net: &link.net,
+            tls: link.tls.as_ref(),
+            rest: rest_support,
+            offset: out.written,
+        };
+        (session, stream) = match again.reopen(e, &mut tries, progress, &mut stop).await {
+            Ok(pair) => pair,
+            Err(Ended::Session(e)) => return Err(failed(e)),
+            Err(Ended::Other(Error::Interrupted(_))) => {
+                return Err(Error::Interrupted(out.manifest_path.clone()));
+            }
+            Err(Ended::Other(e)) => return Err(e),
+        };
     }
     progress.finish();
     // The data ended: the server must confirm the transfer was complete.
@@ -94,6 +126,107 @@ pub(super) async fn stream_unknown_size(
     }
     session.quit().await;
     commit(job, out, mdtm, started)
+}
+
+/// What the stream needs to start over: its first session, the network it found, the TLS
+/// client.
+pub(super) struct Link {
+    pub session: Session,
+    pub net: Arc<Network>,
+    pub tls: Option<Arc<TlsClient>>,
+}
+
+/// A broken stream going on from `offset` with a new session.
+struct Again<'a> {
+    job: &'a Job,
+    net: &'a Network,
+    tls: Option<&'a Arc<TlsClient>>,
+    /// What the first session learned about `REST`.
+    rest: (bool, bool),
+    offset: u64,
+}
+
+impl Again<'_> {
+    /// After the stream broke with `e`: waits for a missing network (no try), or a backoff
+    /// (a try; `--max-tries` in a row without progress end the run), then a new session and
+    /// `REST offset` + `RETR`; again while that fails. A fatal failure ends the run
+    /// (`Ended::Session`); so does Ctrl-C (`Ended::Other(Interrupted)`).
+    async fn reopen(
+        &self,
+        mut e: SessionError,
+        tries: &mut u32,
+        progress: &mut Progress,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(Session, DataStream), Ended> {
+        let (job, net) = (self.job, self.net);
+        let interrupted = || Ended::Other(Error::Interrupted(Default::default()));
+        loop {
+            let mut failure = Failure::after_login(&e);
+            if failure == Failure::Transient && net.route().is_err() {
+                failure = Failure::NoNetwork;
+            }
+            crate::trace!("stream broke at {} ({e}): {failure:?}", self.offset);
+            match failure {
+                Failure::Fatal => return Err(Ended::Session(e)),
+                Failure::NoNetwork => {
+                    if net.missing_since().is_none() {
+                        progress.network(&NetNote::Lost {
+                            why: e.to_string(),
+                            limit: job.network_wait,
+                        });
+                    }
+                    net.missed(&e.to_string());
+                    let host = job.url.host_for_connect();
+                    tokio::select! {
+                        r = net.wait_for_return() => r.map_err(|gone| {
+                            Ended::Other(gone.into_error(&host, job.network_wait))
+                        })?,
+                        _ = stop.changed() => return Err(interrupted()),
+                    }
+                }
+                Failure::Transient | Failure::Busy => {
+                    *tries += 1;
+                    if *tries >= job.max_tries {
+                        return Err(Ended::Other(Error::GaveUp {
+                            tries: *tries,
+                            last: e.to_string(),
+                        }));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff(*tries)) => {}
+                        _ = stop.changed() => return Err(interrupted()),
+                    }
+                }
+            }
+            match self.connect().await {
+                Ok(pair) => {
+                    if let Some(since) = net.missing_since() {
+                        progress.network(&NetNote::Back {
+                            after: since.elapsed(),
+                        });
+                    }
+                    net.reached();
+                    return Ok(pair);
+                }
+                Err(next) => e = next,
+            }
+        }
+    }
+
+    /// A new session and the transfer from `offset`.
+    async fn connect(&self) -> Result<(Session, DataStream), SessionError> {
+        let job = self.job;
+        let addrs = self.net.addrs();
+        if let (Err(source), Some(&addr)) = (self.net.route(), addrs.first()) {
+            return Err(SessionError::Connect { addr, source });
+        }
+        let mut s = Session::connect_with(&addrs, &job.creds, job.timeouts, self.tls).await?;
+        s.set_rest_support(self.rest);
+        s.set_use_pasv_address(job.use_pasv_address);
+        s.set_active(job.active);
+        let t = s.retr(&job.url.path, self.offset).await?;
+        Ok((s, t.stream))
+    }
 }
 
 /// The manifest (an earlier run's if it describes the same file) and the `.part`, opened at

@@ -41,3 +41,45 @@ async fn a_reused_session_found_dead_is_replaced_without_a_try() {
         "no session was reused, so none was found dead: {st:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_unknown_size_broken_midway_goes_on_within_the_run() {
+    // No SIZE (the proxy refuses it, announcing none): one stream. Its first RETR stops sending
+    // after 1 MiB; after --stall-timeout the stream goes on with a new session and REST from
+    // the durable offset, in the same run.
+    let fx = Fixture::new(|c| {
+        c.with_faults(Faults {
+            stall_after: Some(MIB),
+            faulty_transfers: Some(1),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let data = fx.serve("f.bin", 3 * MIB + 1, 11);
+    let proxy = Proxy::start(fx.server.addr(), &["SIZE"], None).await;
+    let out = fx.out("f.bin");
+    let o = run(
+        &[
+            "--stall-timeout",
+            "1",
+            "--max-tries",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+            &proxy.url("f.bin"),
+        ],
+        &fx.local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    let st = fx.server.stats();
+    assert_eq!(
+        st.retrs, 2,
+        "one stream, then one going on from its offset: {st:?}"
+    );
+    // From 0, the second would send the whole file again: 1 MiB more.
+    assert!(
+        st.bytes_sent <= data.len() as u64 + (256 << 10),
+        "the second RETR did not start from the offset: {st:?}"
+    );
+}
