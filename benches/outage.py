@@ -1,19 +1,36 @@
 #!/usr/bin/env python3
-"""One network outage, measured for ftpseg and its peers, side by side.
+"""One network outage (or freeze), measured for ftpseg and its peers, side by side.
 
 In a network namespace of its own (loopback only), the built-in server (`ftpseg serve`) serves
 a 40 MiB file at 2 MiB/s per connection; each tool downloads it with 4 connections; after 4 s
 the loopback goes down (plus an `unreachable` route, so connects fail at once as they do when a
 laptop's route goes) for OUTAGE seconds, then comes back. `--at-start`: the network is down
-when the tool starts. For each tool: the exit code, the seconds from the network's return to
-the first byte read after it (the tool's `rchar` in /proc/PID/io, sampled every 20 ms), the
-seconds from the return to the tool's exit, and whether the file is byte-exact.
+when the tool starts. `--freeze SECS`: after 4 s the tool's processes (its process group and
+every descendant) get SIGSTOP and the loopback goes down; SIGCONT after SECS, the network back
+5 s after the thaw (a wake onto a Wi-Fi still reconnecting); the positional OUTAGE is then
+ignored (the network is down SECS + 5 s). The built-in server has no idle timeout: its
+sessions outlive the freeze, silent until TCP retransmits (a server set to drop idle sessions
+after 10 s would have closed them).
+
+For each tool and run: the scenario, the exit code, the seconds from the network's return to
+the first byte after it, the seconds from the return to the tool's exit (negative: it exited
+before the return), and whether the file is byte-exact. "First byte": the first 20 ms sample
+after the return at which the tool's `rchar` + `wchar` (/proc/PID/io, summed over the tool and
+its descendants) is 16 KiB past its value at the return. `rchar` alone misses tools that read
+sockets with recv(2) (aria2c, lftp), which the kernel does not count there; their writes of
+the file are counted in `wchar`; the 16 KiB keep log lines and control files from counting.
+With `--runs N` (N > 1), each tool's medians follow (exit codes listed, byte-exact as k/N).
 
     sudo python3 benches/outage.py 15                     # all tools, outage mid-download
     sudo python3 benches/outage.py 6 --at-start --tools ftpseg,aria2c
+    sudo python3 benches/outage.py 0 --freeze 60          # frozen 60 s, network back 5 s later
+    sudo python3 benches/outage.py 60 --runs 3            # 3 runs per tool, then medians
     FTPSEG=target/release/ftpseg ...                       # the binary measured
+    OUTAGE_STDERR=/tmp/errs ...                            # keep each run's stderr there
 
-Needs root (unshare, nsenter, ip). Every run is bounded (OUTAGE + 200 s) and cleans up.
+Needs root (unshare, nsenter, ip). Every run is bounded (the network's return + 200 s) and
+cleans up (a tool still running is continued and killed; the server and the namespace's
+holder are killed).
 """
 import argparse, hashlib, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
@@ -145,7 +162,9 @@ def one(tool, outage, at_start, freeze, work, digest):
         first = next((t - back for t, r in samples
                       if t > back and at_back is not None and r >= at_back + THRESHOLD), None)
     exact = os.path.exists(out) and sha(out) == digest
-    return code, first, (end - back) if back else None, exact, err[-1] if err else ""
+    # a tool that exits before the network returns: the end is negative (seconds before the
+    # planned return)
+    return code, first, end - (back if back else back_at), exact, err[-1] if err else ""
 
 
 def sha(path):
@@ -195,7 +214,7 @@ def main():
                 f = f"{first:.2f}" if first is not None else "-"
                 e = f"{end:.2f}" if end is not None else "-"
                 print(f"{scenario:22} {r:>3} {tool:8} {code:>4} {f:>28} {e:>21}  {str(exact):10}  "
-                      f"{msg[:60]}", flush=True)
+                      f"{msg[:100]}", flush=True)
         if a.runs > 1:
             med = lambda xs: (f"{statistics.median(xs):.2f}" if xs else "-")
             for tool, rs in rows.items():

@@ -17,16 +17,37 @@ pub struct InputLine {
     pub url: String,
     /// Output name (relative to `-d`), if the line gives one.
     pub output: Option<String>,
+    /// More servers of the same file: the line's other URLs, tab-separated (as aria2 reads
+    /// them).
+    pub mirrors: Vec<String>,
 }
 
 /// Parses an input file: one URL a line, an optional output name after whitespace, `#`
-/// comments and blank lines skipped. Lines are never rejected here: the URL is checked later,
-/// so a bad line fails alone.
+/// comments and blank lines skipped. A line with tabs holds one file's URLs (its mirrors)
+/// separated by tabs, and optionally its output name as the last field. Lines are never
+/// rejected here: the URL is checked later, so a bad line fails alone.
 pub fn parse_input(text: &str) -> Vec<InputLine> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.contains('\t') {
+            let fields: Vec<&str> = line
+                .split('\t')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .collect();
+            let (urls, names): (Vec<&str>, Vec<&str>) =
+                fields.iter().partition(|f| f.contains("://"));
+            let mut urls = urls.into_iter().map(str::to_owned);
+            out.push(InputLine {
+                line: i + 1,
+                url: urls.next().unwrap_or_else(|| fields[0].to_owned()),
+                mirrors: urls.collect(),
+                output: names.last().map(|n| n.to_string()),
+            });
             continue;
         }
         let (url, rest) = match line.split_once(char::is_whitespace) {
@@ -37,6 +58,7 @@ pub fn parse_input(text: &str) -> Vec<InputLine> {
             line: i + 1,
             url: url.to_owned(),
             output: (!rest.is_empty()).then(|| rest.to_owned()),
+            mirrors: Vec::new(),
         });
     }
     out
@@ -50,6 +72,8 @@ pub struct Input {
     pub url: String,
     /// The output name the input file's line gives (relative to `-d`).
     pub output: Option<String>,
+    /// The file's other servers (tab-separated on its `-i` line).
+    pub mirrors: Vec<String>,
 }
 
 /// Everything a batch reads before it starts: its inputs and the `--checksum-file`.
@@ -75,6 +99,7 @@ impl Inputs {
                 label: u.clone(),
                 url: u.clone(),
                 output: None,
+                mirrors: Vec::new(),
             })
             .collect();
         if let Some(path) = &settings.input_file {
@@ -88,6 +113,7 @@ impl Inputs {
                 label: format!("{path}:{}", l.line),
                 url: l.url,
                 output: l.output,
+                mirrors: l.mirrors,
             }));
         }
         if list.is_empty() {

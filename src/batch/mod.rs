@@ -85,6 +85,16 @@ pub enum Sums {
 pub trait JobFor: Sync {
     fn job_for(&self, raw: &str, output: Option<PathBuf>) -> Result<Job, Error>;
 
+    /// Another server of a file of the batch (a tab-separated URL of its `-i` line).
+    fn mirror_for(&self, raw: &str) -> Result<crate::download::Mirror, Error> {
+        let job = self.job_for(raw, Some(PathBuf::from("unused")))?;
+        Ok(crate::download::Mirror {
+            url: job.url,
+            creds: job.creds,
+            verify: job.verify,
+        })
+    }
+
     /// The connection budget of the servers of `host`, when it has its own (a config file's
     /// host table); else the batch's.
     fn budget_for(&self, _host: &str) -> Option<usize> {
@@ -108,6 +118,8 @@ struct FileJob {
     /// From the listing, when it said.
     size: Option<u64>,
     mdtm: Option<String>,
+    /// Its other servers.
+    mirrors: Vec<crate::download::Mirror>,
 }
 
 /// A server of the batch: its job template (credentials, options) and its budget.

@@ -23,6 +23,9 @@ pub(super) fn file_end(ctx: &Ctx, label: &str, path: Option<&Path>, end: &FileEn
                     "fetched": outcome.fetched, "resumed": outcome.resumed,
                     "seconds": outcome.elapsed.as_secs_f64(),
                     "blake3": outcome.blake3.map(|h| h.to_hex().to_string()), "checks": long,
+                    "sources": outcome.sources.iter()
+                        .map(|(url, bytes)| json!({"url": url, "bytes": bytes}))
+                        .collect::<Vec<_>>(),
                 }),
             );
             if !ctx.quiet && !ctx.events.enabled() {
@@ -30,7 +33,11 @@ pub(super) fn file_end(ctx: &Ctx, label: &str, path: Option<&Path>, end: &FileEn
                 algos.dedup();
                 println!("{}", outcome.summary(&algos));
                 if ctx.verbose {
-                    for line in outcome.hash_line().into_iter().chain(long) {
+                    let extra = outcome
+                        .source_lines()
+                        .into_iter()
+                        .chain(outcome.hash_line());
+                    for line in extra.chain(long) {
                         println!("  {line}");
                     }
                 }

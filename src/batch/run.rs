@@ -88,6 +88,8 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
     job.output = f.output.clone();
     job.pool = Some(h.pool.clone());
     job.digest = digest.clone();
+    job.mirrors = f.mirrors.clone();
+    job.per_mirror = Some(h.pool.limit());
     let mut progress =
         Progress::new(ctx.mode).with_events(ctx.events.clone(), f.url.redacted().to_string());
     let outcome = download::download(&job, &mut progress, ctx.stop.clone()).await?;

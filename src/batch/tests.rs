@@ -20,7 +20,8 @@ fn input_files() {
         InputLine {
             line: 3,
             url: "ftp://h/a.iso".into(),
-            output: None
+            output: None,
+            mirrors: Vec::new(),
         }
     );
     assert_eq!(lines[1].output.as_deref(), Some("my b.iso"));
@@ -103,4 +104,20 @@ proptest! {
         prop_assert_eq!(ta.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), a);
         prop_assert_eq!(a.cmp(&b), ta.cmp(&tb));
     }
+}
+
+#[test]
+fn tab_separated_urls_are_one_file_s_mirrors() {
+    let lines = parse_input(
+        "ftp://a/x.iso\tftp://b/pub/x.iso\t ftp://c/x.iso\n\
+         ftp://a/y.iso\tftp://b/y.iso\tmy y.iso\n\
+         ftp://a/z.iso out z.iso\n",
+    );
+    assert_eq!(lines[0].url, "ftp://a/x.iso");
+    assert_eq!(lines[0].mirrors, ["ftp://b/pub/x.iso", "ftp://c/x.iso"]);
+    assert_eq!(lines[0].output, None);
+    assert_eq!(lines[1].mirrors, ["ftp://b/y.iso"]);
+    assert_eq!(lines[1].output.as_deref(), Some("my y.iso"));
+    assert!(lines[2].mirrors.is_empty());
+    assert_eq!(lines[2].output.as_deref(), Some("out z.iso"));
 }

@@ -48,12 +48,34 @@ impl<'a> Planner<'a> {
         let mut files = Vec::new();
         let mut failed = Vec::new();
         for input in inputs {
-            match self.expand(&input.url, input.output.as_deref()).await {
+            let expanded = self.expand(&input.url, input.output.as_deref()).await;
+            let with_mirrors = expanded.and_then(|mut found| {
+                self.add_mirrors(&mut found, &input.mirrors)?;
+                Ok(found)
+            });
+            match with_mirrors {
                 Ok(found) => files.extend(found),
                 Err(e) => failed.push((input.label.clone(), None, FileEnd::Failed(e))),
             }
         }
         (files, failed)
+    }
+
+    /// The mirrors of an input line for the one file it names (a glob or folder has none).
+    fn add_mirrors(&self, found: &mut [FileJob], mirrors: &[String]) -> Result<(), Error> {
+        if mirrors.is_empty() {
+            return Ok(());
+        }
+        let [file] = found else {
+            return Err(Error::Usage(
+                "mirrors (tab-separated URLs) are for one file, not a glob or a folder".into(),
+            ));
+        };
+        file.mirrors = mirrors
+            .iter()
+            .map(|raw| self.jobs.mirror_for(raw))
+            .collect::<Result<_, _>>()?;
+        Ok(())
     }
 
     /// The server of `url` in the batch (created on first use): its job template and budget.
@@ -124,6 +146,7 @@ impl<'a> Planner<'a> {
             name: last,
             size: None,
             mdtm: None,
+            mirrors: Vec::new(),
         }])
     }
 
@@ -184,6 +207,7 @@ impl<'a> Planner<'a> {
                         name: e.name.clone(),
                         size: e.size,
                         mdtm: e.modify.clone(),
+                        mirrors: Vec::new(),
                     });
                 }
                 Kind::Dir if self.settings.recursive => {
@@ -257,6 +281,7 @@ async fn walk(
                         name: e.name.clone(),
                         size: e.size,
                         mdtm: e.modify.clone(),
+                        mirrors: Vec::new(),
                     });
                 }
                 Kind::Dir => {

@@ -196,6 +196,12 @@ pub struct GetArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
+    /// Another server of the same file (repeat for more): all are used at once, each within
+    /// --max-connections-per-host, -n connections in all; a mirror whose SIZE differs is left
+    /// out, one that fails for good is dropped while the others take its ranges over
+    #[arg(long, value_name = "URL")]
+    pub mirror: Vec<String>,
+
     #[command(flatten)]
     pub download: DownloadOpts,
 

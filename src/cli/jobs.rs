@@ -20,7 +20,7 @@ use crate::commands::demo::DemoPlan;
 use crate::commands::get::GetPlan;
 use crate::commands::put::PutPlan;
 use crate::commands::serve::ServePlan;
-use crate::download::{Connections, Job, autotune};
+use crate::download::{Connections, Job, Mirror, autotune};
 use crate::error::Error;
 use crate::ftp::Verify;
 use crate::ftp::ratelimit::RateLimit;
@@ -33,6 +33,13 @@ use crate::ui::progress::Mode;
 /// here, before any signal is watched).
 pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
     if args.bulk.wants_batch(args.url.as_deref()) {
+        if !args.mirror.is_empty() {
+            return Err(Error::Usage(
+                "--mirror is for one file; in a list (-i FILE), give a file's mirrors on its \
+                 line, separated by tabs"
+                    .into(),
+            ));
+        }
         let settings = batch_settings(&args);
         let inputs = batch::Inputs::read(&settings)?;
         return Ok(GetPlan::Batch {
@@ -48,15 +55,23 @@ pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
         args.url.as_deref().unwrap_or_default(),
         args.output,
     )?;
+    job.mirrors = args
+        .mirror
+        .iter()
+        .map(|raw| mirror_for(&args.download, raw))
+        .collect::<Result<_, _>>()?;
     // One file keeps within the per-host limit by using no more connections (a host table's
-    // limit, applied by `job_for`, is above the file's other settings).
+    // limit, applied by `job_for`, is above the file's other settings); with mirrors, each
+    // server within it, -n the total.
     let host = job.url.host_for_connect();
     let cap = match args.download.hosts.per_host(&host) {
         Some(_) => None,
         None => args.bulk.max_connections_per_host,
     };
-    if let Some(cap) = cap {
-        job.connections = job.connections.min(usize::from(cap));
+    match (cap, job.mirrors.is_empty()) {
+        (Some(cap), true) => job.connections = job.connections.min(usize::from(cap)),
+        (cap, false) => job.per_mirror = cap.map(usize::from),
+        (None, true) => {}
     }
     // A folder from the config file (`dir = ...`) is where a single download goes, unless
     // -o names the place; typed, -d makes a batch instead.
@@ -127,6 +142,19 @@ pub fn job_for(opts: &DownloadOpts, raw: &str, output: Option<PathBuf>) -> Resul
         digest: None,
         storage: Storage::File,
         io: opts.io,
+        mirrors: Vec::new(),
+        per_mirror: None,
+    })
+}
+
+/// Another server of the file `raw`, as `job_for` would reach it (its host table, TLS
+/// settings and credentials).
+fn mirror_for(opts: &DownloadOpts, raw: &str) -> Result<Mirror, Error> {
+    let job = job_for(opts, raw, Some(PathBuf::from("unused")))?;
+    Ok(Mirror {
+        url: job.url,
+        creds: job.creds,
+        verify: job.verify,
     })
 }
 

@@ -49,8 +49,10 @@ pub async fn run(plan: GetPlan, stop: &Stop) -> Result<(), Error> {
             let outcome = result.map_err(|e| e.scrub(&job.creds.password))?;
             if !quiet {
                 println!("{}", outcome.summary(&[]));
-                if let Some(hash) = outcome.hash_line().filter(|_| verbose) {
-                    println!("  {hash}");
+                if verbose {
+                    for line in outcome.source_lines().iter().chain(&outcome.hash_line()) {
+                        println!("  {line}");
+                    }
                 }
             }
             Ok(())

@@ -66,6 +66,20 @@ pub struct Job {
     pub storage: Storage,
     /// How they get into the `.part` (`--io`; `storage/io.rs`).
     pub io: Io,
+    /// More servers of the same file (`--mirror`, a Metalink): the download uses them all at
+    /// once, each within `per_mirror` connections; `connections` is the total.
+    pub mirrors: Vec<Mirror>,
+    /// Connections to one server at most (`--max-connections-per-host`), each mirror its own.
+    pub per_mirror: Option<usize>,
+}
+
+/// Another server of the same file: its URL (whose path `RETR` asks for), login and TLS
+/// checks.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    pub url: FtpUrl,
+    pub creds: Credentials,
+    pub verify: Verify,
 }
 
 impl Job {
@@ -109,6 +123,8 @@ impl Job {
             digest: None,
             storage: Storage::File,
             io: Io::Auto,
+            mirrors: Vec::new(),
+            per_mirror: None,
         }
     }
 }
@@ -148,6 +164,8 @@ pub struct Outcome {
     pub hash_from_chunks: bool,
     /// Connections that were opened.
     pub connections: usize,
+    /// With mirrors: each server (its URL without password) and the bytes it sent in this run.
+    pub sources: Vec<(String, u64)>,
     /// The remote file's modification time from `MDTM` (`YYYYMMDDHHMMSS`, UTC), if known.
     pub remote_mtime: Option<String>,
     /// From the start of the run to the first byte of file data.
@@ -170,6 +188,9 @@ impl Outcome {
             human_bytes((o.fetched as f64 / secs) as u64),
             connections(o.connections),
         );
+        if o.sources.len() > 1 {
+            line += &format!(" to {} servers", o.sources.len());
+        }
         if o.resumed > 0 {
             line += &format!(", {} resumed", human_bytes(o.resumed));
         }
@@ -177,6 +198,14 @@ impl Outcome {
             line += &format!(", verified {}", verified.join(" and "));
         }
         line
+    }
+
+    /// With several servers: what each sent, for `-v` ("ftp://a/x.iso: 1.20 GiB").
+    pub fn source_lines(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .map(|(url, bytes)| format!("from {url}: {}", human_bytes(*bytes)))
+            .collect()
     }
 
     /// The file's BLAKE3 and how it was obtained, for `-v`: `None` when the bytes were

@@ -26,6 +26,7 @@ pub mod autotune;
 mod checkpoint;
 mod job;
 mod meter;
+mod mirrors;
 pub mod plan;
 mod resume;
 mod run;
@@ -43,12 +44,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::download::checkpoint::Checkpoint;
-pub use crate::download::job::{Connections, Job, Outcome};
+pub use crate::download::job::{Connections, Job, Mirror, Outcome};
 use crate::download::resume::{Files, Remote, Resumed};
 use crate::download::run::Crew;
 use crate::download::sched::Scheduler;
 use crate::download::startup::{Size, Started};
-use crate::download::state::{Chunking, Setup, Shared};
+use crate::download::state::{Chunking, ServerSetup, Setup, Shared};
 use crate::error::Error;
 use crate::ftp::Transfer;
 use crate::storage::PartFile;
@@ -90,11 +91,17 @@ pub async fn download(
                 .await;
             }
         };
+    // The mirrors are opened (and checked) once the file's size is known.
+    let mirrors = match job.mirrors.is_empty() {
+        true => Vec::new(),
+        false => mirrors::open_mirrors(job, size, progress).await,
+    };
     let begun = Begun {
         started,
         start,
         size,
         preopened,
+        mirrors,
     };
     let Prepared {
         shared,
@@ -122,6 +129,8 @@ struct Begun {
     size: u64,
     /// A transfer from byte 0 the first session already started (a server without `SIZE`).
     preopened: Option<Transfer>,
+    /// The mirrors that passed their checks.
+    mirrors: Vec<mirrors::MirrorStart>,
 }
 
 /// A download ready to run its workers.
@@ -147,6 +156,7 @@ fn prepare(
         start,
         size: remote_size,
         preopened,
+        mirrors,
     } = begun;
     // `ftpseg bench --bytes`: only the first bytes of the file.
     let size = job
@@ -167,16 +177,38 @@ fn prepare(
     } = resume::resume_or_start(job, progress, files, &remote)?;
     let min_range = if rest { job.min_range } else { u64::MAX };
     let remaining: u64 = manifest.ranges.iter().map(|r| r.remaining()).sum();
-    let workers = startup::workers_for(job, remaining, rest);
+    let mut servers = vec![ServerSetup {
+        pool: job.pool.clone(),
+        ..ServerSetup::of(
+            &job.url,
+            &job.creds,
+            start.net.clone(),
+            start.tls,
+            &start.first,
+        )
+    }];
+    let mut mirror_firsts = Vec::new();
+    for m in mirrors {
+        servers.push(ServerSetup::of(&m.url, &m.creds, m.net, m.tls, &m.first));
+        mirror_firsts.push(m.first);
+    }
+    // Each server within --max-connections-per-host (with one server, the batch's pool
+    // does that).
+    let cap = job.per_mirror.filter(|_| servers.len() > 1);
+    let assignment = mirrors::assign(
+        startup::workers_for(job, remaining, rest),
+        servers.len(),
+        cap,
+    );
+    let workers = assignment.len();
     // `-n auto` starts with few workers allowed; the others join (and count as live) later.
     let allowed = startup::starting_workers(job, workers);
     let sched = Arc::new(Scheduler::new(&manifest.ranges, min_range, allowed));
     let chunking = Chunking::of(&manifest, files.is_some());
     let setup = Setup {
         started,
-        first: &start.first,
-        net: start.net.clone(),
-        tls: start.tls,
+        servers,
+        assignment,
         sched: sched.clone(),
         part: &part,
         size,
@@ -186,7 +218,7 @@ fn prepare(
         chunking,
     };
     let shared = Arc::new(Shared::new(job, setup));
-    *shared.server.slots[0]
+    *shared.servers[0].slots[0]
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = start.permit;
     let part = Arc::new(part);
@@ -197,6 +229,7 @@ fn prepare(
         first: start.first,
         preopened,
         early: start.early,
+        mirror_firsts,
         workers,
     };
     Ok(Prepared {
@@ -254,11 +287,32 @@ fn commit(
         blake3: hash,
         hash_time,
         hash_from_chunks,
-        connections: shared.server.opened.load(Ordering::Relaxed) as usize,
+        connections: shared
+            .servers
+            .iter()
+            .map(|s| s.opened.load(Ordering::Relaxed) as usize)
+            .sum(),
+        sources: sources(shared),
         remote_mtime,
         first_byte: match shared.run.first_byte_us.load(Ordering::Relaxed) {
             u64::MAX => None,
             us => Some(Duration::from_micros(us)),
         },
     })
+}
+
+/// Bytes each server sent in this run, with several servers (none with one).
+fn sources(shared: &Shared) -> Vec<(String, u64)> {
+    if shared.servers.len() < 2 {
+        return Vec::new();
+    }
+    let mut by: Vec<(String, u64)> = shared
+        .servers
+        .iter()
+        .map(|s| (s.label.clone(), 0))
+        .collect();
+    for c in &shared.conns {
+        by[c.mirror].1 += c.bytes.load(Ordering::Relaxed);
+    }
+    by
 }

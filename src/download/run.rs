@@ -30,8 +30,11 @@ pub(super) struct Crew {
     pub first: Session,
     /// A transfer from byte 0 the first session already started (a server without `SIZE`).
     pub preopened: Option<Transfer>,
-    /// Logins started during the setup, for workers 1, 2, ...
+    /// Logins started during the setup, for the first server's workers after the first.
     pub early: EarlyLogins,
+    /// The mirrors' probed first sessions (server k's at k - 1), each for the first worker
+    /// reading from it.
+    pub mirror_firsts: Vec<Session>,
     pub workers: usize,
 }
 
@@ -118,17 +121,32 @@ fn spawn_workers(shared: &Arc<Shared>, crew: Crew) -> JoinSet<Result<(), Error>>
         first,
         preopened,
         mut early,
+        mirror_firsts,
         workers,
     } = crew;
     let mut set = JoinSet::new();
     let mut first = Some((first, preopened));
+    let mut mirror_firsts: Vec<Option<Session>> = mirror_firsts.into_iter().map(Some).collect();
+    // How many of the first server's workers came before (the k-th takes early login k).
+    let mut on_first = 0;
     for id in 0..workers {
         let shared = shared.clone();
-        let (session, head) = match first.take() {
-            Some((s, p)) => (Some(s), p.map(HeadStart::Transfer)),
-            None => (None, early.take(id).map(HeadStart::Login)),
+        let mirror = shared.conns[id].mirror;
+        let (session, head) = match mirror {
+            0 => {
+                on_first += 1;
+                match first.take() {
+                    Some((s, p)) => (Some(s), p.map(HeadStart::Transfer)),
+                    None => (None, early.take(on_first - 1).map(HeadStart::Login)),
+                }
+            }
+            k => (mirror_firsts[k - 1].take(), None),
         };
         set.spawn(async move { worker(id, shared, session, head).await });
+    }
+    // Mirrors' sessions no worker took (fewer workers than servers): logged out.
+    for s in mirror_firsts.into_iter().flatten() {
+        s.quit_later();
     }
     set
 }
@@ -197,9 +215,10 @@ impl NetWatch {
         }
     }
 
-    /// One look; an error once the network has been missing for `--network-wait`.
+    /// One look; an error once the network to the last server left has been missing for
+    /// `--network-wait` (a mirror without a network that long is dropped while others are
+    /// left).
     fn on_tick(&mut self, shared: &Shared, progress: &Progress) -> Result<(), Error> {
-        let net = &shared.server.net;
         let now = byte_counts(shared);
         if self.recent.len() > QUIET_TICKS {
             self.recent.pop_front();
@@ -211,39 +230,62 @@ impl NetWatch {
             kick(shared, |_| true);
             look_up_again(shared);
         }
-        match net.probe() {
-            None => {}
-            Some(Change::Lost { why }) => {
-                progress.network(&NetNote::Lost {
-                    why,
-                    limit: net.wait_limit(),
-                });
+        for (k, server) in shared.servers.iter().enumerate() {
+            if server.dropped.load(Ordering::SeqCst) {
+                continue;
             }
-            Some(Change::Back { after }) => {
-                progress.network(&NetNote::Back { after });
-                let then = self.recent.front().expect("pushed above");
-                kick(shared, |id| now[id] == then[id]);
-                look_up_again(shared);
+            let net = &server.net;
+            match net.probe() {
+                None => {}
+                // One line for the machine's network, not one per mirror.
+                Some(Change::Lost { why }) if k == 0 => {
+                    progress.network(&NetNote::Lost {
+                        why,
+                        limit: net.wait_limit(),
+                    });
+                }
+                Some(Change::Lost { .. }) => {}
+                Some(Change::Back { after }) => {
+                    if k == 0 {
+                        progress.network(&NetNote::Back { after });
+                    }
+                    let then = self.recent.front().expect("pushed above");
+                    kick(shared, |id| {
+                        shared.conns[id].mirror == k && now[id] == then[id]
+                    });
+                    look_up_again(shared);
+                }
+            }
+            if let Some(gone) = net.gone() {
+                if shared.live_servers() > 1 {
+                    server.dropped.store(true, Ordering::SeqCst);
+                    progress.note(&format!(
+                        "mirror {} dropped: no network to it for {:?}",
+                        server.label,
+                        net.wait_limit()
+                    ));
+                    continue;
+                }
+                return Err(gone.into_error(&server.host(), net.wait_limit()));
             }
         }
-        match net.gone() {
-            Some(gone) => Err(gone.into_error(&shared.server.host(), net.wait_limit())),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
-/// The machine may be on another network now: the server's name is looked up again, and the
-/// next logins go to what it resolves to (the old addresses until the answer comes).
+/// The machine may be on another network now: the servers' names are looked up again, and
+/// the next logins go to what they resolve to (the old addresses until the answer comes).
 fn look_up_again(shared: &Shared) {
-    let (url, net) = (shared.target.url.clone(), shared.server.net.clone());
-    let limit = shared.server.timeouts.connect;
-    tokio::spawn(async move {
-        if let Ok(addrs) = crate::retry::resolve(&url, limit).await {
-            crate::trace!("network: {} resolves to {addrs:?}", url.host_for_connect());
-            net.set_addrs(addrs);
-        }
-    });
+    for server in &shared.servers {
+        let (url, net) = (server.url.clone(), server.net.clone());
+        let limit = server.timeouts.connect;
+        tokio::spawn(async move {
+            if let Ok(addrs) = crate::retry::resolve(&url, limit).await {
+                crate::trace!("network: {} resolves to {addrs:?}", url.host_for_connect());
+                net.set_addrs(addrs);
+            }
+        });
+    }
 }
 
 fn byte_counts(shared: &Shared) -> Vec<u64> {

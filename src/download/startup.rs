@@ -277,8 +277,15 @@ fn early_logins(
         return EarlyLogins(Vec::new());
     }
     let size = job.limit.map_or(size, |limit| limit.clamp(1, size));
-    // REST is probed only later; without it, these logins are aborted unused.
-    let others = starting_workers(job, workers_for(job, size, true)) - 1;
+    // REST is probed only later; without it, these logins are aborted unused. With mirrors,
+    // only this server's share, within its limit (the mirrors are opened later).
+    let all = starting_workers(job, workers_for(job, size, true));
+    let share = all.div_ceil(1 + job.mirrors.len());
+    let mine = match job.mirrors.is_empty() {
+        true => all,
+        false => share.min(job.per_mirror.unwrap_or(usize::MAX)),
+    };
+    let others = mine.max(1) - 1;
     EarlyLogins(
         (0..others)
             .map(|_| {

@@ -25,7 +25,9 @@ use crate::ui::progress::{ConnState, ConnView, View};
 pub(super) struct Shared {
     pub sched: Arc<Scheduler>,
     pub target: Target,
-    pub server: Server,
+    /// The servers of the file: the URL's first, then the mirrors that passed their checks
+    /// (`download/mirrors.rs`). Each connection reads from one ([`ConnStat::mirror`]).
+    pub servers: Vec<Server>,
     pub limits: Limits,
     pub output: Output,
     pub stake: Stake,
@@ -35,8 +37,6 @@ pub(super) struct Shared {
 
 /// What is fetched.
 pub(super) struct Target {
-    /// The file's URL (its path is what `RETR` asks for).
-    pub url: FtpUrl,
     /// Bytes to fetch: the file's size, or less with `Job::limit`.
     pub size: u64,
     /// The file's size on the server (where a transfer without RANG ends by itself).
@@ -66,8 +66,14 @@ impl Chunking {
     }
 }
 
-/// How this download opens sessions, and what it learned about the server.
+/// How this download opens sessions to one server of the file, and what it learned about it.
 pub(super) struct Server {
+    /// The file's URL on this server (its path is what `RETR` asks for), and as shown.
+    pub url: FtpUrl,
+    pub label: String,
+    /// Set when this mirror failed for good: its connections stop, the others take its
+    /// ranges over. Never set on the last server left.
+    pub dropped: AtomicBool,
     /// Whether the network is there (`--network-wait`), shared by the connections; it also
     /// holds the server's addresses (looked up again after a sleep or an outage).
     pub net: Arc<Network>,
@@ -88,6 +94,41 @@ pub(super) struct Server {
     pub slots: Vec<Mutex<Option<Permit>>>,
     /// Sessions opened by this download.
     pub opened: AtomicU64,
+}
+
+/// A server as the setup found it, for [`Shared::new`].
+pub(super) struct ServerSetup {
+    pub url: FtpUrl,
+    pub creds: Credentials,
+    pub net: Arc<Network>,
+    pub tls: Option<Arc<TlsClient>>,
+    /// What its probed first session learned: REST, EPSV, RANG.
+    pub rest: (bool, bool),
+    pub epsv: bool,
+    pub rang: bool,
+    pub pool: Option<Arc<HostPool>>,
+}
+
+impl ServerSetup {
+    /// The setup of the server `first` was opened to.
+    pub fn of(
+        url: &FtpUrl,
+        creds: &Credentials,
+        net: Arc<Network>,
+        tls: Option<Arc<TlsClient>>,
+        first: &Session,
+    ) -> ServerSetup {
+        ServerSetup {
+            url: url.clone(),
+            creds: creds.clone(),
+            net,
+            tls,
+            rest: first.rest_support(),
+            epsv: first.uses_epsv(),
+            rang: first.uses_rang(),
+            pool: None,
+        }
+    }
 }
 
 impl Server {
@@ -189,10 +230,10 @@ const WRITE_BACK_MIN: u64 = 512 << 10;
 /// What the setup of a download decided, for [`Shared::new`].
 pub(super) struct Setup<'a> {
     pub started: Instant,
-    /// The probed first session (what it learned about the server).
-    pub first: &'a Session,
-    pub net: Arc<Network>,
-    pub tls: Option<Arc<TlsClient>>,
+    /// The servers: the URL's, then the mirrors.
+    pub servers: Vec<ServerSetup>,
+    /// The server each worker reads from.
+    pub assignment: Vec<usize>,
     pub sched: Arc<Scheduler>,
     pub part: &'a PartFile,
     /// Bytes to fetch, and the file's size on the server.
@@ -210,25 +251,31 @@ impl Shared {
         Shared {
             sched: s.sched,
             target: Target {
-                url: job.url.clone(),
                 size: s.size,
                 remote_size: s.remote_size,
                 chunking: s.chunking,
             },
-            server: Server {
-                net: s.net,
-                tls: s.tls,
-                creds: job.creds.clone(),
-                timeouts: job.timeouts,
-                rest: s.first.rest_support(),
-                epsv: AtomicBool::new(s.first.uses_epsv()),
-                rang: AtomicBool::new(s.first.uses_rang() && !job.no_rang),
-                use_pasv_address: job.use_pasv_address,
-                active: job.active,
-                pool: job.pool.clone(),
-                slots: (0..workers).map(|_| Mutex::new(None)).collect(),
-                opened: AtomicU64::new(1),
-            },
+            servers: s
+                .servers
+                .into_iter()
+                .map(|v| Server {
+                    label: v.url.redacted(),
+                    url: v.url,
+                    dropped: AtomicBool::new(false),
+                    net: v.net,
+                    tls: v.tls,
+                    creds: v.creds,
+                    timeouts: job.timeouts,
+                    rest: v.rest,
+                    epsv: AtomicBool::new(v.epsv),
+                    rang: AtomicBool::new(v.rang && !job.no_rang),
+                    use_pasv_address: job.use_pasv_address,
+                    active: job.active,
+                    pool: v.pool,
+                    slots: (0..workers).map(|_| Mutex::new(None)).collect(),
+                    opened: AtomicU64::new(1),
+                })
+                .collect(),
             limits: Limits {
                 max_tries: job.max_tries,
                 busy_retry: job.busy_retry,
@@ -263,8 +310,23 @@ impl Shared {
                 allowed: AtomicUsize::new(s.allowed),
                 refused: AtomicBool::new(false),
             },
-            conns: (0..workers).map(ConnStat::new).collect(),
+            conns: (0..workers)
+                .map(|id| ConnStat::new(id, s.assignment[id]))
+                .collect(),
         }
+    }
+
+    /// The server connection `id` reads from.
+    pub fn server(&self, id: usize) -> &Server {
+        &self.servers[self.conns[id].mirror]
+    }
+
+    /// Servers not dropped.
+    pub fn live_servers(&self) -> usize {
+        self.servers
+            .iter()
+            .filter(|s| !s.dropped.load(Ordering::SeqCst))
+            .count()
     }
 
     /// The download failed, or every range is done: a waiting connection has nothing to wait
@@ -287,7 +349,7 @@ impl Shared {
                 }
             })
             .collect();
-        let net = &self.server.net;
+        let net = &self.servers[0].net;
         View {
             done: self.target.size - self.sched.remaining(),
             total: Some(self.target.size),
@@ -301,6 +363,8 @@ impl Shared {
 pub(super) struct ConnStat {
     /// The worker's id (for the trace).
     id: usize,
+    /// The server it reads from (an index of [`Shared::servers`]).
+    pub mirror: usize,
     pub bytes: AtomicU64,
     pub view: Mutex<(Option<Arc<Segment>>, ConnState)>,
     /// Recent throughput while reading, bytes/s as `f64` bits (0: not measured yet). Updated
@@ -318,9 +382,10 @@ pub(super) struct ConnStat {
 }
 
 impl ConnStat {
-    pub fn new(id: usize) -> ConnStat {
+    pub fn new(id: usize, mirror: usize) -> ConnStat {
         ConnStat {
             id,
+            mirror,
             bytes: AtomicU64::new(0),
             view: Mutex::new((None, ConnState::default())),
             rate: AtomicU64::new(0),

@@ -412,6 +412,7 @@ fn commit(
         hash_time,
         hash_from_chunks: false,
         connections: 1,
+        sources: Vec::new(),
         remote_mtime: mdtm,
         first_byte: None,
     })

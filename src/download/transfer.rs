@@ -16,7 +16,7 @@ use crate::download::checkpoint::{far_ahead, wait_for_checkpoint};
 use crate::download::meter::{RateProbe, blend_f64};
 use crate::download::sched::{READ_CHUNK, Segment};
 use crate::download::startup::{HeadStart, PendingLogin};
-use crate::download::state::{ConnStat, Shared};
+use crate::download::state::{ConnStat, Server, Shared};
 use crate::error::Error;
 use crate::ftp::{DataStream, Session, SessionError, Transfer};
 use crate::storage::{Landing, PartWriter, Receiver};
@@ -60,13 +60,18 @@ impl<'a> Connection<'a> {
         &self.shared.conns[self.id]
     }
 
+    /// The server this connection reads from.
+    pub fn server(&self) -> &'a Server {
+        self.shared.server(self.id)
+    }
+
     /// Opens a session if there is none: the login started early, or a new one.
     async fn connect(&mut self, login: Option<PendingLogin>) -> Result<(), SessionError> {
         if self.session.is_none() {
             let s = match login {
                 // Started during the first session's probe (`EarlyLogins`).
-                Some(login) => welcome(self.shared, login.session().await?),
-                None => log_in(self.shared).await?,
+                Some(login) => welcome(self.server(), login.session().await?),
+                None => log_in(self.server()).await?,
             };
             self.session = Some(s);
         }
@@ -74,9 +79,8 @@ impl<'a> Connection<'a> {
     }
 }
 
-/// A new session for this download's server, with what the download learned about it.
-pub(super) async fn log_in(shared: &Shared) -> Result<Session, SessionError> {
-    let server = &shared.server;
+/// A new session to `server`, with what the download learned about it.
+pub(super) async fn log_in(server: &Server) -> Result<Session, SessionError> {
     let addrs = server.net.addrs();
     // Without a way out, a connect would only wait for its timeout (`Failure::NoNetwork`).
     if let (Err(source), Some(&addr)) = (server.net.route(), addrs.first()) {
@@ -84,15 +88,15 @@ pub(super) async fn log_in(shared: &Shared) -> Result<Session, SessionError> {
     }
     let s =
         Session::connect_with(&addrs, &server.creds, server.timeouts, server.tls.as_ref()).await?;
-    Ok(welcome(shared, s))
+    Ok(welcome(server, s))
 }
 
 /// A session this download opened (now or early): counted, and told what the download
 /// learned about the server.
-fn welcome(shared: &Shared, mut s: Session) -> Session {
-    shared.server.opened.fetch_add(1, Ordering::Relaxed);
-    shared.server.net.reached();
-    shared.server.adopt(&mut s);
+fn welcome(server: &Server, mut s: Session) -> Session {
+    server.opened.fetch_add(1, Ordering::Relaxed);
+    server.net.reached();
+    server.adopt(&mut s);
     s
 }
 
@@ -106,7 +110,7 @@ pub(super) async fn fetch_range(
     head: Option<HeadStart>,
     seg: &Arc<Segment>,
 ) -> Result<(), AttemptError> {
-    let shared = c.shared;
+    let (shared, server) = (c.shared, c.server());
     let (login, preopened) = match head {
         Some(HeadStart::Login(login)) => (Some(login), None),
         Some(HeadStart::Transfer(transfer)) => (None, Some(transfer)),
@@ -114,7 +118,7 @@ pub(super) async fn fetch_range(
     };
     c.connect(login).await?;
     let s = c.session.as_mut().expect("connected above");
-    if !shared.server.rest.0 && seg.pos() > seg.start {
+    if !server.rest.0 && seg.pos() > seg.start {
         // Without REST a failed stream can only start again from byte 0.
         shared.sched.rewind(seg, seg.start);
     }
@@ -129,14 +133,15 @@ pub(super) async fn fetch_range(
         probe: None,
     };
     let attempt_start = read.pos;
-    let Some(transfer) = open_transfer(shared, s, seg, read.pos, preopened).await? else {
+    let path = &server.url.path;
+    let Some(transfer) = open_transfer(path, s, seg, read.pos, preopened).await? else {
         return Ok(());
     };
     if !s.uses_epsv() {
-        shared.server.epsv.store(false, Ordering::Relaxed);
+        server.epsv.store(false, Ordering::Relaxed);
     }
     if !s.uses_rang() {
-        shared.server.rang.store(false, Ordering::Relaxed);
+        server.rang.store(false, Ordering::Relaxed);
     }
     // Where the server ends this transfer by itself: the end of the file, or the end of the
     // range it was asked for with RANG.
@@ -153,7 +158,7 @@ pub(super) async fn fetch_range(
         p.sample(shared, read.stat, read.pos, true);
     }
     let to_eof = read.at_transfer_end(s, &mut stream).await?;
-    if !to_eof && shared.server.pool.is_none() && shared.sched.remaining() == 0 {
+    if !to_eof && server.pool.is_none() && shared.sched.remaining() == 0 {
         // Every byte of the file is in and no other file needs this session: the reply to the
         // stopped transfer and the NOOP after it would only add two round trips to the end.
         drop(stream);
@@ -174,7 +179,7 @@ pub(super) async fn fetch_range(
 /// The transfer for `seg` from `pos`: the one the probe started at byte 0 if the range starts
 /// there (stopped otherwise), or a new one. `None`: nothing is left to fetch of `seg`.
 async fn open_transfer(
-    shared: &Shared,
+    path: &str,
     s: &mut Session,
     seg: &Arc<Segment>,
     pos: u64,
@@ -191,7 +196,7 @@ async fn open_transfer(
     if pos >= seg.end() {
         return Ok(None);
     }
-    Ok(Some(retr_piece(shared, s, seg, pos).await?))
+    Ok(Some(retr_piece(path, s, seg, pos).await?))
 }
 
 /// A transfer being read into its range.
@@ -341,7 +346,7 @@ impl RangeRead<'_> {
             }
         };
         SessionError::Io {
-            command: format!("RETR {}", self.shared.target.url.path),
+            command: format!("RETR {}", self.shared.server(self.id).url.path),
             source: std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 format!("data ended at byte {pos}, expected {end} ({why})"),
@@ -366,7 +371,7 @@ impl RangeRead<'_> {
         match s.read_data(stream, &mut probe).await? {
             0 => Ok(true),
             _ if self.transfer_end < shared.target.remote_size => {
-                shared.server.rang.store(false, Ordering::Relaxed);
+                shared.server(self.id).rang.store(false, Ordering::Relaxed);
                 Ok(false)
             }
             _ => Err(SessionError::Changed(format!(
@@ -400,7 +405,7 @@ const RANG_PIECE: u64 = 8 << 20;
 /// [`RANG_PIECE`] (announced on the segment before any byte is read); otherwise from `pos` to
 /// the end of the file, to be stopped early at the range's end.
 async fn retr_piece(
-    shared: &Shared,
+    path: &str,
     s: &mut Session,
     seg: &Arc<Segment>,
     pos: u64,
@@ -416,7 +421,7 @@ async fn retr_piece(
         end
     };
     seg.set_transfer_end(s.uses_rang().then_some(ask));
-    let t = s.retr_range(&shared.target.url.path, pos, Some(ask)).await;
+    let t = s.retr_range(path, pos, Some(ask)).await;
     // RANG refused (the session then uses REST): no end of its own.
     seg.set_transfer_end(t.as_ref().ok().and_then(|t| t.ends_at));
     t

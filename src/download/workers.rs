@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::download::meter::{load_f64, setup_time};
 use crate::download::sched::{Segment, Speeds};
 use crate::download::startup::HeadStart;
-use crate::download::state::{ConnStat, Shared};
+use crate::download::state::{ConnStat, Server, Shared};
 use crate::download::transfer::{AttemptError, Connection, fetch_range, log_in};
 use crate::error::{Error, SessionContext, Step};
 use crate::ftp::{Session, SessionError};
@@ -51,6 +51,13 @@ pub(super) async fn worker(
         return Ok(());
     }
     loop {
+        if c.server().dropped.load(Ordering::SeqCst) {
+            // Its mirror failed for good (`drop_mirror`): the others go on without it.
+            crate::trace!("conn {id}: its mirror is dropped");
+            shared.sched.retire();
+            stat.set(None, ConnState::NotNeeded);
+            return Ok(());
+        }
         if !hold_slot(&mut c).await {
             shared.sched.retire();
             break;
@@ -75,7 +82,7 @@ pub(super) async fn worker(
         }
     }
     stat.set(None, ConnState::Done);
-    match (&shared.server.pool, shared.server.take_permit(id)) {
+    match (&c.server().pool, c.server().take_permit(id)) {
         (Some(pool), Some(permit)) => pool.give_back(c.session, permit),
         _ => {
             if let Some(s) = c.session {
@@ -220,7 +227,7 @@ async fn after_failure(
     drop(c.session.take());
     // The first session logged in with these credentials (see `Failure::after_login`).
     let mut failure = Failure::after_login(&e);
-    if failure == Failure::Transient && shared.server.net.route().is_err() {
+    if failure == Failure::Transient && c.server().net.route().is_err() {
         // A stall or a reset while the route is gone: the network, not the server.
         failure = Failure::NoNetwork;
     }
@@ -231,7 +238,10 @@ async fn after_failure(
         shared.run.refused.store(true, Ordering::SeqCst);
     }
     if failure == Failure::Fatal {
-        return Err(range_error(shared, e));
+        if drop_mirror(c, &e.to_string()) && shared.sched.give_up(seg) {
+            return Ok(Next::Stop);
+        }
+        return Err(range_error(shared, c.server(), e));
     }
     if failure == Failure::Busy && shared.sched.give_up(seg) {
         // The server wants fewer connections: another live connection takes this range; this
@@ -241,8 +251,21 @@ async fn after_failure(
             false => Next::Stop,
         });
     }
+    if others_live(c) && shared.sched.give_up(seg) {
+        // With mirrors: the range goes to the other servers' connections at once, while this
+        // one finds out whether its server comes back.
+        seg.attempt_ended(before, false);
+        return Ok(match mirror_again(c, e).await {
+            true => Next::Another,
+            false => Next::Stop,
+        });
+    }
     let tries = seg.attempt_ended(before, true);
     if tries >= shared.limits.max_tries {
+        let why = format!("{tries} tries failed, the last: {e}");
+        if drop_mirror(c, &why) && shared.sched.give_up(seg) {
+            return Ok(Next::Stop);
+        }
         return Err(Error::GaveUp {
             tries,
             last: e.to_string(),
@@ -273,7 +296,8 @@ async fn wait_for_network(
     e: &SessionError,
 ) -> Result<Next, Error> {
     let shared = c.shared;
-    let net = &shared.server.net;
+    let server = c.server();
+    let net = &server.net;
     net.missed(&e.to_string());
     seg.attempt_ended(before, false);
     c.stat().set(Some(seg.clone()), ConnState::NoNetwork);
@@ -281,7 +305,7 @@ async fn wait_for_network(
     tokio::select! {
         back = net.wait_for_return() => match back {
             Ok(()) => Ok(Next::Again),
-            Err(gone) => Err(gone.into_error(&shared.server.host(), net.wait_limit())),
+            Err(gone) => Err(gone.into_error(&server.host(), net.wait_limit())),
         },
         _ = seg.preempted() => {
             shared.sched.release_preempted(seg);
@@ -292,14 +316,87 @@ async fn wait_for_network(
 }
 
 /// The error that ends the download for a worker's failure that is not retried.
-fn range_error(shared: &Shared, e: SessionError) -> Error {
-    let host = shared.server.host();
+fn range_error(shared: &Shared, server: &Server, e: SessionError) -> Error {
+    let host = server.host();
     let step = Step::Range {
         host: &host,
         part: &shared.output.part_path,
     };
-    let ctx = SessionContext::new(&shared.target.url, &shared.server.creds, step);
+    let ctx = SessionContext::new(&server.url, &server.creds, step);
     Error::from_session(ctx, e)
+}
+
+/// Whether a server other than this connection's is live.
+fn others_live(c: &Connection<'_>) -> bool {
+    let server = c.server();
+    c.shared
+        .servers
+        .iter()
+        .any(|s| !std::ptr::eq(s, server) && !s.dropped.load(Ordering::SeqCst))
+}
+
+/// A connection whose mirror failed (`e`), its range handed to the others: logs in to the
+/// mirror again after backoffs, and rejoins the download with the new session (`true`); after
+/// `--max-tries` failed logins in a row the mirror is dropped (`false`, as when the download
+/// ends meanwhile).
+async fn mirror_again(c: &mut Connection<'_>, mut e: SessionError) -> bool {
+    let (shared, server, id) = (c.shared, c.server(), c.id);
+    let mut tries = 1;
+    loop {
+        if tries >= shared.limits.max_tries {
+            drop_mirror(c, &format!("{tries} tries failed, the last: {e}"));
+            shared.sched.retire();
+            c.stat().set(None, ConnState::NotNeeded);
+            return false;
+        }
+        let wait = backoff(tries);
+        c.stat().set(None, ConnState::Retrying(wait));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = c.stat().kick.notified() => {}
+        }
+        if shared.over() || server.dropped.load(Ordering::SeqCst) {
+            return false;
+        }
+        match log_in(server).await {
+            Ok(s) if shared.sched.rejoin() => {
+                crate::trace!("conn {id}: its mirror answers again");
+                c.session = Some(s);
+                return true;
+            }
+            Ok(s) => {
+                s.quit_later();
+                return false;
+            }
+            Err(next) => {
+                crate::trace!("conn {id}: mirror still failing ({next})");
+                e = next;
+                tries += 1;
+            }
+        }
+    }
+}
+
+/// A mirror that failed for good (`why`): dropped, if another server is left, so that its
+/// connections stop and the others take its ranges over (`true`); the last server is never
+/// dropped (`false`: the failure ends the download, as with one server).
+fn drop_mirror(c: &Connection<'_>, why: &str) -> bool {
+    let (shared, server) = (c.shared, c.server());
+    let others = shared
+        .servers
+        .iter()
+        .filter(|s| !std::ptr::eq(*s, server) && !s.dropped.load(Ordering::SeqCst))
+        .count();
+    if others == 0 {
+        return false;
+    }
+    if !server.dropped.swap(true, Ordering::SeqCst) {
+        eprintln!(
+            "ftpseg: mirror {} dropped ({why}); the other {others} take its ranges over",
+            server.label
+        );
+    }
+    true
 }
 
 /// With a connection budget (`Job::pool`): makes sure the worker holds a permit before it
@@ -308,10 +405,11 @@ fn range_error(shared: &Shared, e: SessionError) -> Error {
 /// budget: always `true`.
 async fn hold_slot(c: &mut Connection<'_>) -> bool {
     let (shared, id) = (c.shared, c.id);
-    let Some(pool) = &shared.server.pool else {
+    let server = c.server();
+    let Some(pool) = &server.pool else {
         return true;
     };
-    let slot = &shared.server.slots[id];
+    let slot = &server.slots[id];
     loop {
         if slot.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
             return true;
@@ -324,7 +422,7 @@ async fn hold_slot(c: &mut Connection<'_>) -> bool {
             (permit, idle) = pool.acquire() => {
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
                 if let Some(mut s) = idle {
-                    shared.server.adopt(&mut s);
+                    server.adopt(&mut s);
                     drop(c.session.replace(s));
                 }
                 return true;
@@ -355,7 +453,8 @@ fn find_work(shared: &Shared, id: usize) -> Option<Arc<Segment>> {
 async fn park(c: &mut Connection<'_>, wait: &mut Duration) -> bool {
     let (shared, id) = (c.shared, c.id);
     // The batch's budget for this server shrinks by this connection (crate::ftp::pool).
-    if let (Some(pool), Some(permit)) = (&shared.server.pool, shared.server.take_permit(id)) {
+    let server = c.server();
+    if let (Some(pool), Some(permit)) = (&server.pool, server.take_permit(id)) {
         pool.shrink(permit);
     }
     loop {
@@ -368,14 +467,14 @@ async fn park(c: &mut Connection<'_>, wait: &mut Duration) -> bool {
             tokio::time::sleep(Duration::from_millis(250).min(*wait)).await;
         }
         *wait = busy_wait_after(*wait);
-        if shared.server.pool.is_some() {
+        if server.pool.is_some() {
             // In a batch the login needs a permit first (`hold_slot`), after the range.
             return shared.sched.rejoin();
         }
         // Logged in first, then a range: taking a range first would split a live
         // connection's range for a login the server may refuse again (docs/benchmarks.md,
         // "Per-IP limit").
-        match log_in(shared).await {
+        match log_in(server).await {
             Ok(s) if shared.sched.rejoin() => {
                 c.session = Some(s);
                 return true;

@@ -28,6 +28,7 @@ mod ftps;
 mod hostile;
 mod inhibit;
 mod interop;
+mod mirrors;
 mod netns;
 mod netns_put;
 mod netns_support;

@@ -1,0 +1,258 @@
+//! One file from several servers at once (`--mirror`, issue 19), with in-process servers
+//! serving copies of the same file: the bytes mix into one byte-exact file, a slow mirror
+//! sends less, a mirror with another size or a refused login is left out with a note, a
+//! mirror stopped mid-download is failed over without ending the run, and
+//! `--max-connections-per-host` holds on every server.
+
+use std::path::Path;
+
+use crate::common::*;
+use ftpseg::testserver::{Faults, ServerConfig, TestServer, write_pattern_file};
+
+/// A server of `dir` (user alice/s3cret besides anonymous), with `faults`.
+async fn server(dir: &Path, faults: Faults) -> TestServer {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = ServerConfig::new(dir)
+        .with_user("alice", "s3cret")
+        .with_faults(faults);
+    TestServer::start(cfg).await.unwrap()
+}
+
+fn rate(bytes_per_second: u64) -> Faults {
+    Faults {
+        rate_per_transfer: Some(bytes_per_second),
+        ..Faults::default()
+    }
+}
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_mirrors_make_one_byte_exact_file_and_the_odd_ones_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let len = 24 * MIB + 3;
+    let src = dir.path().join("src.bin");
+    write_pattern_file(&src, len, 31).unwrap();
+    let data = std::fs::read(&src).unwrap();
+    let copy = |d: &str| {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        std::fs::copy(&src, dir.path().join(d).join("f.bin")).unwrap();
+    };
+    copy("a");
+    copy("b");
+    let a = server(&dir.path().join("a"), rate(4 * MIB)).await;
+    // 4 times slower per connection.
+    let b = server(&dir.path().join("b"), rate(MIB)).await;
+    // Another file of the same name: another size.
+    let c = server(&dir.path().join("c"), Faults::default()).await;
+    write_pattern_file(&dir.path().join("c/f.bin"), len - 1, 31).unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let o = run(
+        &[
+            "-v",
+            "-n",
+            "6",
+            "--mirror",
+            &b.url("f.bin"),
+            "--mirror",
+            &c.url("f.bin"),
+            "--mirror",
+            "ftp://alice:wrong@127.0.0.1:1/f.bin",
+            &a.url("f.bin"),
+        ],
+        &local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &local.join("f.bin"), &data);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "mirror {} left out: its file has {} bytes, not {len}",
+            c.url("f.bin"),
+            len - 1
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("mirror ftp://alice@127.0.0.1:1/f.bin left out: cannot connect"),
+        "the password is not shown, the reason is: {err}"
+    );
+    let (sa, sb) = (a.stats(), b.stats());
+    assert!(
+        sa.bytes_sent > 0 && sb.bytes_sent > 0,
+        "both sent: {sa:?} {sb:?}"
+    );
+    assert!(
+        sa.bytes_sent > sb.bytes_sent,
+        "the slow mirror sent more than the fast one: {} vs {}",
+        sb.bytes_sent,
+        sa.bytes_sent
+    );
+    assert_eq!(c.stats().retrs, 0, "the mirror of another size sent bytes");
+    let text = out(&o);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .ends_with("6 connections to 2 servers"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("from {}: ", b.url("f.bin"))),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_stopped_mid_download_is_failed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let len = 24 * MIB + 7;
+    let data_path = dir.path().join("a/f.bin");
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    write_pattern_file(&data_path, len, 32).unwrap();
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    std::fs::copy(&data_path, dir.path().join("b/f.bin")).unwrap();
+    let data = std::fs::read(&data_path).unwrap();
+    let a = server(&dir.path().join("a"), rate(4 * MIB)).await;
+    let b = server(&dir.path().join("b"), rate(2 * MIB)).await;
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let mut cmd = ftpseg();
+    cmd.args([
+        "-n",
+        "6",
+        "--max-tries",
+        "2",
+        "--mirror",
+        &b.url("f.bin"),
+        &a.url("f.bin"),
+    ])
+    .current_dir(&local);
+    let child = cmd.spawn().unwrap();
+    // Once b has sent some of its share, it goes away for good.
+    let started = std::time::Instant::now();
+    while b.stats().bytes_sent < 2 * MIB && started.elapsed().as_secs() < 30 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    b.shutdown().await;
+    let o = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("no end within 120 s")
+    .unwrap();
+    assert_ok_and_equal(&o, &local.join("f.bin"), &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_host_limit_holds_on_every_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let len = 16 * MIB;
+    let first = dir.path().join("s0/f.bin");
+    std::fs::create_dir_all(dir.path().join("s0")).unwrap();
+    write_pattern_file(&first, len, 33).unwrap();
+    let data = std::fs::read(&first).unwrap();
+    let mut servers = Vec::new();
+    for k in 0..3 {
+        let d = dir.path().join(format!("s{k}"));
+        if k > 0 {
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::copy(&first, d.join("f.bin")).unwrap();
+        }
+        servers.push(server(&d, rate(2 * MIB)).await);
+    }
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let o = run(
+        &[
+            "-n",
+            "9",
+            "--max-connections-per-host",
+            "2",
+            "--mirror",
+            &servers[1].url("f.bin"),
+            "--mirror",
+            &servers[2].url("f.bin"),
+            &servers[0].url("f.bin"),
+        ],
+        &local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &local.join("f.bin"), &data);
+    for (k, s) in servers.iter().enumerate() {
+        let st = s.stats();
+        assert!(st.max_live_connections <= 2, "server {k}: {st:?}");
+        assert!(st.bytes_sent > 0, "server {k} sent nothing: {st:?}");
+    }
+    assert!(
+        out(&o).contains(", 6 connections to 3 servers"),
+        "{}",
+        out(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_is_for_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        &[
+            "--mirror",
+            "ftp://127.0.0.1:1/a",
+            "ftp://127.0.0.1:1/a",
+            "ftp://127.0.0.1:1/b",
+        ],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--mirror is for one file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_line_with_tabs_gives_one_file_its_mirrors() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    write_pattern_file(&dir.path().join("a/m.bin"), 12 * MIB + 1, 34).unwrap();
+    std::fs::copy(dir.path().join("a/m.bin"), dir.path().join("b/m.bin")).unwrap();
+    write_pattern_file(&dir.path().join("a/one.bin"), MIB, 35).unwrap();
+    let a = server(&dir.path().join("a"), rate(4 * MIB)).await;
+    let b = server(&dir.path().join("b"), rate(4 * MIB)).await;
+    let list = dir.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "{}\t{}\tmirrored.bin\n{}\n",
+            a.url("m.bin"),
+            b.url("m.bin"),
+            a.url("one.bin")
+        ),
+    )
+    .unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let o = run(&["-n", "4", "-i", list.to_str().unwrap()], &local).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(local.join("mirrored.bin")).unwrap(),
+        std::fs::read(dir.path().join("a/m.bin")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(local.join("one.bin")).unwrap(),
+        std::fs::read(dir.path().join("a/one.bin")).unwrap()
+    );
+    assert!(
+        b.stats().bytes_sent > 0,
+        "the mirror sent nothing: {:?}",
+        b.stats()
+    );
+}
