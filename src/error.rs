@@ -65,6 +65,12 @@ pub enum Error {
     /// Options that contradict each other or the URL (clap cannot see the URL's scheme).
     #[error("{0}")]
     Usage(String),
+    /// A Metalink file that cannot be used: its path and why.
+    #[error("{}: {message}; fix it or get it again", file.display())]
+    Metalink {
+        file: std::path::PathBuf,
+        message: String,
+    },
     /// A config file that cannot be used: its path, the line (0: the file as a whole) and why.
     #[error("{}{}: {message}", file.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
     Config {
@@ -203,7 +209,7 @@ impl Error {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Url(_) | Error::Credentials(_) => exit::BAD_URL,
+            Error::Url(_) | Error::Credentials(_) | Error::Metalink { .. } => exit::BAD_URL,
             Error::Usage(_) | Error::Config { .. } => exit::USAGE,
             Error::Tls(_) => exit::TLS,
             Error::UnknownHost { .. }

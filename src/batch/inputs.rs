@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{Settings, Sums, SumsFile};
 use crate::error::Error;
-use crate::integrity::checksum;
+use crate::integrity::{checksum, metalink};
 
 /// One line of an input file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +116,12 @@ impl Inputs {
                 mirrors: l.mirrors,
             }));
         }
+        let mut metalink_sums = None;
+        if let Some(path) = &settings.metalink {
+            let (files, sums) = read_metalink(path, settings.quiet)?;
+            list.extend(files);
+            metalink_sums = Some(sums);
+        }
         if list.is_empty() {
             return Err(Error::Usage(
                 "no URL to download (give URLs, or -i FILE)".into(),
@@ -126,9 +132,15 @@ impl Inputs {
                 "-o names one file; with several files use -d DIR".into(),
             ));
         }
-        let sums = match &settings.sums {
-            Sums::None | Sums::Auto => None,
-            Sums::File(path) => Some(read_sums(path, settings.quiet)?),
+        let sums = match (&settings.sums, metalink_sums) {
+            (Sums::File(_), Some(_)) => {
+                return Err(Error::Usage(
+                    "a Metalink carries its own checksums: drop --checksum-file".into(),
+                ));
+            }
+            (_, Some(sums)) => Some(sums),
+            (Sums::None | Sums::Auto, None) => None,
+            (Sums::File(path), None) => Some(read_sums(path, settings.quiet)?),
         };
         Ok(Inputs {
             list,
@@ -155,4 +167,41 @@ fn read_sums(path: &str, quiet: bool) -> Result<SumsFile, Error> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     Ok((name, lines))
+}
+
+/// A Metalink file's files as inputs (each with its mirrors, saved under its name) and its
+/// file hashes as checksum lines (the strongest hash of each file).
+fn read_metalink(path: &Path, quiet: bool) -> Result<(Vec<Input>, SumsFile), Error> {
+    let bad = |message: String| Error::Metalink {
+        file: path.to_owned(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+    let meta = metalink::parse(&text).map_err(|e| bad(e.to_string()))?;
+    let mut inputs = Vec::new();
+    let mut lines = Vec::new();
+    for f in meta.files {
+        if let Some(note) = f.skipped_note().filter(|_| !quiet) {
+            eprintln!("ftpseg: {note}");
+        }
+        let mut urls = f.urls.into_iter().map(|u| u.url);
+        let first = urls
+            .next()
+            .expect("the parser keeps files with an FTP URL only");
+        if let Some(e) = f.hashes.iter().max_by_key(|e| e.algo.strength()) {
+            lines.push(checksum::SumLine {
+                algo: Some(e.algo),
+                hex: e.hex.clone(),
+                name: f.name.clone(),
+            });
+        }
+        inputs.push(Input {
+            label: format!("{} ({})", f.name, path.display()),
+            url: first,
+            output: Some(f.name),
+            mirrors: urls.collect(),
+        });
+    }
+    Ok((inputs, (path.display().to_string(), lines)))
 }

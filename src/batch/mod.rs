@@ -42,6 +42,9 @@ pub struct Settings {
     pub urls: Vec<String>,
     /// `-i FILE` (`-` for standard input).
     pub input_file: Option<String>,
+    /// A Metalink file (`--metalink FILE`, or `FILE.meta4` as the URL): its files, mirrors
+    /// and hashes.
+    pub metalink: Option<PathBuf>,
     /// `-o`: the output of the single file.
     pub output: Option<PathBuf>,
     /// `-d`: the folder files go into [default: the current folder].

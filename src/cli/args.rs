@@ -185,7 +185,7 @@ pub enum ConfigCommand {
 pub struct GetArgs {
     // The help is an attribute, not a doc comment: rustdoc would read `[:password]` as a link.
     #[arg(
-        required_unless_present = "input_file",
+        required_unless_present_any = ["input_file", "metalink"],
         help = "ftp://[user[:password]@]host[:port]/path; ftpes:// for FTP over explicit TLS \
                 (AUTH TLS), ftps:// for implicit TLS (port 990). A password here is visible to \
                 other users of this machine: prefer FTPSEG_PASSWORD"
@@ -297,6 +297,11 @@ pub struct BulkArgs {
     #[arg(value_name = "MORE_URLS")]
     pub more_urls: Vec<String>,
 
+    /// Download the files of a Metalink 4 file (.meta4): each from all its ftp:// mirrors at
+    /// once, checked against its hash (also: give FILE.meta4 as the URL)
+    #[arg(long, value_name = "FILE")]
+    pub metalink: Option<PathBuf>,
+
     /// Read URLs from FILE, one a line (`#` comments; an optional output name after the URL);
     /// `-` reads standard input
     #[arg(short = 'i', long, value_name = "FILE")]
@@ -357,6 +362,7 @@ impl BulkArgs {
     pub fn wants_batch(&self, url: Option<&str>) -> bool {
         !self.more_urls.is_empty()
             || self.input_file.is_some()
+            || self.metalink.is_some()
             || (self.dir.is_some() && !self.dir_from_file)
             || self.recursive
             || self.checksum.is_some()

@@ -31,7 +31,15 @@ use crate::ui::progress::Mode;
 
 /// `ftpseg URL...`: one download, or a batch when the options ask for one (its inputs are read
 /// here, before any signal is watched).
-pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
+pub fn get_plan(mut args: GetArgs) -> Result<GetPlan, Error> {
+    // `ftpseg FILE.meta4`: a local Metalink file in the URL's place.
+    if let Some(u) = args.url.as_deref().filter(|u| is_metalink_path(u)) {
+        if args.bulk.metalink.is_some() {
+            return Err(Error::Usage("give one Metalink file".into()));
+        }
+        args.bulk.metalink = Some(PathBuf::from(u));
+        args.url = None;
+    }
     if args.bulk.wants_batch(args.url.as_deref()) {
         if !args.mirror.is_empty() {
             return Err(Error::Usage(
@@ -86,6 +94,12 @@ pub fn get_plan(args: GetArgs) -> Result<GetPlan, Error> {
         verbose: args.bulk.verbose,
         inhibit_sleep: args.download.network.inhibit_sleep,
     })
+}
+
+/// A local Metalink file given where a URL goes: a name ending in `.meta4` or `.metalink`
+/// that is not a URL.
+fn is_metalink_path(s: &str) -> bool {
+    !s.contains("://") && (s.ends_with(".meta4") || s.ends_with(".metalink"))
 }
 
 /// The download job for `raw` (a file URL, or a folder URL ending in `/` for a batch's
@@ -208,6 +222,7 @@ fn batch_settings(args: &GetArgs) -> batch::Settings {
     batch::Settings {
         urls: args.url.iter().chain(&bulk.more_urls).cloned().collect(),
         input_file: bulk.input_file.clone(),
+        metalink: bulk.metalink.clone(),
         output: args.output.clone(),
         dir: bulk.dir.clone(),
         recursive: bulk.recursive,

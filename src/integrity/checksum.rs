@@ -43,6 +43,16 @@ impl Algo {
         }
     }
 
+    /// How much a match proves, to pick the strongest of several hashes (md5 least).
+    pub fn strength(self) -> u8 {
+        match self {
+            Algo::Md5 => 0,
+            Algo::Sha1 => 1,
+            Algo::Sha256 => 2,
+            Algo::Sha512 | Algo::Blake3 => 3,
+        }
+    }
+
     /// Length of the hex digest.
     pub fn hex_len(self) -> usize {
         match self {

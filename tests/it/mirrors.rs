@@ -256,3 +256,108 @@ async fn an_input_line_with_tabs_gives_one_file_its_mirrors() {
         b.stats()
     );
 }
+
+/// A Metalink 4 document of `files`: (name, size, sha-256 hex, URLs).
+fn meta4(files: &[(&str, u64, String, Vec<String>)]) -> String {
+    let mut x = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <metalink xmlns=\"urn:ietf:params:xml:ns:metalink\">\n",
+    );
+    for (name, size, sha, urls) in files {
+        x += &format!(
+            "  <file name=\"{name}\">\n    <size>{size}</size>\n    \
+             <hash type=\"sha-256\">{sha}</hash>\n"
+        );
+        for (k, u) in urls.iter().enumerate() {
+            x += &format!("    <url priority=\"{}\">{u}</url>\n", k + 1);
+        }
+        x += "  </file>\n";
+    }
+    x + "</metalink>\n"
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metalink_downloads_each_file_from_its_mirrors_and_checks_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    write_pattern_file(&dir.path().join("a/big.iso"), 12 * MIB + 9, 36).unwrap();
+    std::fs::copy(dir.path().join("a/big.iso"), dir.path().join("b/big.iso")).unwrap();
+    write_pattern_file(&dir.path().join("a/small.txt"), 100_000, 37).unwrap();
+    let big = std::fs::read(dir.path().join("a/big.iso")).unwrap();
+    let small = std::fs::read(dir.path().join("a/small.txt")).unwrap();
+    let a = server(&dir.path().join("a"), rate(4 * MIB)).await;
+    let b = server(&dir.path().join("b"), rate(4 * MIB)).await;
+    let doc = meta4(&[
+        (
+            "isos/big.iso",
+            big.len() as u64,
+            sha256_hex(&big),
+            vec![
+                a.url("big.iso"),
+                b.url("big.iso"),
+                "https://example.org/big.iso".into(),
+            ],
+        ),
+        (
+            "small.txt",
+            small.len() as u64,
+            sha256_hex(&small),
+            vec![a.url("small.txt")],
+        ),
+    ]);
+    let file = dir.path().join("set.meta4");
+    std::fs::write(&file, &doc).unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let o = run(&["-n", "4", file.to_str().unwrap()], &local).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(std::fs::read(local.join("isos/big.iso")).unwrap(), big);
+    assert_eq!(std::fs::read(local.join("small.txt")).unwrap(), small);
+    assert!(b.stats().bytes_sent > 0, "the second mirror sent nothing");
+    assert!(out(&o).contains("verified sha256"), "{}", out(&o));
+    assert!(
+        stderr(&o).contains("the Metalink has 1 URL ftpseg does not fetch (1 https)"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A hash that does not match: exit 15, the file kept for a look.
+    let wrong = meta4(&[(
+        "small.txt",
+        small.len() as u64,
+        "0".repeat(64),
+        vec![a.url("small.txt")],
+    )]);
+    std::fs::write(&file, &wrong).unwrap();
+    let again = dir.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let o = run(&["--metalink", file.to_str().unwrap()], &again).await;
+    assert_eq!(code(&o), 15, "{}", stderr(&o));
+
+    // A malformed one: one line, exit 3, nothing fetched.
+    std::fs::write(
+        &file,
+        "<metalink xmlns=\"urn:ietf:params:xml:ns:metalink\"><file",
+    )
+    .unwrap();
+    let before = a.stats().retrs;
+    let o = run(&[file.to_str().unwrap()], &again).await;
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("ftpseg: error: {}: not valid XML", file.display())),
+        "{err}"
+    );
+    assert_eq!(a.stats().retrs, before);
+}

@@ -18,11 +18,6 @@
 //! elements of other namespaces are ignored, as RFC 5854 asks of extensions. Metalink 3
 //! (`http://www.metalinker.org/`) is recognised and refused with a hint.
 
-// Nothing outside this module calls the parser until the mirror download (issue 19) does, and
-// `integrity` is a private module, so `pub` alone does not keep the lint quiet. Remove this
-// line once `parse` has a caller.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::collections::{BTreeMap, HashSet};
 
 use roxmltree::{Document, Node, ParsingOptions};
