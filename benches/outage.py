@@ -154,7 +154,11 @@ def one(tool, outage, at_start, freeze, work, digest):
         signal_all(descendants(p.pid), signal.SIGKILL)
     end = time.monotonic()
     code = p.wait()
-    err = p.stderr.read().decode(errors="replace").strip().splitlines()
+    err = [l.strip() for l in p.stderr.read().decode(errors="replace").splitlines()]
+    err = [l for l in err if l]
+    if os.environ.get("OUTAGE_STDERR"):  # a folder: each run's stderr kept there
+        with open(f"{os.environ['OUTAGE_STDERR']}/{tool}-{time.time():.0f}.txt", "w") as f:
+            f.write("\n".join(err) + "\n")
     server.kill(); hold.kill(); server.wait(); hold.wait()
     first = None
     if back is not None:

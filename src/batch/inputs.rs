@@ -74,6 +74,8 @@ pub struct Input {
     pub output: Option<String>,
     /// The file's other servers (tab-separated on its `-i` line).
     pub mirrors: Vec<String>,
+    /// A Metalink's piece hashes of the file.
+    pub pieces: Option<metalink::Pieces>,
 }
 
 /// Everything a batch reads before it starts: its inputs and the `--checksum-file`.
@@ -100,6 +102,7 @@ impl Inputs {
                 url: u.clone(),
                 output: None,
                 mirrors: Vec::new(),
+                pieces: None,
             })
             .collect();
         if let Some(path) = &settings.input_file {
@@ -114,6 +117,7 @@ impl Inputs {
                 url: l.url,
                 output: l.output,
                 mirrors: l.mirrors,
+                pieces: None,
             }));
         }
         let mut metalink_sums = None;
@@ -201,6 +205,7 @@ fn read_metalink(path: &Path, quiet: bool) -> Result<(Vec<Input>, SumsFile), Err
             url: first,
             output: Some(f.name),
             mirrors: urls.collect(),
+            pieces: f.pieces,
         });
     }
     Ok((inputs, (path.display().to_string(), lines)))

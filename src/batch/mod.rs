@@ -123,6 +123,8 @@ struct FileJob {
     mdtm: Option<String>,
     /// Its other servers.
     mirrors: Vec<crate::download::Mirror>,
+    /// A Metalink's piece hashes of it.
+    pieces: Option<crate::integrity::metalink::Pieces>,
 }
 
 /// A server of the batch: its job template (credentials, options) and its budget.

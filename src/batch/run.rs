@@ -89,6 +89,7 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
     job.pool = Some(h.pool.clone());
     job.digest = digest.clone();
     job.mirrors = f.mirrors.clone();
+    job.pieces = f.pieces.clone();
     job.per_mirror = Some(h.pool.limit());
     let mut progress =
         Progress::new(ctx.mode).with_events(ctx.events.clone(), f.url.redacted().to_string());
@@ -101,6 +102,8 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
             .open(&f.output)
             .and_then(|file| file.set_modified(t));
     };
+    // Pieces fetched again after the digests read them: the digests are stale.
+    let digest = digest.filter(|_| !outcome.pieces_repaired);
     let checks = match verify(ctx, f, &outcome, expected, digest).await {
         Ok(checks) => checks,
         Err(e) => {

@@ -51,6 +51,9 @@ impl<'a> Planner<'a> {
             let expanded = self.expand(&input.url, input.output.as_deref()).await;
             let with_mirrors = expanded.and_then(|mut found| {
                 self.add_mirrors(&mut found, &input.mirrors)?;
+                if let [file] = found.as_mut_slice() {
+                    file.pieces = input.pieces.clone();
+                }
                 Ok(found)
             });
             match with_mirrors {
@@ -147,6 +150,7 @@ impl<'a> Planner<'a> {
             size: None,
             mdtm: None,
             mirrors: Vec::new(),
+            pieces: None,
         }])
     }
 
@@ -208,6 +212,7 @@ impl<'a> Planner<'a> {
                         size: e.size,
                         mdtm: e.modify.clone(),
                         mirrors: Vec::new(),
+                        pieces: None,
                     });
                 }
                 Kind::Dir if self.settings.recursive => {
@@ -282,6 +287,7 @@ async fn walk(
                         size: e.size,
                         mdtm: e.modify.clone(),
                         mirrors: Vec::new(),
+                        pieces: None,
                     });
                 }
                 Kind::Dir => {

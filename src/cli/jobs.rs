@@ -158,6 +158,7 @@ pub fn job_for(opts: &DownloadOpts, raw: &str, output: Option<PathBuf>) -> Resul
         io: opts.io,
         mirrors: Vec::new(),
         per_mirror: None,
+        pieces: None,
     })
 }
 

@@ -71,6 +71,9 @@ pub struct Job {
     pub mirrors: Vec<Mirror>,
     /// Connections to one server at most (`--max-connections-per-host`), each mirror its own.
     pub per_mirror: Option<usize>,
+    /// A Metalink's piece hashes: every piece is checked before the file is committed, and
+    /// one that fails is fetched again from another server (`download/pieces.rs`).
+    pub pieces: Option<crate::integrity::metalink::Pieces>,
 }
 
 /// Another server of the same file: its URL (whose path `RETR` asks for), login and TLS
@@ -125,6 +128,7 @@ impl Job {
             io: Io::Auto,
             mirrors: Vec::new(),
             per_mirror: None,
+            pieces: None,
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct Outcome {
     pub connections: usize,
     /// With mirrors: each server (its URL without password) and the bytes it sent in this run.
     pub sources: Vec<(String, u64)>,
+    /// Pieces that failed their Metalink hash and were fetched again (digests that followed
+    /// the download are then stale).
+    pub pieces_repaired: bool,
     /// The remote file's modification time from `MDTM` (`YYYYMMDDHHMMSS`, UTC), if known.
     pub remote_mtime: Option<String>,
     /// From the start of the run to the first byte of file data.

@@ -27,6 +27,7 @@ mod checkpoint;
 mod job;
 mod meter;
 mod mirrors;
+mod pieces;
 pub mod plan;
 mod resume;
 mod run;
@@ -118,7 +119,19 @@ pub async fn download(
     result?;
     saved?;
     crate::trace!("last checkpoint saved");
-    commit(job, &shared, checkpoint, part, files.as_ref(), resumed)
+    let repaired = match &job.pieces {
+        Some(pieces) => pieces::check_and_repair(&shared, &part, pieces).await?,
+        None => false,
+    };
+    commit(
+        job,
+        &shared,
+        checkpoint,
+        part,
+        files.as_ref(),
+        resumed,
+        repaired,
+    )
 }
 
 /// A download whose size is known, after its startup.
@@ -250,6 +263,7 @@ fn commit(
     part: Arc<PartFile>,
     files: Option<&Files>,
     resumed: u64,
+    repaired: bool,
 ) -> Result<Outcome, Error> {
     let size = shared.target.size;
     let remote_mtime = checkpoint.manifest.mdtm.clone();
@@ -259,7 +273,11 @@ fn commit(
         .map(|c| c.bytes.load(Ordering::Relaxed))
         .sum();
     let hash_started = Instant::now();
-    let hash = tokio::task::block_in_place(|| checkpoint.file_hash())?;
+    // Repaired pieces were written after the chunks were hashed: read the file again.
+    let hash = match repaired {
+        true => tokio::task::block_in_place(|| part.blake3())?,
+        false => tokio::task::block_in_place(|| checkpoint.file_hash())?,
+    };
     let hash_time = hash_started.elapsed();
     crate::trace!(
         "file hash took {:.3} s; chunks hashed as written: {}, read back: {}",
@@ -268,7 +286,7 @@ fn commit(
         checkpoint.read_back
     );
     let hash_from_chunks =
-        checkpoint.manifest.chunk_size > 0 && size > checkpoint.manifest.chunk_size;
+        !repaired && checkpoint.manifest.chunk_size > 0 && size > checkpoint.manifest.chunk_size;
     drop(checkpoint);
     let part = Arc::try_unwrap(part)
         .map_err(|_| Error::Internal("the output file is still in use".into()))?;
@@ -293,6 +311,7 @@ fn commit(
             .map(|s| s.opened.load(Ordering::Relaxed) as usize)
             .sum(),
         sources: sources(shared),
+        pieces_repaired: repaired,
         remote_mtime,
         first_byte: match shared.run.first_byte_us.load(Ordering::Relaxed) {
             u64::MAX => None,

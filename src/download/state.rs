@@ -181,6 +181,8 @@ pub(super) struct Output {
     pub write_back_every: u64,
     /// Chunks the writers hashed as they wrote them, for the checkpointer.
     pub hashed_inline: Arc<InlineHashes>,
+    /// With Metalink piece hashes: which servers wrote into each piece.
+    pub provenance: Option<crate::download::pieces::Provenance>,
 }
 
 /// Bytes written into the file in this run, and how many of them the last checkpoint had seen
@@ -295,6 +297,10 @@ impl Shared {
                 part_path: s.part.path().to_owned(),
                 write_back_every: (WRITE_BACK_BUDGET / workers as u64).max(WRITE_BACK_MIN),
                 hashed_inline: Arc::new(InlineHashes::default()),
+                provenance: job
+                    .pieces
+                    .as_ref()
+                    .map(crate::download::pieces::Provenance::new),
             },
             stake: Stake {
                 fetched: AtomicU64::new(0),

@@ -413,6 +413,7 @@ fn commit(
         hash_from_chunks: false,
         connections: 1,
         sources: Vec::new(),
+        pieces_repaired: false,
         remote_mtime: mdtm,
         first_byte: None,
     })

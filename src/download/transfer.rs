@@ -279,6 +279,9 @@ async fn read_range(
         }
         let show: crate::storage::ShowWritten = (cs > 0).then_some(&mut hashed);
         rx.land(pos, n, show).map_err(cannot_write)?;
+        if let Some(p) = &shared.output.provenance {
+            p.wrote(r.stat.mirror, pos, n as u64);
+        }
         if n == 0 {
             return Ok(Some(end));
         }

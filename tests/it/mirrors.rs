@@ -361,3 +361,57 @@ async fn a_metalink_downloads_each_file_from_its_mirrors_and_checks_its_hash() {
     );
     assert_eq!(a.stats().retrs, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_serving_other_bytes_is_caught_by_the_piece_hashes_and_dropped() {
+    // b serves a copy with one byte changed in every MiB, faster than a: whatever b sends
+    // fails its piece hash, is fetched again from a, and b is dropped by name.
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let len = 12 * MIB + 5;
+    write_pattern_file(&dir.path().join("a/f.iso"), len, 38).unwrap();
+    let good = std::fs::read(dir.path().join("a/f.iso")).unwrap();
+    let mut bad = good.clone();
+    for at in (1000..bad.len()).step_by(MIB as usize) {
+        bad[at] ^= 0x20;
+    }
+    std::fs::write(dir.path().join("b/f.iso"), &bad).unwrap();
+    let a = server(&dir.path().join("a"), rate(2 * MIB)).await;
+    let b = server(&dir.path().join("b"), rate(8 * MIB)).await;
+    let piece = MIB as usize;
+    let hashes: String = good
+        .chunks(piece)
+        .map(|c| format!("      <hash>{}</hash>\n", sha256_hex(c)))
+        .collect();
+    let doc = format!(
+        "<?xml version=\"1.0\"?>\n<metalink xmlns=\"urn:ietf:params:xml:ns:metalink\">\n  \
+         <file name=\"f.iso\">\n    <size>{len}</size>\n    <hash type=\"sha-256\">{}</hash>\n    \
+         <pieces length=\"{piece}\" type=\"sha-256\">\n{hashes}    </pieces>\n    \
+         <url priority=\"1\">{}</url>\n    <url priority=\"2\">{}</url>\n  </file>\n</metalink>\n",
+        sha256_hex(&good),
+        a.url("f.iso"),
+        b.url("f.iso"),
+    );
+    let file = dir.path().join("f.meta4");
+    std::fs::write(&file, doc).unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let o = run(&["-n", "4", file.to_str().unwrap()], &local).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(std::fs::read(local.join("f.iso")).unwrap(), good);
+    assert!(
+        b.stats().bytes_sent > 0,
+        "b sent nothing: the case was not tried"
+    );
+    assert!(
+        stderr(&o).contains(&format!(
+            "mirror {} served bytes that do not match the Metalink piece hash at offset",
+            b.url("f.iso")
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(out(&o).contains("verified sha256"), "{}", out(&o));
+}
