@@ -29,6 +29,7 @@ mod hostile;
 mod inhibit;
 mod interop;
 mod mirrors;
+mod mirrors_interop;
 mod netns;
 mod netns_put;
 mod netns_support;

@@ -415,3 +415,57 @@ async fn a_mirror_serving_other_bytes_is_caught_by_the_piece_hashes_and_dropped(
     );
     assert!(out(&o).contains("verified sha256"), "{}", out(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_mirrors_then_resumed_with_another_mirror_list() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["a", "b", "c"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let len = 16 * MIB + 3;
+    write_pattern_file(&dir.path().join("a/f.bin"), len, 39).unwrap();
+    for d in ["b", "c"] {
+        std::fs::copy(dir.path().join("a/f.bin"), dir.path().join(d).join("f.bin")).unwrap();
+    }
+    let data = std::fs::read(dir.path().join("a/f.bin")).unwrap();
+    let a = server(&dir.path().join("a"), rate(MIB)).await;
+    let b = server(&dir.path().join("b"), rate(MIB)).await;
+    let c = server(&dir.path().join("c"), rate(4 * MIB)).await;
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let out = local.join("f.bin");
+    let mut cmd = ftpseg();
+    cmd.args([
+        "-n",
+        "4",
+        "--checkpoint-interval",
+        "0.2",
+        "--mirror",
+        &b.url("f.bin"),
+        &a.url("f.bin"),
+    ])
+    .current_dir(&local);
+    let mut child = cmd.spawn().unwrap();
+    wait_for_durable(&out, 3 * MIB, std::time::Duration::from_secs(60)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert_claims_hold(&out, &data);
+    // The same file on another mirror list: resumed, not started over.
+    let a_before = a.stats().bytes_sent;
+    let o = run(
+        &["-n", "4", "--mirror", &c.url("f.bin"), &a.url("f.bin")],
+        &local,
+    )
+    .await;
+    assert_ok_and_equal(&o, &out, &data);
+    let fetched = a.stats().bytes_sent - a_before + c.stats().bytes_sent;
+    assert!(
+        fetched <= len - 2 * MIB,
+        "{fetched} bytes fetched again of {len}: the 3 MiB on disk were not kept"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(" resumed"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
