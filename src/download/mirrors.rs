@@ -28,20 +28,81 @@ pub(super) struct MirrorStart {
 /// Opens every mirror at once and keeps those whose file has `size` bytes. A mirror that does
 /// not answer, refuses the login, lacks the file or has another size is left out, with a note
 /// naming it and why; the download goes on with the others.
+///
+/// Without piece hashes to check every piece by (`Job::pieces`), each mirror's bytes are
+/// compared with the first server's at one spot ([`SPOT`] bytes in the middle of the file,
+/// read on `first`): a mirror with another file of the same size is left out before any of
+/// its bytes reach the file.
 pub(super) async fn open_mirrors(
     job: &Job,
     size: u64,
+    first: &mut Session,
     progress: &mut Progress,
 ) -> Vec<MirrorStart> {
     let opened = join_all(job.mirrors.iter().map(|m| open_one(job, m, size))).await;
+    let spot = spot_of(size).filter(|_| job.pieces.is_none());
+    let reference = match spot {
+        Some((at, len)) => match sample(first, &job.url.path, at, len).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                progress.note(&format!("the spot check of the mirrors is skipped: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
     let mut kept = Vec::new();
     for (m, r) in job.mirrors.iter().zip(opened) {
-        match r {
+        let checked = match (r, &reference, spot) {
+            (Ok(mut start), Some(want), Some((at, len))) => {
+                match sample(&mut start.first, &start.url.path, at, len).await {
+                    Ok(got) if got == *want => Ok(start),
+                    Ok(_) => Err(format!(
+                        "its bytes at offset {at} differ from {}'s: another file of the same \
+                         size",
+                        job.url.redacted()
+                    )),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            (r, _, _) => r,
+        };
+        match checked {
             Ok(start) => kept.push(start),
             Err(why) => progress.note(&format!("mirror {} left out: {why}", m.url.redacted())),
         }
     }
     kept
+}
+
+/// Bytes compared between the servers by the spot check.
+pub(super) const SPOT: u64 = 64 << 10;
+
+/// Where the spot check reads: [`SPOT`] bytes in the middle of a file of `size` bytes (the
+/// whole of a smaller one); none for an empty file.
+fn spot_of(size: u64) -> Option<(u64, u64)> {
+    let len = SPOT.min(size);
+    (len > 0).then(|| ((size - len) / 2, len))
+}
+
+/// `len` bytes at `at` of `path` on session `s`, which stays usable.
+async fn sample(s: &mut Session, path: &str, at: u64, len: u64) -> Result<Vec<u8>, SessionError> {
+    let t = s.retr_range(path, at, Some(at + len)).await?;
+    let mut stream = t.stream;
+    let mut buf = vec![0u8; len as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        let n = s.read_data(&mut stream, &mut buf[done..]).await?;
+        if n == 0 {
+            return Err(SessionError::Protocol(format!(
+                "the data ended {} bytes short",
+                buf.len() - done
+            )));
+        }
+        done += n;
+    }
+    s.end_transfer(stream, t.ends_at == Some(at + len)).await?;
+    Ok(buf)
 }
 
 /// One mirror: connect, log in, `SIZE`, probe (`FEAT`, `REST`), within the connect and

@@ -95,7 +95,7 @@ pub async fn download(
     // The mirrors are opened (and checked) once the file's size is known.
     let mirrors = match job.mirrors.is_empty() {
         true => Vec::new(),
-        false => mirrors::open_mirrors(job, size, progress).await,
+        false => mirrors::open_mirrors(job, size, &mut start.first, progress).await,
     };
     let begun = Begun {
         started,

@@ -469,3 +469,32 @@ async fn killed_with_mirrors_then_resumed_with_another_mirror_list() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_with_another_file_of_the_same_size_is_left_out_by_the_spot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let len = 8 * MIB + 1;
+    write_pattern_file(&dir.path().join("a/f.iso"), len, 40).unwrap();
+    // Same name, same size, other bytes (a rebuilt image).
+    write_pattern_file(&dir.path().join("b/f.iso"), len, 41).unwrap();
+    let data = std::fs::read(dir.path().join("a/f.iso")).unwrap();
+    let a = server(&dir.path().join("a"), Faults::default()).await;
+    let b = server(&dir.path().join("b"), Faults::default()).await;
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let o = run(&["--mirror", &b.url("f.iso"), &a.url("f.iso")], &local).await;
+    assert_ok_and_equal(&o, &local.join("f.iso"), &data);
+    assert!(
+        stderr(&o).contains(&format!(
+            "mirror {} left out: its bytes at offset {} differ from {}'s",
+            b.url("f.iso"),
+            (len - (64 << 10)) / 2,
+            a.url("f.iso")
+        )),
+        "{}",
+        stderr(&o)
+    );
+}
