@@ -542,6 +542,10 @@ pub struct ServeArgs {
     /// the control connections (data connections are not delayed)
     #[arg(long, value_name = "MS")]
     pub rtt_ms: Option<u64>,
+    /// Close sessions whose control connection is idle this many seconds (as vsftpd's
+    /// idle_session_timeout)
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
     /// On SIGINT or SIGTERM, write the server's counters here as JSON before exiting
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,

@@ -369,6 +369,7 @@ pub fn serve_plan(args: &ServeArgs) -> ServePlan {
     config.max_connections = args.max_connections;
     config.port = args.port;
     config.latency = args.rtt_ms.map(Duration::from_millis);
+    config.idle_timeout = args.idle_timeout.map(Duration::from_secs);
     ServePlan {
         config,
         stats_file: args.stats_file.clone(),

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// round trips after the connect, as over a real link: handshake, then greeting). Data
     /// connections are not delayed. Not with implicit FTPS.
     pub latency: Option<Duration>,
+    /// Sessions idle on their control connection this long are closed (as vsftpd's
+    /// `idle_session_timeout`); `None`: libunftp's default.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -57,6 +60,7 @@ impl ServerConfig {
             tls: None,
             active: false,
             latency: None,
+            idle_timeout: None,
         }
     }
 

@@ -128,6 +128,9 @@ async fn serve(stream: TcpStream, settings: Arc<SessionSettings>, guard: LiveGua
     if settings.active {
         builder = builder.active_passive_mode(ActivePassiveMode::ActiveAndPassive);
     }
+    if let Some(idle) = settings.idle_timeout {
+        builder = builder.idle_session_timeout(idle.as_secs().max(1));
+    }
     // One rustls config (and session cache) per control connection, as vsftpd has.
     let tls = match &settings.tls {
         Some(t) => match t.connection_config(&guard.shared) {

@@ -172,6 +172,7 @@ struct SessionSettings {
     tls: Option<ServerTls>,
     active: bool,
     latency: Option<Duration>,
+    idle_timeout: Option<Duration>,
 }
 
 /// Counts a live control connection for as long as it exists; marks the connection closed and
@@ -285,6 +286,7 @@ impl TestServer {
             tls,
             active: cfg.active,
             latency: cfg.latency,
+            idle_timeout: cfg.idle_timeout,
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept_task = tokio::spawn(accept_loop(listener, settings, shared.clone(), stop_rx));
