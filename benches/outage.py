@@ -8,9 +8,9 @@ laptop's route goes) for OUTAGE seconds, then comes back. `--at-start`: the netw
 when the tool starts. `--freeze SECS`: after 4 s the tool's processes (its process group and
 every descendant) get SIGSTOP and the loopback goes down; SIGCONT after SECS, the network back
 5 s after the thaw (a wake onto a Wi-Fi still reconnecting); the positional OUTAGE is then
-ignored (the network is down SECS + 5 s). The built-in server has no idle timeout: its
-sessions outlive the freeze, silent until TCP retransmits (a server set to drop idle sessions
-after 10 s would have closed them).
+ignored (the network is down SECS + 5 s). `--server-idle SECS`: the server closes sessions
+idle that long on their control connection (`ftpseg serve --idle-timeout`, as vsftpd's
+idle_session_timeout; issue 18's freeze has 10); by default it never does.
 
 For each tool and run: the scenario, the exit code, the seconds from the network's return to
 the first byte after it, the seconds from the return to the tool's exit (negative: it exited
@@ -91,7 +91,7 @@ def signal_all(pids, sig):
             pass
 
 
-def one(tool, outage, at_start, freeze, work, digest):
+def one(tool, outage, at_start, freeze, work, digest, idle=0):
     hold = subprocess.Popen(["unshare", "-n", "sleep", str(outage + freeze + 400)])
     time.sleep(0.3)
     ns = ["nsenter", "-t", str(hold.pid), "-n"]
@@ -101,8 +101,9 @@ def one(tool, outage, at_start, freeze, work, digest):
     up = lambda: (run("ip", "route", "del", "unreachable", "127.0.0.0/8", "table", "main"),
                   run("ip", "link", "set", "lo", "up"))
     run("ip", "link", "set", "lo", "up")
+    idle_args = ["--idle-timeout", str(idle)] if idle else []
     server = subprocess.Popen(ns + [BIN, "serve", f"{work}/root", "--port", str(PORT),
-                                    "--rate", "2M"], stdout=subprocess.DEVNULL,
+                                    "--rate", "2M"] + idle_args, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     time.sleep(1)
     out = f"{work}/out/{tool}.bin"
@@ -188,6 +189,8 @@ def main():
                          "back 5 s later")
     ap.add_argument("--tools", default="ftpseg,lftp,aria2c,axel")
     ap.add_argument("--runs", type=int, default=1, help="runs per tool (then medians)")
+    ap.add_argument("--server-idle", type=int, default=0, metavar="SECS",
+                    help="the server closes sessions idle this long (0: never)")
     a = ap.parse_args()
     if a.freeze and a.at_start:
         ap.error("--freeze and --at-start exclude each other")
@@ -213,7 +216,7 @@ def main():
                 if tool != "ftpseg" and not shutil.which(tool):
                     print(f"{tool:8} not installed"); continue
                 code, first, end, exact, msg = one(tool, a.outage, a.at_start, a.freeze, work,
-                                                   digest)
+                                                   digest, a.server_idle)
                 rows.setdefault(tool, []).append((code, first, end, exact))
                 f = f"{first:.2f}" if first is not None else "-"
                 e = f"{end:.2f}" if end is not None else "-"

@@ -245,6 +245,13 @@ async fn read_range(
     let writer = &shared.output.writer;
     let cannot_write =
         |e| AttemptError::Local(Error::io("cannot write to", &shared.output.part_path, e));
+    // Nothing of an earlier attempt may land here (the landing above keeps the pipe empty
+    // between awaits; this is the guard).
+    match rx.drop_leftovers() {
+        Ok(0) => {}
+        Ok(n) => crate::trace!("conn {}: dropped {n} bytes an earlier attempt left", r.id),
+        Err(e) => return Err(cannot_write(e)),
+    }
     loop {
         // A steal that was rolled back can leave `end` past a RANG transfer's end: that
         // transfer stops at its own end and the range goes on in a new one.
@@ -274,13 +281,15 @@ async fn read_range(
             Landing::Pipe(p) => s.splice_data(stream, p, want).await?,
             Landing::Memory(buf) => s.read_data(stream, buf).await?,
         };
-        for l in &shared.limits.rate_limits {
-            l.take(n as u64).await;
-        }
+        // Into the file before any wait: between the splice and this there is no await, so an
+        // attempt dropped (a take-over) never leaves bytes in the pipe for the next one.
         let show: crate::storage::ShowWritten = (cs > 0).then_some(&mut hashed);
         rx.land(pos, n, show).map_err(cannot_write)?;
         if let Some(p) = &shared.output.provenance {
             p.wrote(r.stat.mirror, pos, n as u64);
+        }
+        for l in &shared.limits.rate_limits {
+            l.take(n as u64).await;
         }
         if n == 0 {
             return Ok(Some(end));

@@ -51,11 +51,37 @@ impl Pipe {
     pub fn read_end(&self) -> BorrowedFd<'_> {
         self.read.as_fd()
     }
+
+    /// Empties the pipe of bytes nobody will write (an attempt dropped between the two
+    /// splices); returns how many there were. They belong to no offset any more: written by
+    /// the next attempt, they would land at its offset.
+    pub fn drain(&self) -> io::Result<usize> {
+        let mut scratch = [0u8; 64 << 10];
+        let mut drained = 0;
+        loop {
+            match rustix::io::read(&self.read, &mut scratch) {
+                Ok(0) => return Ok(drained),
+                Ok(n) => drained += n,
+                Err(rustix::io::Errno::AGAIN) => return Ok(drained),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drain_empties_what_was_left() {
+        let p = Pipe::new().unwrap();
+        assert_eq!(p.drain().unwrap(), 0);
+        rustix::io::write(p.write_end(), &[7u8; 70_000]).unwrap();
+        assert_eq!(p.drain().unwrap(), 70_000);
+        assert_eq!(p.drain().unwrap(), 0);
+    }
 
     #[test]
     fn a_pipe_carries_bytes_into_a_file_at_an_offset() {

@@ -83,3 +83,46 @@ async fn a_stream_of_unknown_size_broken_midway_goes_on_within_the_run() {
         "the second RETR did not start from the offset: {st:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_dropped_while_its_spliced_bytes_wait_for_the_rate_limit_loses_none() {
+    // Found by the fault campaign (seed 90417, runs 699, 857, 917): with --io splice and
+    // --limit-rate, bytes spliced into a connection's pipe waited for the limiter before they
+    // were written; a take-over dropping the attempt then left them in the pipe, and the next
+    // attempt wrote them at its own offset. A freeze makes every range look stalled at once.
+    let fx = Fixture::new(|c| c).await;
+    let data = fx.serve("f.bin", 5 * MIB + 17, 12);
+    for round in 0..4 {
+        let out = fx.out(&format!("f{round}.bin"));
+        let mut cmd = ftpseg();
+        cmd.args([
+            "-q",
+            "-n",
+            "8",
+            "--io",
+            "splice",
+            "--limit-rate",
+            "3M",
+            "--straggler-timeout",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+            &fx.url("f.bin"),
+        ])
+        .current_dir(&fx.local);
+        let child = cmd.spawn().unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(480)).await;
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::STOP);
+        tokio::time::sleep(std::time::Duration::from_millis(2350)).await;
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+        let o = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            child.wait_with_output(),
+        )
+        .await
+        .expect("no end within 120 s")
+        .unwrap();
+        assert_ok_and_equal(&o, &out, &data);
+    }
+}

@@ -274,6 +274,15 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// Forgets bytes a dropped attempt left in the pipe (see [`Pipe::drain`]); called when an
+    /// attempt starts. Returns how many there were.
+    pub fn drop_leftovers(&mut self) -> io::Result<usize> {
+        match &self.pipe {
+            Some(pipe) => pipe.drain(),
+            None => Ok(0),
+        }
+    }
+
     /// Where to receive the next bytes, at most `want` of them for offset `at`
     /// (`splice_ok`: the data connection can be spliced from, i.e. it is plain TCP). For the
     /// map, the pages are populated first: a failure there (no space, an I/O error) is an error
