@@ -14,10 +14,12 @@ faults:
             invariants, a chunk hash only where its chunk is wholly done), and the same command
             is run again to resume.
   freeze    SIGSTOP of ftpseg for 0.3-2.5 s, then SIGCONT.
-  session   SIGSTOP for 1-4 s of the server processes serving this download (vsftpd, proftpd
-            and pure-ftpd fork per session; only the processes holding a socket connected to
-            this ftpseg are stopped, so other users of the servers are not touched; the
-            built-in server, private to the run, is stopped as a whole).
+  session   SIGSTOP for 1-4 s of the server processes serving this download (proftpd and
+            pure-ftpd fork per session; only the processes holding a socket connected to this
+            ftpseg are stopped, so other users of the servers are not touched; the built-in
+            server, private to the run, is stopped as a whole). Not on vsftpd, whose sessions
+            can deadlock on their log file's lock when a session process is stopped (see
+            plan_run), and not on pyftpdlib (one process for every session).
   refused   more connections asked than the server allows: the real servers' -limited
             instances (4 per IP, from scripts/ftp-servers.sh) with -n 5-8, or the built-in
             server with --max-connections below -n. Refused logins wait --busy-retry 1.
@@ -406,6 +408,22 @@ class RealServers:
         return True
 
 
+def greets(port, timeout=5.0):
+    """True if 127.0.0.1:port sends a reply line (any code: a full -limited instance says 421)."""
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+            c.settimeout(timeout)
+            line = c.recv(512)
+            try:
+                c.sendall(b"QUIT\r\n")
+            except OSError:
+                pass
+            return line[:1].isdigit()
+    except OSError:
+        return False
+
+
 def start_builtin(ftpseg, root, netns, rate, max_conn, deadline):
     argv = [ftpseg, "serve", root, "--port", "0", "--rate", str(rate)]
     if max_conn:
@@ -449,7 +467,11 @@ def plan_run(seed, run, servers, caps):
     p.checkpoint = rng.choice([0.05, 0.2, 1.0])
     p.transfer_s = rng.uniform(0.8, 2.0)      # how long the throttled transfer alone takes
     kinds = ["kill", "freeze"]
-    if p.server in ("vsftpd", "proftpd", "pure-ftpd", "builtin") and caps["session"]:
+    # Not vsftpd: a vsftpd session is two processes, and the privileged parent answers the
+    # SIGCHLD of its stopped child with a blocking wait, sometimes while it holds the fcntl lock
+    # of the log file; every later session then blocks on that lock before its greeting, and
+    # the whole instance hangs until it is restarted (seen in this campaign's first attempt).
+    if p.server in ("proftpd", "pure-ftpd", "builtin") and caps["session"]:
         kinds.append("session")
     kinds.append("refused")
     if p.server == "builtin" and caps["netns"]:
@@ -790,6 +812,7 @@ def main():
     by_server = {s: 0 for s in servers}
     failures = []
     interrupted = stopped_by_limit = False
+    server_stuck = None
     me = os.path.relpath(os.path.abspath(__file__))
     try:
         for run in runs:
@@ -797,6 +820,14 @@ def main():
                 stopped_by_limit = True
                 break
             plan = plan_run(seed, run, servers, caps)
+            if plan.server in REAL:
+                name = plan.server + ("-limited" if plan.refused else "")
+                if not greets(real.by_name[name]["port"]):
+                    log(f"run {run}: {name} on port {real.by_name[name]['port']} does not greet within "
+                        f"5 s: the server is stuck, stopping the campaign (restart it with "
+                        f"`bash scripts/ftp-servers.sh stop; bash scripts/ftp-servers.sh start`)")
+                    server_stuck = name
+                    break
             t = time.time()
             res = do_run(seed, run, plan, ftpseg, srcdata, real, workdir, caps,
                          min(hard_end, t + args.run_timeout))
@@ -847,6 +878,8 @@ def main():
     log(f"fault campaign summary: seed {seed}, binary {ftpseg} (repo at {commit}), wall {wall:.0f} s")
     if interrupted:
         log(f"  interrupted after {totals['runs']} runs")
+    if server_stuck:
+        log(f"  stopped after {totals['runs']} runs: {server_stuck} stopped answering")
     if stopped_by_limit:
         log(f"  --time-limit {args.time_limit:.0f} s reached: {totals['runs']} of {len(runs)} runs ran")
     log(f"  runs: {totals['runs']} ({totals['ok']} ok, {totals['failed']} failed); by server: "
@@ -870,11 +903,11 @@ def main():
         with open(args.json, "w") as fh:
             json.dump({"seed": seed, "binary": ftpseg, "commit": commit, "wall_s": round(wall, 1),
                        "runs_planned": len(runs), "interrupted": interrupted,
-                       "stopped_by_time_limit": stopped_by_limit, **totals, "by_server": by_server,
+                       "stopped_by_time_limit": stopped_by_limit, "server_stuck": server_stuck, **totals, "by_server": by_server,
                        "faults_drawn": drawn, "busy_at_start_runs": busy_runs, "faults_landed": landed, "outages_possible": caps["netns"],
                        "failures": failures}, fh, indent=2)
             fh.write("\n")
-    bad = totals["corrupt_claims"] or totals["bad_files"] or totals["failed"] or interrupted
+    bad = totals["corrupt_claims"] or totals["bad_files"] or totals["failed"] or interrupted or server_stuck
     return 1 if bad else 0
 
 
