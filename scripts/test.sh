@@ -35,5 +35,5 @@ cargo run --locked --quiet --example download
 # freezes, frozen server sessions, refused logins and (where `unshare -n` is allowed) network
 # outages, across the four real servers and the built-in one. Uses the debug binary `cargo test`
 # just built; about a minute on 2 cores, bounded by --time-limit.
-python3 scripts/fault-campaign.py --runs 24 --seed 20261204 --time-limit 240 --quiet \
+python3 scripts/fault-campaign.py --runs 24 --seed 20261208 --time-limit 240 --quiet \
   --ftpseg "${CARGO_TARGET_DIR:-target}/debug/ftpseg"
