@@ -31,3 +31,9 @@ fi
 cargo test --locked "$@"
 # The library embedded by a program (examples/download.rs), against the built-in server.
 cargo run --locked --quiet --example download
+# A short seeded slice of the fault campaign (docs/reliability.md, "Fault campaign"): kill -9,
+# freezes, frozen server sessions, refused logins and (where `unshare -n` is allowed) network
+# outages, across the four real servers and the built-in one. Uses the debug binary `cargo test`
+# just built; about a minute on 2 cores, bounded by --time-limit.
+python3 scripts/fault-campaign.py --runs 24 --seed 20261208 --time-limit 240 --quiet \
+  --ftpseg "${CARGO_TARGET_DIR:-target}/debug/ftpseg"
