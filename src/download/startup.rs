@@ -178,8 +178,9 @@ async fn startup(
 /// answer, connects timing out) is waited for, up to `--network-wait`, without counting
 /// tries; a TLS handshake cut short is tried again, up to `--max-tries` (unFTP/libunftp can
 /// read the client's first TLS bytes as a command when they arrive before it has switched
-/// the connection to TLS). Any other failure ends the download at once, as before: at the
-/// first contact it usually means a wrong URL, host or password.
+/// the connection to TLS); a refusal as one connection too many (421) is waited out as
+/// `--busy-retry` says, up to `--max-tries`. Any other failure ends the download at once, as
+/// before: at the first contact it usually means a wrong URL, host or password.
 async fn first_contact(
     job: &Job,
     tls: Option<&Arc<TlsClient>>,
@@ -190,6 +191,7 @@ async fn first_contact(
     let host = job.url.host_for_connect();
     let mut said_lost = false;
     let mut tls_tries = 0;
+    let (mut busy_tries, mut busy_wait) = (0, job.busy_retry);
     loop {
         crate::trace!("startup: resolving {host}");
         let missing = match crate::retry::resolve(&job.url, job.timeouts.connect).await {
@@ -216,6 +218,19 @@ async fn first_contact(
                                 || (e.is_transient() && net.route().is_err()) =>
                         {
                             e.to_string()
+                        }
+                        // Refused as one too many (often right after a kill: the old
+                        // sessions still hold the server's slots): wait, then again.
+                        Err(e) if e.is_busy() && busy_tries + 1 < job.max_tries => {
+                            busy_tries += 1;
+                            progress.note(&format!(
+                                "{} refuses more connections ({e}); trying again in {}",
+                                job.url.host_for_connect(),
+                                crate::ui::human_duration(busy_wait)
+                            ));
+                            tokio::time::sleep(busy_wait).await;
+                            busy_wait = crate::retry::busy_wait_after(busy_wait);
+                            continue;
                         }
                         Err(SessionError::Tls(t))
                             if t.is_transient() && tls_tries + 1 < job.max_tries =>

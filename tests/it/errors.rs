@@ -100,9 +100,48 @@ async fn missing_remote_file_exits_6() {
 async fn server_refusing_service_exits_7() {
     let fx = Fixture::new(|c| c.with_max_connections(0)).await;
     fx.serve("f.bin", 10, 1);
-    let o = run(&["--max-tries", "2", &fx.url("f.bin")], &fx.local).await;
+    let o = run(
+        &["--max-tries", "2", "--busy-retry", "0.2", &fx.url("f.bin")],
+        &fx.local,
+    )
+    .await;
     assert_eq!(code(&o), 7, "{}", stderr(&o));
-    assert!(one_line(&o).contains("421"));
+    // One wait (its note), then the error.
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].contains("refuses more connections"), "{err}");
+    assert!(
+        lines[1].starts_with("ftpseg: error: ") && lines[1].contains("421"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_at_the_first_contact_is_waited_for() {
+    // As right after a kill: the old sessions still hold the server's only slot for a while.
+    let fx = Fixture::new(|c| c.with_max_connections(1)).await;
+    let data = fx.serve("f.bin", 2 * MIB, 2);
+    let held = tokio::net::TcpStream::connect(fx.server.addr())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        drop(held);
+    });
+    let o = run(
+        &["--busy-retry", "0.5", "--max-tries", "8", &fx.url("f.bin")],
+        &fx.local,
+    )
+    .await;
+    release.await.unwrap();
+    assert_ok_and_equal(&o, &fx.out("f.bin"), &data);
+    assert!(
+        stderr(&o).contains("refuses more connections"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 async fn no_space_exits_8_before_writing(store: &'static str) {
