@@ -25,49 +25,63 @@ pub(super) struct MirrorStart {
     pub first: Session,
 }
 
-/// Opens every mirror at once and keeps those whose file has `size` bytes. A mirror that does
+/// Servers one download uses at most (the first and 31 mirrors: `download/pieces.rs` keeps
+/// one bit per server).
+pub(super) const MAX_SERVERS: usize = 32;
+
+/// Opens the mirrors at once and keeps those whose file has `size` bytes. A mirror that does
 /// not answer, refuses the login, lacks the file or has another size is left out, with a note
-/// naming it and why; the download goes on with the others.
+/// naming it and why; the download goes on with the others. Only as many mirrors as get a
+/// connection each are opened (`-n` less the first server's one, at most [`MAX_SERVERS`]).
 ///
 /// Without piece hashes to check every piece by (`Job::pieces`), each mirror's bytes are
 /// compared with the first server's at one spot ([`SPOT`] bytes in the middle of the file,
-/// read on `first`): a mirror with another file of the same size is left out before any of
-/// its bytes reach the file.
+/// read on `first` before anything else): a mirror with another file of the same size is left
+/// out before any of its bytes reach the file. When that reference cannot be read, or `first`
+/// already started a transfer (`preopened`: the size came from its 150 reply), no mirror is
+/// used: nothing could vouch for their bytes.
 pub(super) async fn open_mirrors(
     job: &Job,
     size: u64,
     first: &mut Session,
+    preopened: bool,
     progress: &mut Progress,
 ) -> Vec<MirrorStart> {
-    let opened = join_all(job.mirrors.iter().map(|m| open_one(job, m, size))).await;
+    let room = job.connections.saturating_sub(1).min(MAX_SERVERS - 1);
+    let mirrors = &job.mirrors[..job.mirrors.len().min(room)];
+    if mirrors.len() < job.mirrors.len() {
+        progress.note(&format!(
+            "{} of the {} mirrors are used: one connection each at least, -n {} in all, at \
+             most {} servers",
+            mirrors.len(),
+            job.mirrors.len(),
+            job.connections,
+            MAX_SERVERS
+        ));
+    }
+    if preopened {
+        progress.note("mirrors left out: the first server does not answer SIZE");
+        return Vec::new();
+    }
     let spot = spot_of(size).filter(|_| job.pieces.is_none());
     let reference = match spot {
         Some((at, len)) => match sample(first, &job.url.path, at, len).await {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                progress.note(&format!("the spot check of the mirrors is skipped: {e}"));
-                None
+                progress.note(&format!(
+                    "mirrors left out: the first server's bytes to compare theirs with could \
+                     not be read ({e})"
+                ));
+                return Vec::new();
             }
         },
         None => None,
     };
+    let check = spot.zip(reference.as_deref());
+    let opened = join_all(mirrors.iter().map(|m| open_one(job, m, size, check))).await;
     let mut kept = Vec::new();
-    for (m, r) in job.mirrors.iter().zip(opened) {
-        let checked = match (r, &reference, spot) {
-            (Ok(mut start), Some(want), Some((at, len))) => {
-                match sample(&mut start.first, &start.url.path, at, len).await {
-                    Ok(got) if got == *want => Ok(start),
-                    Ok(_) => Err(format!(
-                        "its bytes at offset {at} differ from {}'s: another file of the same \
-                         size",
-                        job.url.redacted()
-                    )),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            (r, _, _) => r,
-        };
-        match checked {
+    for (m, r) in mirrors.iter().zip(opened) {
+        match r {
             Ok(start) => kept.push(start),
             Err(why) => progress.note(&format!("mirror {} left out: {why}", m.url.redacted())),
         }
@@ -105,9 +119,15 @@ async fn sample(s: &mut Session, path: &str, at: u64, len: u64) -> Result<Vec<u8
     Ok(buf)
 }
 
-/// One mirror: connect, log in, `SIZE`, probe (`FEAT`, `REST`), within the connect and
-/// reply timeouts (MDTM differs between mirrors: not compared). `Err` says why it cannot serve this file.
-async fn open_one(job: &Job, m: &Mirror, size: u64) -> Result<MirrorStart, String> {
+/// One mirror: connect, log in, `SIZE`, probe (`FEAT`, `REST`), and the spot check against
+/// `check` (where and what the first server has there), within the connect and reply
+/// timeouts (MDTM differs between mirrors: not compared). `Err` says why it cannot serve this file.
+async fn open_one(
+    job: &Job,
+    m: &Mirror,
+    size: u64,
+    check: Option<((u64, u64), &[u8])>,
+) -> Result<MirrorStart, String> {
     let tls = match m.url.tls.is_tls() {
         true => Some(Arc::new(
             TlsClient::new(&m.url, &m.verify).map_err(|e| e.to_string())?,
@@ -137,6 +157,17 @@ async fn open_one(job: &Job, m: &Mirror, size: u64) -> Result<MirrorStart, Strin
     first.probe().await.map_err(said)?;
     if !first.rest_support().0 {
         return Err("it cannot resume a transfer at an offset (REST)".into());
+    }
+    if let Some(((at, len), want)) = check {
+        let got = sample(&mut first, &m.url.path, at, len)
+            .await
+            .map_err(said)?;
+        if got != want {
+            return Err(format!(
+                "its bytes at offset {at} differ from {}'s: another file of the same size",
+                job.url.redacted()
+            ));
+        }
     }
     Ok(MirrorStart {
         url: m.url.clone(),

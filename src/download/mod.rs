@@ -24,6 +24,7 @@
 
 pub mod autotune;
 mod checkpoint;
+mod failover;
 mod job;
 mod meter;
 mod mirrors;
@@ -95,7 +96,10 @@ pub async fn download(
     // The mirrors are opened (and checked) once the file's size is known.
     let mirrors = match job.mirrors.is_empty() {
         true => Vec::new(),
-        false => mirrors::open_mirrors(job, size, &mut start.first, progress).await,
+        false => {
+            let preopened = preopened.is_some();
+            mirrors::open_mirrors(job, size, &mut start.first, preopened, progress).await
+        }
     };
     let begun = Begun {
         started,
@@ -205,9 +209,9 @@ fn prepare(
         servers.push(ServerSetup::of(&m.url, &m.creds, m.net, m.tls, &m.first));
         mirror_firsts.push(m.first);
     }
-    // Each server within --max-connections-per-host (with one server, the batch's pool
-    // does that).
-    let cap = job.per_mirror.filter(|_| servers.len() > 1);
+    // Each server within --max-connections-per-host (also the first alone, when every
+    // mirror was left out).
+    let cap = job.per_mirror;
     let assignment = mirrors::assign(
         startup::workers_for(job, remaining, rest),
         servers.len(),

@@ -34,6 +34,7 @@ impl Provenance {
         if n == 0 {
             return;
         }
+        // At most 32 servers (`mirrors::MAX_SERVERS`).
         let bit = 1u32 << mirror.min(31);
         let (first, last) = (at / self.length, (at + n - 1) / self.length);
         for p in first..=last {
@@ -72,43 +73,70 @@ pub(super) async fn check_and_repair(
     }
     let bad = tokio::task::block_in_place(|| failing_pieces(part, pieces, size))?;
     for &p in &bad {
-        let (at, len) = span(pieces, p, size);
-        let writers = prov.writers(p);
-        for (k, s) in shared.servers.iter().enumerate() {
-            if writers & (1 << k) != 0 && !s.dropped.swap(true, Ordering::SeqCst) {
-                eprintln!(
-                    "ftpseg: mirror {} served bytes that do not match the Metalink piece hash at \
-                     offset {at}: dropped; the piece is fetched again",
-                    s.label
-                );
-            }
-        }
-        let from = shared
-            .servers
-            .iter()
-            .enumerate()
-            .find(|(k, _)| writers & (1 << k) == 0)
-            .map(|(_, s)| s);
-        let Some(from) = from else {
-            return Err(mismatch(shared, at, "every server wrote into it"));
-        };
-        refetch(shared, from, at, len).await.map_err(|e| {
-            mismatch(
-                shared,
-                at,
-                &format!("fetching it again from {} failed: {e}", from.label),
-            )
-        })?;
-        let ok = tokio::task::block_in_place(|| piece_ok(part, pieces, p, size))?;
-        if !ok {
-            return Err(mismatch(
-                shared,
-                at,
-                &format!("{} serves it wrong too", from.label),
-            ));
-        }
+        repair(shared, part, pieces, p, prov.writers(p)).await?;
     }
     Ok(!bad.is_empty())
+}
+
+/// Piece `p` failed its hash: fetched again from each server in turn, those that wrote none
+/// of it first, dropped ones last, until its bytes match. The server that wrote the bad bytes
+/// is dropped by name (when one alone wrote the piece; several are named), and so is a server
+/// whose new bytes fail too.
+async fn repair(
+    shared: &Shared,
+    part: &PartFile,
+    pieces: &Pieces,
+    p: usize,
+    writers: u32,
+) -> Result<(), Error> {
+    let size = shared.target.size;
+    let (at, len) = span(pieces, p, size);
+    let wrote = |k: usize| writers & (1u32 << k) != 0;
+    let mut order: Vec<usize> = (0..shared.servers.len()).collect();
+    order.sort_by_key(|&k| (shared.servers[k].dropped.load(Ordering::SeqCst), wrote(k)));
+    let mut last = String::from("no server to fetch it from");
+    for k in order {
+        let from = &shared.servers[k];
+        match refetch(shared, from, at, len).await {
+            Err(e) => last = format!("fetching it again from {} failed: {e}", from.label),
+            Ok(()) if tokio::task::block_in_place(|| piece_ok(part, pieces, p, size))? => {
+                let guilty: Vec<&Server> = (0..shared.servers.len())
+                    .filter(|&j| j != k && wrote(j))
+                    .map(|j| &shared.servers[j])
+                    .collect();
+                match guilty.as_slice() {
+                    [one] => say_dropped(one, at),
+                    // Several wrote into it (a range cut inside the piece): one of them erred.
+                    many => eprintln!(
+                        "ftpseg: the piece at offset {at} failed its Metalink hash; one of {} \
+                         served it wrong; fetched again from {}",
+                        many.iter()
+                            .map(|s| s.label.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        from.label
+                    ),
+                }
+                return Ok(());
+            }
+            Ok(()) => {
+                say_dropped(from, at);
+                last = format!("{} serves it wrong too", from.label);
+            }
+        }
+    }
+    Err(mismatch(shared, at, &last))
+}
+
+/// A server whose bytes at `at` failed the piece hash: dropped, once, by name.
+fn say_dropped(s: &Server, at: u64) {
+    if !s.dropped.swap(true, Ordering::SeqCst) {
+        eprintln!(
+            "ftpseg: mirror {} served bytes that do not match the Metalink piece hash at \
+             offset {at}: dropped; the piece is fetched again",
+            s.label
+        );
+    }
 }
 
 /// The offset and length of piece `p` of a file of `size` bytes.

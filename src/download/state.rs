@@ -5,7 +5,7 @@
 //! measurements ([`RunState`]), and each connection's counters ([`ConnStat`]).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,9 @@ pub(super) struct Server {
     /// Set when this mirror failed for good: its connections stop, the others take its
     /// ranges over. Never set on the last server left.
     pub dropped: AtomicBool,
+    /// Failed attempts and logins in a row on this server, by any of its connections (reset
+    /// by a range done); with mirrors, `--max-tries` of them drop it.
+    pub failures: AtomicU32,
     /// Whether the network is there (`--network-wait`), shared by the connections; it also
     /// holds the server's addresses (looked up again after a sleep or an outage).
     pub net: Arc<Network>,
@@ -264,6 +267,7 @@ impl Shared {
                     label: v.url.redacted(),
                     url: v.url,
                     dropped: AtomicBool::new(false),
+                    failures: AtomicU32::new(0),
                     net: v.net,
                     tls: v.tls,
                     creds: v.creds,

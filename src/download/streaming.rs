@@ -92,7 +92,19 @@ pub(super) async fn stream_unknown_size(
         )
         .await
         {
-            Ok(()) => break,
+            // The data ended: the server must confirm the transfer was complete. Without that
+            // (a server killed or restarted closes both connections), the stream goes on from
+            // the offset: the rest, or nothing more and then the confirmation.
+            Ok(()) => match session.end_transfer(stream, true).await {
+                Ok(()) => break,
+                Err(e) => {
+                    out.save()?;
+                    if !rest {
+                        return Err(failed(e));
+                    }
+                    e
+                }
+            },
             Err(Ended::Other(e)) => return Err(e),
             Err(Ended::Session(e)) if !rest => return Err(failed(e)),
             Err(Ended::Session(e)) => e,
@@ -119,11 +131,6 @@ pub(super) async fn stream_unknown_size(
         };
     }
     progress.finish();
-    // The data ended: the server must confirm the transfer was complete.
-    if let Err(e) = session.end_transfer(stream, true).await {
-        out.save()?;
-        return Err(failed(e));
-    }
     session.quit().await;
     commit(job, out, mdtm, started)
 }

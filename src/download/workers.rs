@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::download::failover;
 use crate::download::meter::{load_f64, setup_time};
 use crate::download::sched::{Segment, Speeds};
 use crate::download::startup::HeadStart;
@@ -128,6 +129,9 @@ async fn fetch_until_done(
         if shared.run.failed() {
             return Ok(Next::Stop);
         }
+        if failover::hand_back_if_dropped(c, seg) {
+            return Ok(Next::Stop);
+        }
         stat.set(Some(seg.clone()), ConnState::Connecting);
         crate::trace!("conn {id} starts [{}..{})", seg.pos(), seg.end());
         let before = seg.pos();
@@ -152,6 +156,7 @@ async fn fetch_until_done(
                 continue;
             }
             Attempt::Ended(Ok(())) => {
+                c.server().failures.store(0, Ordering::Relaxed);
                 crate::trace!(
                     "conn {id} read [{before}..{}) at {:.1} MiB/s",
                     seg.pos(),
@@ -231,6 +236,13 @@ async fn after_failure(
         // A stall or a reset while the route is gone: the network, not the server.
         failure = Failure::NoNetwork;
     }
+    // With mirrors, a failure of this connection's server hands its range to the others.
+    if let Some(next) = failover::after_failure(c, seg, before, &e, failure).await {
+        return Ok(match next {
+            true => Next::Another,
+            false => Next::Stop,
+        });
+    }
     if failure == Failure::NoNetwork {
         return wait_for_network(c, seg, before, &e).await;
     }
@@ -238,9 +250,6 @@ async fn after_failure(
         shared.run.refused.store(true, Ordering::SeqCst);
     }
     if failure == Failure::Fatal {
-        if drop_mirror(c, &e.to_string()) && shared.sched.give_up(seg) {
-            return Ok(Next::Stop);
-        }
         return Err(range_error(shared, c.server(), e));
     }
     if failure == Failure::Busy && shared.sched.give_up(seg) {
@@ -251,21 +260,8 @@ async fn after_failure(
             false => Next::Stop,
         });
     }
-    if others_live(c) && shared.sched.give_up(seg) {
-        // With mirrors: the range goes to the other servers' connections at once, while this
-        // one finds out whether its server comes back.
-        seg.attempt_ended(before, false);
-        return Ok(match mirror_again(c, e).await {
-            true => Next::Another,
-            false => Next::Stop,
-        });
-    }
     let tries = seg.attempt_ended(before, true);
     if tries >= shared.limits.max_tries {
-        let why = format!("{tries} tries failed, the last: {e}");
-        if drop_mirror(c, &why) && shared.sched.give_up(seg) {
-            return Ok(Next::Stop);
-        }
         return Err(Error::GaveUp {
             tries,
             last: e.to_string(),
@@ -324,79 +320,6 @@ fn range_error(shared: &Shared, server: &Server, e: SessionError) -> Error {
     };
     let ctx = SessionContext::new(&server.url, &server.creds, step);
     Error::from_session(ctx, e)
-}
-
-/// Whether a server other than this connection's is live.
-fn others_live(c: &Connection<'_>) -> bool {
-    let server = c.server();
-    c.shared
-        .servers
-        .iter()
-        .any(|s| !std::ptr::eq(s, server) && !s.dropped.load(Ordering::SeqCst))
-}
-
-/// A connection whose mirror failed (`e`), its range handed to the others: logs in to the
-/// mirror again after backoffs, and rejoins the download with the new session (`true`); after
-/// `--max-tries` failed logins in a row the mirror is dropped (`false`, as when the download
-/// ends meanwhile).
-async fn mirror_again(c: &mut Connection<'_>, mut e: SessionError) -> bool {
-    let (shared, server, id) = (c.shared, c.server(), c.id);
-    let mut tries = 1;
-    loop {
-        if tries >= shared.limits.max_tries {
-            drop_mirror(c, &format!("{tries} tries failed, the last: {e}"));
-            shared.sched.retire();
-            c.stat().set(None, ConnState::NotNeeded);
-            return false;
-        }
-        let wait = backoff(tries);
-        c.stat().set(None, ConnState::Retrying(wait));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = c.stat().kick.notified() => {}
-        }
-        if shared.over() || server.dropped.load(Ordering::SeqCst) {
-            return false;
-        }
-        match log_in(server).await {
-            Ok(s) if shared.sched.rejoin() => {
-                crate::trace!("conn {id}: its mirror answers again");
-                c.session = Some(s);
-                return true;
-            }
-            Ok(s) => {
-                s.quit_later();
-                return false;
-            }
-            Err(next) => {
-                crate::trace!("conn {id}: mirror still failing ({next})");
-                e = next;
-                tries += 1;
-            }
-        }
-    }
-}
-
-/// A mirror that failed for good (`why`): dropped, if another server is left, so that its
-/// connections stop and the others take its ranges over (`true`); the last server is never
-/// dropped (`false`: the failure ends the download, as with one server).
-fn drop_mirror(c: &Connection<'_>, why: &str) -> bool {
-    let (shared, server) = (c.shared, c.server());
-    let others = shared
-        .servers
-        .iter()
-        .filter(|s| !std::ptr::eq(*s, server) && !s.dropped.load(Ordering::SeqCst))
-        .count();
-    if others == 0 {
-        return false;
-    }
-    if !server.dropped.swap(true, Ordering::SeqCst) {
-        eprintln!(
-            "ftpseg: mirror {} dropped ({why}); the other {others} take its ranges over",
-            server.label
-        );
-    }
-    true
 }
 
 /// With a connection budget (`Job::pool`): makes sure the worker holds a permit before it

@@ -498,3 +498,52 @@ async fn a_mirror_with_another_file_of_the_same_size_is_left_out_by_the_spot_che
         stderr(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_servers_stopped_one_after_the_other_still_ends_byte_exact() {
+    // Review case: the second drop used to end the download ("failed after 2 tries") although
+    // the first server was healthy.
+    let dir = tempfile::tempdir().unwrap();
+    let len = 16 * MIB + 11;
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    write_pattern_file(&dir.path().join("a/f.bin"), len, 42).unwrap();
+    for d in ["b", "c"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        std::fs::copy(dir.path().join("a/f.bin"), dir.path().join(d).join("f.bin")).unwrap();
+    }
+    let data = std::fs::read(dir.path().join("a/f.bin")).unwrap();
+    let a = server(&dir.path().join("a"), rate(2 * MIB)).await;
+    let b = server(&dir.path().join("b"), rate(2 * MIB)).await;
+    let c = server(&dir.path().join("c"), rate(2 * MIB)).await;
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let mut cmd = ftpseg();
+    cmd.args([
+        "-n",
+        "3",
+        "--max-tries",
+        "2",
+        "--mirror",
+        &b.url("f.bin"),
+        "--mirror",
+        &c.url("f.bin"),
+        &a.url("f.bin"),
+    ])
+    .current_dir(&local);
+    let child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while b.stats().bytes_sent < MIB && started.elapsed().as_secs() < 30 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    b.shutdown().await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    c.shutdown().await;
+    let o = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("no end within 120 s")
+    .unwrap();
+    assert_ok_and_equal(&o, &local.join("f.bin"), &data);
+}
