@@ -451,10 +451,12 @@ pub struct PutArgs {
 pub struct BenchArgs {
     // The help is an attribute, not a doc comment: rustdoc would read `[:password]` as a link.
     #[arg(
+        required = true,
+        value_name = "URL",
         help = "ftp://[user[:password]@]host[:port]/path of a large file (ftpes:// or ftps:// \
-                for TLS)"
+                for TLS); several URLs (mirrors of one file) are measured in turn and ranked"
     )]
-    pub url: String,
+    pub urls: Vec<String>,
     /// Connection counts to measure, in this order (comma-separated, each 1-64)
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16",
           value_parser = parse_connections, value_name = "N,N,...")]

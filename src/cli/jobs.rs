@@ -297,8 +297,8 @@ pub fn put_plan(args: &PutArgs) -> Result<PutPlan, Error> {
     })
 }
 
-/// `ftpseg bench URL`: the download every run repeats (a normal one with `--force
-/// --restart`, into a temporary file or nowhere), and the counts to run it with.
+/// `ftpseg bench URL [URL...]`: the download every run repeats, one per URL (a normal one with
+/// `--force --restart`, into a temporary file or nowhere), and the counts to run it with.
 pub fn bench_plan(args: &BenchArgs) -> Result<BenchPlan, Error> {
     if args.connections.is_empty() {
         return Err(Error::Usage(
@@ -328,11 +328,21 @@ pub fn bench_plan(args: &BenchArgs) -> Result<BenchPlan, Error> {
     opts.io = args.io;
     // A host table's server settings apply; its connections do not (bench sets its own).
     opts.hosts = args.hosts.clone();
-    let mut job = job_for(&opts, &args.url, Some(output))?;
-    job.limit = args.bytes;
-    job.storage = storage;
+    let mut jobs = Vec::with_capacity(args.urls.len());
+    for url in &args.urls {
+        // The runs are one after the other, so every URL's may use the same temporary file.
+        let mut job = job_for(&opts, url, Some(output.clone()))?;
+        job.limit = args.bytes;
+        job.storage = storage;
+        jobs.push(job);
+    }
+    let mut jobs = jobs.into_iter();
+    let job = jobs
+        .next()
+        .ok_or_else(|| Error::Usage("bench needs a URL".into()))?;
     Ok(BenchPlan {
         job,
+        mirrors: jobs.collect(),
         counts: args.connections.clone(),
         repeat: args.repeat,
         dir,
