@@ -19,6 +19,7 @@
 //! The arithmetic (medians, the recommendation, the table, the JSON, the chart) is pure and
 //! unit-tested; only [`run`] does I/O.
 
+mod chart;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -31,10 +32,11 @@ use crate::storage::Storage;
 use crate::ui::human_bytes;
 use crate::ui::progress::{Mode, Progress};
 
+pub use chart::svg_chart;
 use report::MIB;
 pub use report::{
     Mirror, MirrorsReport, Report, SCHEMA, Sample, ranking, ranking_table, recommend, rows,
-    suggestion, svg_chart, table,
+    suggestion, table,
 };
 
 /// What `ftpseg bench` is asked to do: one download per URL, each run with each count.

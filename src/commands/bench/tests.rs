@@ -2,6 +2,7 @@
 
 use proptest::prelude::*;
 
+use super::chart::*;
 use super::report::*;
 
 fn sample(n: usize, mib_s: f64) -> Sample {
