@@ -20,7 +20,7 @@ use crate::commands::demo::DemoPlan;
 use crate::commands::get::GetPlan;
 use crate::commands::put::PutPlan;
 use crate::commands::serve::ServePlan;
-use crate::download::{Connections, Job, Mirror, autotune};
+use crate::download::{Connections, Job, autotune};
 use crate::error::Error;
 use crate::ftp::Verify;
 use crate::ftp::ratelimit::RateLimit;
@@ -66,7 +66,7 @@ pub fn get_plan(mut args: GetArgs) -> Result<GetPlan, Error> {
     job.mirrors = args
         .mirror
         .iter()
-        .map(|raw| mirror_for(&args.download, raw))
+        .map(|raw| DownloadJobs(args.download.clone()).mirror_for(raw))
         .collect::<Result<_, _>>()?;
     // One file keeps within the per-host limit by using no more connections (a host table's
     // limit, applied by `job_for`, is above the file's other settings); with mirrors, each
@@ -159,17 +159,6 @@ pub fn job_for(opts: &DownloadOpts, raw: &str, output: Option<PathBuf>) -> Resul
         mirrors: Vec::new(),
         per_mirror: None,
         pieces: None,
-    })
-}
-
-/// Another server of the file `raw`, as `job_for` would reach it (its host table, TLS
-/// settings and credentials).
-fn mirror_for(opts: &DownloadOpts, raw: &str) -> Result<Mirror, Error> {
-    let job = job_for(opts, raw, Some(PathBuf::from("unused")))?;
-    Ok(Mirror {
-        url: job.url,
-        creds: job.creds,
-        verify: job.verify,
     })
 }
 

@@ -104,17 +104,7 @@ async fn sample(s: &mut Session, path: &str, at: u64, len: u64) -> Result<Vec<u8
     let t = s.retr_range(path, at, Some(at + len)).await?;
     let mut stream = t.stream;
     let mut buf = vec![0u8; len as usize];
-    let mut done = 0;
-    while done < buf.len() {
-        let n = s.read_data(&mut stream, &mut buf[done..]).await?;
-        if n == 0 {
-            return Err(SessionError::Protocol(format!(
-                "the data ended {} bytes short",
-                buf.len() - done
-            )));
-        }
-        done += n;
-    }
+    s.read_exact_data(&mut stream, &mut buf).await?;
     s.end_transfer(stream, t.ends_at == Some(at + len)).await?;
     Ok(buf)
 }

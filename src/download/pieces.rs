@@ -182,14 +182,10 @@ async fn refetch(shared: &Shared, server: &Server, at: u64, len: u64) -> Result<
     let mut buf = vec![0u8; (1 << 20).min(len) as usize];
     let mut done = 0;
     while done < len {
-        let want = (len - done).min(buf.len() as u64) as usize;
-        let n = s
-            .read_data(&mut stream, &mut buf[..want])
+        let n = (len - done).min(buf.len() as u64) as usize;
+        s.read_exact_data(&mut stream, &mut buf[..n])
             .await
             .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(format!("the data ended {} bytes short", len - done));
-        }
         shared
             .output
             .writer

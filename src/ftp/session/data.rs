@@ -86,6 +86,27 @@ impl Session {
         }
     }
 
+    /// Reads until `buf` is full: an error if the data ends first (short by how much).
+    pub async fn read_exact_data(
+        &self,
+        stream: &mut DataStream,
+        buf: &mut [u8],
+    ) -> Result<(), SessionError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.read_data(stream, &mut buf[done..]).await? {
+                0 => {
+                    return Err(SessionError::Protocol(format!(
+                        "the data ended {} bytes short",
+                        buf.len() - done
+                    )));
+                }
+                n => done += n,
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `stream` can be read with [`Session::splice_data`]: plain TCP, not TLS.
     pub fn can_splice(stream: &mut DataStream) -> bool {
         matches!(stream.get_mut(), AsyncDataStream::Tcp(_))
