@@ -463,16 +463,15 @@ async fn help_still_works_with_a_config_file() {
     // A password in config show's arguments stays out of its messages.
     let o = with_config(
         &cfg,
-        &[
-            "config",
-            "show",
-            "bench",
-            "ftp://u:pw@h/a",
-            "ftp://u:pw@h/b",
-        ],
+        &["config", "show", "-n", "ftp://u:pw@h/a", "ftp://u:pw@h/b"],
         &fx.local,
     )
     .await;
     assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ftp://u:<password>@h/a"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!stderr(&o).contains(":pw@"), "{}", stderr(&o));
 }
