@@ -356,6 +356,7 @@ impl Shared {
                     bytes: c.bytes.load(Ordering::Relaxed),
                     range: v.0.as_ref().map(|s| (s.pos(), s.end())),
                     state: v.1,
+                    server: c.mirror,
                 }
             })
             .collect();
@@ -365,6 +366,14 @@ impl Shared {
             total: Some(self.target.size),
             conns,
             network_missing: net.missing_since().map(|t| (t.elapsed(), net.wait_limit())),
+            servers: match self.servers.len() {
+                1 => Vec::new(),
+                _ => self
+                    .servers
+                    .iter()
+                    .map(|s| format!("{}:{}", s.url.host_for_connect(), s.url.port))
+                    .collect(),
+            },
         }
     }
 }

@@ -372,8 +372,10 @@ async fn read_to_end(
                     bytes: out.written - out.resumed,
                     range: None,
                     state: ConnState::Streaming,
+                    server: 0,
                 }],
                 network_missing: None,
+                servers: Vec::new(),
             });
         }
         if last_checkpoint.elapsed() >= job.checkpoint_interval {

@@ -36,6 +36,8 @@ pub struct ConnView {
     pub range: Option<(u64, u64)>,
     /// What it is doing.
     pub state: ConnState,
+    /// The server it reads from: an index of [`View::servers`] (with mirrors).
+    pub server: usize,
 }
 
 /// What one connection is doing: the value the download's scheduling reads (a connection is
@@ -102,6 +104,8 @@ pub struct View {
     pub conns: Vec<ConnView>,
     /// While the network is missing: for how long, and the `--network-wait` limit.
     pub network_missing: Option<(Duration, Duration)>,
+    /// With mirrors: each server as `host:port` (empty with one server).
+    pub servers: Vec<String>,
 }
 
 /// What happened to the network, as [`Progress::network`] tells it.
@@ -275,6 +279,29 @@ impl Progress {
         }
     }
 
+    /// With mirrors: "; host-a 40.00 MiB/s (3), host-b 9.50 MiB/s (3)" (rate and connections
+    /// reading from each server); nothing with one server.
+    fn per_server(&self, view: &View) -> String {
+        if view.servers.len() < 2 {
+            return String::new();
+        }
+        let parts: Vec<String> = view
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(k, host)| {
+                let (rate, n) = view
+                    .conns
+                    .iter()
+                    .zip(&self.rates)
+                    .filter(|(c, _)| c.server == k && c.range.is_some())
+                    .fold((0.0, 0), |(r, n), (_, rate)| (r + rate, n + 1));
+                format!("{host} {}/s ({n})", human_bytes(rate as u64))
+            })
+            .collect();
+        format!("; {}", parts.join(", "))
+    }
+
     fn summary_line(&self, view: &View) -> String {
         let rate: f64 = self.rates.iter().sum();
         let active = view.conns.iter().filter(|c| c.range.is_some()).count();
@@ -286,6 +313,7 @@ impl Progress {
             ),
             None => format!("{active} connection(s) active"),
         };
+        let doing = doing + &self.per_server(view);
         match view.total {
             Some(t) if t > 0 => format!(
                 "{} / {} ({:.1}%), {}/s, {doing}",
@@ -351,8 +379,12 @@ impl Progress {
                 ),
                 None => String::new(),
             };
+            let server = match view.servers.get(c.server) {
+                Some(host) if view.servers.len() > 1 => format!("{host:<21} "),
+                _ => String::new(),
+            };
             bars.conns[i].set_message(format!(
-                "#{i:<2} {:>12}/s  {:<16} {range}",
+                "#{i:<2} {server}{:>12}/s  {:<16} {range}",
                 human_bytes(self.rates[i] as u64),
                 c.state
             ));
@@ -394,12 +426,37 @@ mod tests {
             total: Some(4 << 20),
             conns: vec![ConnView::default()],
             network_missing: None,
+            servers: Vec::new(),
         };
         assert!(p.summary_line(&view).ends_with("0 connection(s) active"));
         view.network_missing = Some((Duration::from_secs(12), Duration::from_secs(1800)));
         let line = p.summary_line(&view);
         assert!(
             line.ends_with("waiting for the network (12 s of up to 30 min)"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn with_mirrors_the_line_gives_each_server_its_rate_and_connections() {
+        let mut p = Progress::new(Mode::Quiet);
+        let conn = |server: usize, reading: bool| ConnView {
+            bytes: 0,
+            range: reading.then_some((0, 10)),
+            state: ConnState::Reading,
+            server,
+        };
+        let view = View {
+            done: 0,
+            total: Some(100),
+            conns: vec![conn(0, true), conn(1, true), conn(1, true), conn(1, false)],
+            network_missing: None,
+            servers: vec!["a:21".into(), "b:2121".into()],
+        };
+        p.rates = vec![1024.0 * 1024.0, 2048.0, 2048.0, 7.0];
+        let line = p.summary_line(&view);
+        assert!(
+            line.ends_with("3 connection(s) active; a:21 1.00 MiB/s (1), b:2121 4.00 KiB/s (2)"),
             "{line}"
         );
     }

@@ -194,6 +194,7 @@ impl Pieces {
                 bytes: p.load(Ordering::Relaxed),
                 range: None,
                 state: ConnState::Sending,
+                server: 0,
             })
             .collect();
         let inflight: u64 = self
@@ -206,6 +207,7 @@ impl Pieces {
             total: Some(up.size),
             conns,
             network_missing: None,
+            servers: Vec::new(),
         }
     }
 }

@@ -172,7 +172,9 @@ fn view(up: &Upload, p: u64) -> View {
             bytes: up.sent.load(Ordering::Relaxed),
             range: Some((p, up.size)),
             state: ConnState::Sending,
+            server: 0,
         }],
         network_missing: None,
+        servers: Vec::new(),
     }
 }
