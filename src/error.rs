@@ -145,6 +145,9 @@ pub enum Error {
         .part.display()
     )]
     RemoteChanged { detail: String, part: PathBuf },
+    /// The server's file is not the one asked for (its size is not a Metalink's).
+    #[error("{0}; nothing was downloaded: check the Metalink, or give another first URL")]
+    NotTheFile(String),
     #[error(
         "the server does not accept REST any more, so the partial download {} ({done} done) \
          cannot be resumed; it was kept. Run with --restart to download the file from scratch",
@@ -233,7 +236,9 @@ impl Error {
                 | crate::storage::manifest::ManifestError::RefusedSave { .. },
             ) => exit::LOCAL_IO,
             Error::Manifest(_) => exit::MANIFEST,
-            Error::RemoteChanged { .. } | Error::CannotResume { .. } => exit::REMOTE_CHANGED,
+            Error::RemoteChanged { .. } | Error::CannotResume { .. } | Error::NotTheFile(_) => {
+                exit::REMOTE_CHANGED
+            }
             Error::Interrupted(_) | Error::InterruptedDiscarding => exit::INTERRUPTED,
             Error::Redacted { code, .. } => *code,
             Error::Internal(_) => exit::INTERNAL,

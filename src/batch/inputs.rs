@@ -76,6 +76,8 @@ pub struct Input {
     pub mirrors: Vec<String>,
     /// A Metalink's piece hashes of the file.
     pub pieces: Option<metalink::Pieces>,
+    /// A Metalink's size of the file.
+    pub size: Option<u64>,
 }
 
 /// Everything a batch reads before it starts: its inputs and the `--checksum-file`.
@@ -103,6 +105,7 @@ impl Inputs {
                 output: None,
                 mirrors: Vec::new(),
                 pieces: None,
+                size: None,
             })
             .collect();
         if let Some(path) = &settings.input_file {
@@ -118,6 +121,7 @@ impl Inputs {
                 output: l.output,
                 mirrors: l.mirrors,
                 pieces: None,
+                size: None,
             }));
         }
         let mut metalink_sums = None;
@@ -206,6 +210,7 @@ fn read_metalink(path: &Path, quiet: bool) -> Result<(Vec<Input>, SumsFile), Err
             output: Some(f.name),
             mirrors: urls.collect(),
             pieces: f.pieces,
+            size: f.size,
         });
     }
     Ok((inputs, (path.display().to_string(), lines)))

@@ -123,8 +123,9 @@ struct FileJob {
     mdtm: Option<String>,
     /// Its other servers.
     mirrors: Vec<crate::download::Mirror>,
-    /// A Metalink's piece hashes of it.
+    /// A Metalink's piece hashes of it, and its size there.
     pieces: Option<crate::integrity::metalink::Pieces>,
+    expected_size: Option<u64>,
 }
 
 /// A server of the batch: its job template (credentials, options) and its budget.

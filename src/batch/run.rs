@@ -90,6 +90,7 @@ async fn fetch_and_check(ctx: &Ctx, f: &FileJob) -> Result<FileEnd, Error> {
     job.digest = digest.clone();
     job.mirrors = f.mirrors.clone();
     job.pieces = f.pieces.clone();
+    job.expected_size = f.expected_size;
     job.per_mirror = Some(h.pool.limit());
     let mut progress =
         Progress::new(ctx.mode).with_events(ctx.events.clone(), f.url.redacted().to_string());

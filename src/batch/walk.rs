@@ -53,6 +53,7 @@ impl<'a> Planner<'a> {
                 self.add_mirrors(&mut found, &input.mirrors)?;
                 if let [file] = found.as_mut_slice() {
                     file.pieces = input.pieces.clone();
+                    file.expected_size = input.size;
                 }
                 Ok(found)
             });
@@ -151,6 +152,7 @@ impl<'a> Planner<'a> {
             mdtm: None,
             mirrors: Vec::new(),
             pieces: None,
+            expected_size: None,
         }])
     }
 
@@ -213,6 +215,7 @@ impl<'a> Planner<'a> {
                         mdtm: e.modify.clone(),
                         mirrors: Vec::new(),
                         pieces: None,
+                        expected_size: None,
                     });
                 }
                 Kind::Dir if self.settings.recursive => {
@@ -288,6 +291,7 @@ async fn walk(
                         mdtm: e.modify.clone(),
                         mirrors: Vec::new(),
                         pieces: None,
+                        expected_size: None,
                     });
                 }
                 Kind::Dir => {

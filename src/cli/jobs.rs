@@ -159,6 +159,7 @@ pub fn job_for(opts: &DownloadOpts, raw: &str, output: Option<PathBuf>) -> Resul
         mirrors: Vec::new(),
         per_mirror: None,
         pieces: None,
+        expected_size: None,
     })
 }
 

@@ -74,6 +74,8 @@ pub struct Job {
     /// A Metalink's piece hashes: every piece is checked before the file is committed, and
     /// one that fails is fetched again from another server (`download/pieces.rs`).
     pub pieces: Option<crate::integrity::metalink::Pieces>,
+    /// The size a Metalink gives: a server whose `SIZE` differs serves another file.
+    pub expected_size: Option<u64>,
 }
 
 /// Another server of the same file: its URL (whose path `RETR` asks for), login and TLS
@@ -129,6 +131,7 @@ impl Job {
             mirrors: Vec::new(),
             per_mirror: None,
             pieces: None,
+            expected_size: None,
         }
     }
 }

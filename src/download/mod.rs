@@ -93,6 +93,12 @@ pub async fn download(
                 .await;
             }
         };
+    if let Some(want) = job.expected_size.filter(|&want| want != size) {
+        return Err(Error::NotTheFile(format!(
+            "{} has {size} bytes, the Metalink says {want}",
+            job.url.redacted()
+        )));
+    }
     // The mirrors are opened (and checked) once the file's size is known.
     let mirrors = match job.mirrors.is_empty() {
         true => Vec::new(),

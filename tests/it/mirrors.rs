@@ -547,3 +547,35 @@ async fn two_of_three_servers_stopped_one_after_the_other_still_ends_byte_exact(
     .unwrap();
     assert_ok_and_equal(&o, &local.join("f.bin"), &data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_url_whose_size_is_not_the_metalink_s_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    write_pattern_file(&dir.path().join("a/f.iso"), MIB, 43).unwrap();
+    let data = std::fs::read(dir.path().join("a/f.iso")).unwrap();
+    let a = server(&dir.path().join("a"), Faults::default()).await;
+    let doc = meta4(&[(
+        "f.iso",
+        data.len() as u64 + 1,
+        sha256_hex(&data),
+        vec![a.url("f.iso")],
+    )]);
+    let file = dir.path().join("f.meta4");
+    std::fs::write(&file, doc).unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let o = run(&[file.to_str().unwrap()], &local).await;
+    assert_eq!(code(&o), 11, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{} has {} bytes, the Metalink says {}",
+            a.url("f.iso"),
+            data.len(),
+            data.len() + 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!local.join("f.iso").exists());
+}
