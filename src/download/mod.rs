@@ -200,7 +200,7 @@ fn prepare(
     } = resume::resume_or_start(job, progress, files, &remote)?;
     let min_range = if rest { job.min_range } else { u64::MAX };
     let remaining: u64 = manifest.ranges.iter().map(|r| r.remaining()).sum();
-    let mut servers = vec![ServerSetup {
+    let first = ServerSetup {
         pool: job.pool.clone(),
         ..ServerSetup::of(
             &job.url,
@@ -209,20 +209,12 @@ fn prepare(
             start.tls,
             &start.first,
         )
-    }];
-    let mut mirror_firsts = Vec::new();
-    for m in mirrors {
-        servers.push(ServerSetup::of(&m.url, &m.creds, m.net, m.tls, &m.first));
-        mirror_firsts.push(m.first);
-    }
+    };
+    let (servers, mirror_firsts) = with_mirrors(first, mirrors);
     // Each server within --max-connections-per-host (also the first alone, when every
     // mirror was left out).
-    let cap = job.per_mirror;
-    let assignment = mirrors::assign(
-        startup::workers_for(job, remaining, rest),
-        servers.len(),
-        cap,
-    );
+    let workers = startup::workers_for(job, remaining, rest);
+    let assignment = mirrors::assign(workers, servers.len(), job.per_mirror);
     let workers = assignment.len();
     // `-n auto` starts with few workers allowed; the others join (and count as live) later.
     let allowed = startup::starting_workers(job, workers);
@@ -328,6 +320,21 @@ fn commit(
             us => Some(Duration::from_micros(us)),
         },
     })
+}
+
+/// The servers of a download: the first, then the mirrors that passed their checks; and the
+/// mirrors' probed first sessions, for their first connections.
+fn with_mirrors(
+    first: ServerSetup,
+    mirrors: Vec<mirrors::MirrorStart>,
+) -> (Vec<ServerSetup>, Vec<crate::ftp::Session>) {
+    let mut servers = vec![first];
+    let mut sessions = Vec::new();
+    for m in mirrors {
+        servers.push(ServerSetup::of(&m.url, &m.creds, m.net, m.tls, &m.first));
+        sessions.push(m.first);
+    }
+    (servers, sessions)
 }
 
 /// Bytes each server sent in this run, with several servers (none with one).
