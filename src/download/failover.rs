@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::download::sched::Segment;
-use crate::download::state::Server;
 use crate::download::transfer::{Connection, log_in};
 use crate::ftp::SessionError;
 use crate::retry::{Failure, backoff};
@@ -104,34 +103,16 @@ async fn mirror_again(c: &mut Connection<'_>) -> bool {
     }
 }
 
-/// Drops this connection's server (`why`), if another is left: its other connections are
-/// kicked, so that they hand their ranges back at once. `false` for the last server.
-pub(super) fn drop_mirror(c: &Connection<'_>, why: &str) -> bool {
-    let (shared, server) = (c.shared, c.server());
-    let others = shared
-        .servers
-        .iter()
-        .filter(|s| !std::ptr::eq(*s, server) && !s.dropped.load(Ordering::SeqCst))
-        .count();
-    if others == 0 {
-        return false;
-    }
-    if !server.dropped.swap(true, Ordering::SeqCst) {
+/// Drops this connection's server (`why`), if another is left ([`Shared::drop_server`]: its
+/// connections are kicked and hand their ranges back), saying so once.
+///
+/// [`Shared::drop_server`]: crate::download::state::Shared::drop_server
+fn drop_mirror(c: &Connection<'_>, why: &str) {
+    if let Some(others) = c.shared.drop_server(c.stat().mirror) {
         eprintln!(
             "ftpseg: mirror {} dropped ({why}); the other {others} take its ranges over",
-            server.label
+            c.server().label
         );
-        kick_connections_of(c, server);
-    }
-    true
-}
-
-/// Wakes every other connection reading from `server`.
-fn kick_connections_of(c: &Connection<'_>, server: &Server) {
-    for (id, stat) in c.shared.conns.iter().enumerate() {
-        if id != c.id && std::ptr::eq(c.shared.server(id), server) {
-            stat.kick.notify_one();
-        }
     }
 }
 

@@ -257,12 +257,11 @@ impl NetWatch {
                 }
             }
             if let Some(gone) = net.gone() {
-                if shared.live_servers() > 1 {
-                    server.dropped.store(true, Ordering::SeqCst);
+                if shared.drop_server(k).is_some() {
                     progress.note(&format!(
-                        "mirror {} dropped: no network to it for {:?}",
+                        "mirror {} dropped: no network to it for {}",
                         server.label,
-                        net.wait_limit()
+                        crate::ui::human_duration(net.wait_limit())
                     ));
                     continue;
                 }

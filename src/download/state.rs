@@ -331,12 +331,21 @@ impl Shared {
         &self.servers[self.conns[id].mirror]
     }
 
-    /// Servers not dropped.
-    pub fn live_servers(&self) -> usize {
-        self.servers
-            .iter()
-            .filter(|s| !s.dropped.load(Ordering::SeqCst))
-            .count()
+    /// Drops server `k` (a mirror that failed for good) if another is live: its connections
+    /// are kicked, so that they hand their ranges back at once (`download/failover.rs`).
+    /// `Some(n)`: dropped now, `n` others left; `None`: the last live server (never dropped),
+    /// or dropped already.
+    pub fn drop_server(&self, k: usize) -> Option<usize> {
+        let others = (0..self.servers.len())
+            .filter(|&j| j != k && !self.servers[j].dropped.load(Ordering::SeqCst))
+            .count();
+        if others == 0 || self.servers[k].dropped.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        for c in self.conns.iter().filter(|c| c.mirror == k) {
+            c.kick.notify_one();
+        }
+        Some(others)
     }
 
     /// The download failed, or every range is done: a waiting connection has nothing to wait
